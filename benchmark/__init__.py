@@ -1,0 +1,1 @@
+"""LiverBench benchmark: the `liverbench` command, runner, evaluation, timing, W&B and report."""

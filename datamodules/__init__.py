@@ -1,0 +1,1 @@
+"""Data: phantom generator, dataset readers/converters, MONAI transforms, LightningDataModules."""

@@ -1,0 +1,1 @@
+"""Models: registry, the shared SegmentationModule, one file per architecture."""
