@@ -1,0 +1,279 @@
+"""The run plan (suite x modality x seed, with its config) and result records: one folder per run, `result.json` written last and atomically.
+
+A run folder without `result.json` is stale (the run was killed): it is emptied and rerun.
+`result.json` with `status: ok` means finished; `status: failed` carries the error and traceback.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from datamodules.files import DataError, atomic_write_json, atomic_write_text
+
+METRICS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "failed")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_name(variant: str, modality: str, seed: int) -> str:
+    return f"{variant}__{modality}__seed{seed}"
+
+
+def run_dir(out: str | os.PathLike, suite: str, variant: str, modality: str, seed: int) -> Path:
+    return Path(out) / suite / run_name(variant, modality, seed)
+
+
+def read_result(folder: str | os.PathLike) -> dict | None:
+    """The run's record, or None when it has none (never run, or killed mid-way)."""
+    path = Path(folder) / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:  # cannot happen with atomic writes; treat as stale anyway
+        return None
+
+
+def prepare_run_dir(folder: str | os.PathLike) -> Path:
+    """Empty a stale or retried run folder so a restart begins clean."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_per_case(folder: str | os.PathLike, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    extra = [k for k in ("tp", "fp", "fn") if rows and k in rows[0]]
+    writer = csv.DictWriter(buf, fieldnames=["case", *METRICS, *extra], extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(Path(folder) / "per_case.csv", buf.getvalue())
+
+
+def json_safe(value):
+    """NaN/inf (e.g. HD95 of an empty prediction) become null: strict JSON readers reject NaN."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_result(folder: str | os.PathLike, record: dict) -> Path:
+    return atomic_write_json(Path(folder) / "result.json", json_safe(record))
+
+
+def failure_fields(exc: BaseException) -> dict:
+    return {
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("liverbench", "torch", "lightning", "monai", "torchmetrics", "numpy", "nibabel", "wandb"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the code runs from, `+dirty` when it has local changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---- the run plan: suite x modality x seed, each with its preset-adjusted LightningCLI config ----
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATAMODULES = {"ct": "datamodules.datamodule.CTDataModule", "mri": "datamodules.datamodule.MRIDataModule"}
+
+
+@dataclass
+class RunSpec:
+    """One run to do: which entry, modality, seed, budget, and where its folder is."""
+
+    suite: str
+    variant: str
+    label: str
+    entry_config: Path
+    modality: str
+    seed: int
+    preset: dict
+    data: str  # "phantom" or a dataset folder
+    folder: Path
+    smoke: bool = False
+
+    @property
+    def name(self) -> str:
+        return run_name(self.variant, self.modality, self.seed)
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset["name"]
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a YAML mapping at the top level")
+    return data
+
+
+def _named_file(name_or_path: str, folder: str) -> Path:
+    """`paper` -> benchmark/<folder>/paper.yaml; anything with a suffix or a slash is a path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return Path(name_or_path).expanduser().resolve()
+    path = PACKAGE_DIR / folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (PACKAGE_DIR / folder).glob("*.yaml"))
+        raise DataError(path, f"no {folder[:-1]} named {name_or_path!r} (known: {', '.join(known) or 'none'})")
+    return path
+
+
+def load_suite(name_or_path: str) -> dict:
+    """`{name, description, entries: [{variant, label, config}]}`; config paths made absolute."""
+    path = _named_file(name_or_path, "suites")
+    suite = _yaml(path)
+    entries = suite.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise DataError(path, "a suite needs a non-empty list `entries`")
+    suite.setdefault("name", path.stem)
+    variants = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "variant" not in entry or "config" not in entry:
+            raise DataError(path, f"entry {i} needs `variant` and `config`")
+        if entry["variant"] in variants:
+            raise DataError(path, f"variant {entry['variant']!r} appears twice")
+        variants.add(entry["variant"])
+        entry["config"] = (path.parent / entry["config"]).resolve()
+        entry.setdefault("label", entry["variant"])
+    suite["path"] = path
+    return suite
+
+
+def load_preset(name_or_path: str) -> dict:
+    path = _named_file(name_or_path, "presets")
+    preset = _yaml(path)
+    preset.setdefault("name", path.stem)
+    unknown = set(preset) - {"name", "description", "trainer", "model", "data", "dims", "timing", "smoke",
+                             "project"}
+    if unknown:
+        raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
+    preset["path"] = str(path)
+    return preset
+
+
+def _data_dirs(data: str, modalities: list[str]) -> dict[str, str]:
+    if data == "phantom":
+        return {m: "phantom" for m in modalities}
+    if "=" in data:
+        pairs = dict(part.split("=", 1) for part in data.split(","))
+        missing = [m for m in modalities if m not in pairs]
+        if missing:
+            raise ValueError(f"--data gives no folder for {', '.join(missing)}")
+        dirs = {m: pairs[m] for m in modalities}
+    else:
+        dirs = {m: data for m in modalities}
+    for d in dirs.values():
+        if not Path(d).is_dir():
+            raise DataError(d, "data folder not found (use --data phantom for the generated phantom)")
+    return {m: str(Path(d).resolve()) for m, d in dirs.items()}
+
+
+def plan_runs(suite: dict, preset: dict, modalities: list[str], seeds: list[int], data: str,
+              out: str | os.PathLike) -> list[RunSpec]:
+    bad = [m for m in modalities if m not in DATAMODULES]
+    if bad or not modalities:
+        raise ValueError(f"--modalities must be a comma list of {', '.join(DATAMODULES)}, got {modalities}")
+    if not seeds:
+        raise ValueError("--seeds needs at least one integer seed")
+    dirs = _data_dirs(data, modalities)
+    smoke = suite["name"] == "smoke" or suite.get("budget") == "smoke"
+    return [
+        RunSpec(suite["name"], e["variant"], e["label"], Path(e["config"]), m, seed, preset, dirs[m],
+                run_dir(out, suite["name"], e["variant"], m, seed), smoke)
+        for e in suite["entries"] for m in modalities for seed in seeds
+    ]
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def budget(preset: dict, dims: int, smoke: bool) -> dict:
+    """The preset's `trainer`/`model`/`data`/`timing` for one dimensionality (and smoke override)."""
+    layers = [preset, (preset.get("dims") or {}).get(dims) or (preset.get("dims") or {}).get(str(dims))]
+    if smoke:
+        s = preset.get("smoke") or {}
+        layers += [s, (s.get("dims") or {}).get(dims) or (s.get("dims") or {}).get(str(dims))]
+    out: dict = {}
+    for layer in layers:
+        for section in ("trainer", "model", "data", "timing"):
+            out[section] = deep_merge(out.get(section, {}), (layer or {}).get(section))
+    return out
+
+
+def build_config(spec: RunSpec, folder: Path) -> dict:
+    """The entry's LightningCLI config with the modality's DataModule, the preset, data and seed."""
+    config = _yaml(spec.entry_config)
+    for section in ("model", "data"):
+        if not isinstance(config.get(section), dict) or "class_path" not in config[section]:
+            raise DataError(spec.entry_config, f"needs `{section}:` with class_path and init_args")
+    data_args = dict(config["data"].get("init_args") or {})
+    dims = int(data_args.get("dims", 2))
+    b = budget(spec.preset, dims, spec.smoke)
+    config["seed_everything"] = spec.seed
+    config["model"]["init_args"] = deep_merge(config["model"].get("init_args") or {}, b["model"])
+    data_args = deep_merge(data_args, b["data"])
+    data_args["data_dir"] = None if spec.data == "phantom" else spec.data
+    data_args["split_file"] = str(folder / "split.json")  # the DataModule saves its split there
+    config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
+    trainer = deep_merge(config.get("trainer") or {}, b["trainer"])
+    trainer.update(default_root_dir=str(folder), logger=False, enable_progress_bar=False,
+                   enable_model_summary=False)
+    config["trainer"] = trainer
+    config["timing"] = b["timing"]  # not a LightningCLI key: removed before instantiation
+    return config

@@ -1,0 +1,311 @@
+"""`liverbench report`: every result record under a results folder -> `leaderboard.md` + Pareto PNG.
+
+Runs are grouped by (variant, modality): mean ± std over seeds of each run's metrics, a 95%
+bootstrap CI over patients of the per-case Dice (averaged over seeds per case), and a paired
+Wilcoxon test of each variant against the U-Net baseline on the cases both were tested on.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.stats import bootstrap_ci, mean_std, paired_wilcoxon, pareto_front
+from datamodules.files import DataError, atomic_path, atomic_write_text
+
+BASELINE = "unet_baseline"
+OVERLAP = ("dice", "jaccard", "precision", "recall")
+MODALITY_NAMES = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
+# DESIGN.md: the seed paper's own numbers; ranges only, hardware and "image" undefined.
+PAPER = {"ct_dice": "0.89–0.94", "mri_dice": "0.87–0.92", "time": "2.4–3.0"}
+
+
+@dataclass
+class Run:
+    path: Path
+    record: dict
+    cases: dict = field(default_factory=dict)  # case -> {"dice": float, ..., "patient": str}
+
+    def get(self, *keys, default=None):
+        value = self.record
+        for key in keys:
+            if not isinstance(value, dict) or key not in value or value[key] is None:
+                return default
+            value = value[key]
+        return value
+
+
+def _float(text) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def read_per_case(path: Path) -> dict:
+    """per_case.csv -> {case: {"dice", "jaccard", ..., "patient"}}; empty when the file is absent."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "case" not in reader.fieldnames or "dice" not in reader.fieldnames:
+            raise DataError(path, "per-case CSV needs at least the columns case,dice")
+        return {row["case"]: {**{k: _float(v) for k, v in row.items() if k not in ("case", "patient")},
+                              "patient": row.get("patient") or row["case"]} for row in reader}
+
+
+def load_runs(results: Path) -> list[Run]:
+    """Every `result.json` under `results`; an unreadable one becomes a failed run naming its error."""
+    runs = []
+    for path in sorted(results.rglob("result.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            record = {"status": "failed", "error": f"unreadable result.json: {exc}"}
+        run = Run(path.parent, record)
+        if record.get("status") == "ok":
+            run.cases = read_per_case(path.parent / "per_case.csv")
+        runs.append(run)
+    return runs
+
+
+def _label(run: Run) -> str:
+    return run.get("label") or run.get("variant") or run.path.name
+
+
+def _fmt(mean: float, std: float = math.nan, digits: int = 3) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def summarise_group(runs: list[Run]) -> dict:
+    """One (variant, modality): seed statistics of run metrics and timings, per-case Dice pooled over seeds."""
+    g: dict = {"seeds": sorted({r.get("seed") for r in runs}, key=str), "runs": runs}
+    for key in (*OVERLAP, "hd95", "assd", "failed"):
+        g[key] = mean_std([r.get("metrics", key, default=math.nan) for r in runs])
+    for key in ("volume_ms", "model_volume_ms", "slice_ms", "peak_memory_mb"):
+        g[key] = mean_std([r.get("timing", key, default=math.nan) for r in runs])
+    per_case: dict[str, list[float]] = defaultdict(list)
+    patient: dict[str, str] = {}
+    for run in runs:
+        for case, row in run.cases.items():
+            per_case[case].append(row["dice"])
+            patient[case] = row["patient"]
+    g["case_dice"] = {c: sum(v) / len(v) for c, v in per_case.items()}
+    cases = sorted(g["case_dice"])
+    g["ci"] = bootstrap_ci([g["case_dice"][c] for c in cases], [patient[c] for c in cases]) if cases else (math.nan, math.nan)
+    g["n_patients"] = len({patient[c] for c in cases})
+    first = runs[0]
+    for key in ("params", "flops", "preset", "data", "device"):
+        g[key] = first.get(key)
+    g["device"] = g["device"] or first.get("timing", "device")
+    g["compute_precision"] = first.get("timing", "precision")
+    return g
+
+
+def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list[str], dict, dict]:
+    """Variants in run order (earliest start first), labels, and {(variant, modality): summary}."""
+    by_key: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.get("status") == "ok":
+            by_key[(run.get("variant") or run.path.name, run.get("modality", default="?"))].append(run)
+    start = {}
+    for (variant, _), rs in by_key.items():
+        first = min(str(r.get("started", default="")) for r in rs)
+        start[variant] = min(start.get(variant, first), first)
+    order = sorted(start, key=lambda v: (v != baseline, start[v], v))
+    labels = {v: _label(next(r for (vv, _), rs in by_key.items() if vv == v for r in rs)) for v in order}
+    return order, labels, {key: summarise_group(rs) for key, rs in by_key.items()}
+
+
+def _modalities(groups: dict) -> list[str]:
+    present = {m for _, m in groups}
+    return [m for m in ("ct", "mri")if m in present] + sorted(present - {"ct", "mri"})
+
+
+def table1(order, labels, groups, modalities) -> str:
+    """The paper's Table 1 layout: overlap metrics per modality, then time per volume."""
+    headers = ["Variant"] + [f"{MODALITY_NAMES.get(m, m)} {k}" for m in modalities
+                             for k in ("DSC", "Jaccard", "Precision", "Recall")]
+    headers += [f"{MODALITY_NAMES.get(m, m)} time/volume (s)" for m in modalities]
+    rows = []
+    for v in order:
+        row = [labels[v]]
+        for m in modalities:
+            g = groups.get((v, m))
+            row += [_fmt(*g[k][:2]) if g else "–" for k in OVERLAP]
+        for m in modalities:
+            g = groups.get((v, m))
+            row.append(_fmt(g["volume_ms"][0] / 1000, g["volume_ms"][1] / 1000, 2) if g else "–")
+        rows.append(row)
+    paper = ["**Paper (quoted, not measured)**"]
+    for m in modalities:
+        paper += [PAPER.get(f"{m}_dice", "–"), "–", "–", "–"]
+    paper += [PAPER["time"]] * len(modalities)
+    return _md(headers, rows + [paper])
+
+
+def detail_tables(order, labels, groups, modalities) -> str:
+    acc, cost = [], []
+    for v in order:
+        for m in modalities:
+            g = groups.get((v, m))
+            if not g:
+                continue
+            name, mod = labels[v], MODALITY_NAMES.get(m, m)
+            lo, hi = g["ci"]
+            acc.append([name, mod, len(g["seeds"]), _fmt(*g["dice"][:2]),
+                        "–" if math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}] (n={g['n_patients']})",
+                        _fmt(*g["hd95"][:2], 2), _fmt(*g["assd"][:2], 2), _fmt(g["failed"][0], digits=1)])
+            flops = g["flops"]
+            cost.append([name, mod, _fmt(*g["volume_ms"][:2], 0), _fmt(*g["model_volume_ms"][:2], 0),
+                         _fmt(*g["slice_ms"][:2], 1), f"{g['params'] / 1e6:.2f}" if g["params"] else "–",
+                         f"{flops / 1e9:.1f}" if flops else "–", _fmt(g["peak_memory_mb"][0], digits=0),
+                         g["device"] or "–", g["compute_precision"] or "–", g["preset"] or "–", g["data"] or "–"])
+    a = _md(["Variant", "Modality", "Seeds", "DSC (mean ± std over seeds)", "DSC 95% CI (bootstrap over patients)",
+             "HD95 (mm)", "ASSD (mm)", "Failed cases (mean)"], acc)
+    c = _md(["Variant", "Modality", "Volume end-to-end (ms)", "Volume model-only (ms)", "Slice model-only (ms)",
+             "Params (M)", "GFLOPs/volume", "Peak memory (MB)", "Device", "Precision", "Preset", "Data"], cost)
+    return f"### Accuracy\n\n{a}\n\n### Cost\n\n{c}"
+
+
+def wilcoxon_table(order, labels, groups, modalities, baseline: str = BASELINE) -> str:
+    rows = []
+    for m in modalities:
+        base = groups.get((baseline, m))
+        for v in order:
+            g = groups.get((v, m))
+            if v == baseline or not g or not base:
+                continue
+            res = paired_wilcoxon(g["case_dice"], base["case_dice"])
+            if res is None:
+                rows.append([labels[v], MODALITY_NAMES.get(m, m), 0, "–", "–", "no shared test cases"])
+            else:
+                rows.append([labels[v], MODALITY_NAMES.get(m, m), res["n"], f"{res['mean_diff']:+.4f}",
+                             "–" if math.isnan(res["statistic"]) else f"{res['statistic']:g}", _p(res["p"])])
+    if not rows:
+        return f"No paired test: the baseline `{baseline}` or a second variant is missing."
+    return _md(["Variant", "Modality", "n cases", "Mean ΔDSC vs baseline", "W", "p (two-sided)"], rows)
+
+
+def failed_table(runs: list[Run]) -> str:
+    rows = [[f"`{r.path.name}`", r.get("variant", default="?"), r.get("modality", default="?"),
+             r.get("seed", default="?"), str(r.get("error", default="(no error recorded)")).replace("|", "\\|").replace("\n", " ")]
+            for r in runs if r.get("status") != "ok"]
+    return _md(["Run", "Variant", "Modality", "Seed", "Error"], rows) if rows else "None."
+
+
+def pareto_plot(order, labels, groups, modalities, out: Path) -> None:
+    """Mean Dice vs end-to-end time per volume, one panel per modality, Pareto front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(modalities), figsize=(6 * len(modalities), 4.5), squeeze=False)
+    for ax, m in zip(axes[0], modalities):
+        pts = [(labels[v], groups[(v, m)]) for v in order if (v, m) in groups]
+        pts = [(n, g["volume_ms"][0] if not math.isnan(g["volume_ms"][0]) else g["model_volume_ms"][0], g["dice"][0])
+               for n, g in pts]
+        pts = [p for p in pts if not (math.isnan(p[1]) or math.isnan(p[2]))]
+        front = pareto_front([p[1] for p in pts], [p[2] for p in pts])
+        for (name, t, d), on in zip(pts, front):
+            ax.scatter(t / 1000, d, s=70 if on else 40, c="tab:red" if on else "tab:blue", zorder=3)
+            ax.annotate(name, (t / 1000, d), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        line = sorted((t / 1000, d) for (_, t, d), on in zip(pts, front) if on)
+        if line:
+            ax.plot(*zip(*line), "--", c="tab:red", label="Pareto front", zorder=2)
+            ax.legend(loc="lower right")
+        times = [p[1] for p in pts]
+        if times and min(times) > 0 and max(times) / min(times) > 20:
+            ax.set_xscale("log")
+        ax.set(title=MODALITY_NAMES.get(m, m), xlabel="time per volume, end-to-end (s)", ylabel="Dice (mean over seeds)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _values(runs, *keys) -> str:
+    vals = sorted({str(r.get(*keys)) for r in runs if r.get(*keys) is not None})
+    return ", ".join(vals) if vals else "unknown"
+
+
+def render(runs: list[Run], results: Path, out: Path, argv: list[str], now: dt.datetime,
+           baseline: str = BASELINE) -> str:
+    order, labels, groups = build_groups(runs, baseline)
+    modalities = _modalities(groups)
+    plot = out.with_name(f"{out.stem}_pareto.png")
+    if groups:
+        pareto_plot(order, labels, groups, modalities, plot)
+    ok = [r for r in runs if r.get("status") == "ok"]
+    commands = sorted({str(r.get("command")) for r in runs if r.get("command")})
+    finished = sorted(str(r.get("finished")) for r in ok if r.get("finished"))
+    header = [
+        "# LiverBench leaderboard", "",
+        "<!-- generated by `liverbench report` — do not edit by hand -->",
+        f"_Generated — do not edit by hand._ Command: `liverbench report {' '.join(argv)}`, "
+        f"{now:%Y-%m-%d %H:%M} UTC, from {len(runs)} result records under `{results}` "
+        f"({len(ok)} ok, {len(runs) - len(ok)} failed).", "",
+        f"- Runs: {'; '.join(f'`{c}`' for c in commands) or 'command not recorded'}"
+        + (f", finished {finished[0]} – {finished[-1]}" if finished else ""),
+        f"- Hardware: {_values(ok, 'device')}", f"- Suite: {_values(ok, 'suite')}; preset: {_values(ok, 'preset')}; "
+        f"data: {_values(ok, 'data')}; seeds: {_values(ok, 'seed')}; git commit: {_values(ok, 'git_commit')}",
+        "- DSC etc.: mean ± std over seeds of each run's per-case mean (test split, original geometry, 3D). "
+        "HD95/ASSD in mm, MONAI surface convention (mask XOR 6-connected erosion); failed = empty prediction.",
+        "- Time per volume: end-to-end (read → preprocess → model → resample to original grid), median over "
+        "repeats; model-only and per-slice (2D models) times in the Cost table.",
+    ]
+    body = [
+        "## Table 1 (the paper's layout)", "", table1(order, labels, groups, modalities), "",
+        "The paper row is **quoted from the paper, not measured here**: DSC ranges over its variants and "
+        "2.4–3.0 s \"per image\" (its hardware and the meaning of \"image\" are not stated).", "",
+        "## Details", "", detail_tables(order, labels, groups, modalities), "",
+        f"## Paired Wilcoxon signed-rank test vs `{baseline}`", "",
+        "Per-case Dice averaged over seeds, paired on the test cases both variants share.", "",
+        wilcoxon_table(order, labels, groups, modalities, baseline), "",
+        "## Pareto plot", "", f"![Dice vs time per volume]({plot.name})" if groups else "No successful runs.", "",
+        "## Failed runs", "", failed_table(runs), "",
+    ]
+    return "\n".join(header + [""] + body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="liverbench report", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder searched for result.json")
+    parser.add_argument("--out", type=Path, default=Path("leaderboard.md"), help="markdown file to write")
+    parser.add_argument("--baseline", default=BASELINE, help="variant id the paired tests compare against")
+    args = parser.parse_args(argv)
+    try:
+        if not args.results.is_dir():
+            raise DataError(args.results, "results folder not found")
+        runs = load_runs(args.results)
+        if not runs:
+            raise DataError(args.results, "no result.json found (run `liverbench run` first)")
+        text = render(runs, args.results, args.out, argv, dt.datetime.now(dt.timezone.utc), args.baseline)
+    except DataError as exc:
+        print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
+        return 2
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out} ({len(runs)} runs)")
+    return 0

@@ -1,0 +1,162 @@
+"""Weights & Biases for the runner: one W&B run per result record, one summary run per suite.
+
+Runs use Lightning's `WandbLogger` (so training curves come for free), `group` = suite,
+`job_type` = modality, tags = model and variant. The mode is online only when asked for *and* a
+key is available, offline by default (synced later with `wandb sync`), or disabled.
+"""
+from __future__ import annotations
+
+import math
+import netrc
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("disabled", "offline", "online")
+SUMMARY_KEYS = {  # W&B summary key -> (record section, key)
+    "test/dice": ("metrics", "dice"), "test/jaccard": ("metrics", "jaccard"),
+    "test/precision": ("metrics", "precision"), "test/recall": ("metrics", "recall"),
+    "test/hd95": ("metrics", "hd95"), "test/assd": ("metrics", "assd"),
+    "test/failed": ("metrics", "failed"),
+    "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
+    "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
+    "flops": (None, "flops"),
+}
+LEADERBOARD_COLUMNS = ["variant", "model", "modality", "seed", "dice", "jaccard", "precision", "recall",
+                       "hd95", "assd", "volume_ms", "slice_ms", "params", "flops", "status"]
+
+
+def has_api_key() -> bool:
+    """A key in the environment or from `wandb login` (stored in ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        auth = netrc.netrc(path)
+        host = (os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        return auth.authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(requested: str | None = None) -> str:
+    """`--wandb` flag, else `WANDB_MODE`, else online with a key and offline without one."""
+    mode = (requested or os.environ.get("WANDB_MODE") or "").lower()
+    if mode in ("", "auto"):
+        return "online" if has_api_key() else "offline"
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in MODES:
+        raise ValueError(f"--wandb must be one of {', '.join(MODES)}, got {requested!r}")
+    if mode == "online" and not has_api_key():
+        warnings.warn("W&B online mode asked for but no API key (WANDB_API_KEY or `wandb login`): "
+                      "logging offline instead", stacklevel=2)
+        return "offline"
+    return mode
+
+
+def make_logger(mode: str, project: str, suite: str, record: dict, save_dir: str | os.PathLike):
+    """A `WandbLogger` for one run, or None when W&B is disabled.
+
+    `offline=True` is passed explicitly: WandbLogger(offline=...) wins over `WANDB_MODE`.
+    """
+    if mode == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    name = f"{record['variant']}__{record['modality']}__seed{record['seed']}"
+    return WandbLogger(
+        project=project, name=name, group=suite, job_type=record["modality"],
+        tags=[str(record["model"]), str(record["variant"])], config=_config(record),
+        save_dir=str(save_dir), offline=(mode == "offline"), log_model=False, reinit="finish_previous",
+    )
+
+
+def _config(record: dict) -> dict:
+    keys = ("suite", "variant", "model", "modality", "seed", "preset", "data", "config")
+    return {k: record.get(k) for k in keys}
+
+
+def summary_values(record: dict) -> dict:
+    out = {}
+    for key, (section, name) in SUMMARY_KEYS.items():
+        value = (record.get(section) or {}).get(name) if section else record.get(name)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out[key] = value
+    return out
+
+
+def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, caption: str):
+    """A `wandb.Image` of the axial slice with most liver, prediction and ground truth as masks."""
+    import wandb
+
+    z = int(np.argmax(gt.reshape(-1, gt.shape[-1]).sum(0))) if gt.any() else gt.shape[-1] // 2
+    sl = image[..., z].astype(np.float32)
+    lo, hi = np.percentile(sl, [1, 99])
+    gray = (np.clip((sl - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    # Arrays are (X, Y) in RAS order; show with anterior up and patient's right on the left.
+    view = lambda a: np.ascontiguousarray(np.flipud(np.asarray(a).T))  # noqa: E731
+    labels = {1: "liver"}
+    return wandb.Image(view(gray), caption=f"{caption} (z={z})", masks={
+        "prediction": {"mask_data": view(pred[..., z].astype(np.uint8)), "class_labels": labels},
+        "ground_truth": {"mask_data": view(gt[..., z].astype(np.uint8)), "class_labels": labels},
+    })
+
+
+def log_result(logger, record: dict, per_case: list[dict], overlays: list | None = None) -> None:
+    """Summary keys, the per-case table and overlays for one finished run; then close the run."""
+    if logger is None:
+        return
+    import wandb
+
+    run = logger.experiment
+    if per_case:
+        columns = list(per_case[0].keys())
+        run.log({"test/per_case": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in per_case])})
+    if overlays:
+        run.log({"test/overlays": overlays})
+    for key, value in summary_values(record).items():
+        run.summary[key] = value
+    run.summary["status"] = record.get("status")
+    run.finish(exit_code=0 if record.get("status") == "ok" else 1)
+
+
+def abort_run(logger) -> None:
+    """Close a W&B run whose training raised, so the next run starts a fresh one."""
+    if logger is not None and getattr(logger, "_experiment", None) is not None:
+        logger.experiment.finish(exit_code=1)
+
+
+def leaderboard_rows(records: list[dict]) -> list[list]:
+    rows = []
+    for r in records:
+        flat = {**(r.get("metrics") or {}), **(r.get("timing") or {}), **r}
+        rows.append([flat.get(c) for c in LEADERBOARD_COLUMNS])
+    return rows
+
+
+def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], save_dir: str | os.PathLike) -> None:
+    """One extra run per suite: the leaderboard table and an accuracy-vs-time scatter."""
+    if mode == "disabled" or not records:
+        return
+    import wandb
+
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, group=suite, job_type="summary", name=f"{suite}__summary",
+                     tags=["summary"], dir=str(save_dir), mode=mode, reinit="finish_previous",
+                     config={"suite": suite, "runs": len(records)})
+    table = wandb.Table(columns=LEADERBOARD_COLUMNS, data=leaderboard_rows(records))
+    ok = [r for r in records if r.get("status") == "ok" and (r.get("timing") or {}).get("volume_ms")]
+    scatter = wandb.Table(columns=["label", "modality", "volume_ms", "dice"], data=[
+        [r["variant"], r["modality"], r["timing"]["volume_ms"], (r.get("metrics") or {}).get("dice")] for r in ok])
+    run.log({"leaderboard": table,
+             "accuracy_vs_time": wandb.plot.scatter(scatter, "volume_ms", "dice",
+                                                    title=f"{suite}: Dice vs time per volume (ms)")})
+    run.finish()
+
+
+def sync_hint(out_dir: str | os.PathLike) -> str:
+    return (f"W&B runs were logged offline; upload them with:\n"
+            f"  wandb sync {Path(out_dir)}/*/*/wandb/offline-run-* {Path(out_dir)}/*/wandb/offline-run-*")

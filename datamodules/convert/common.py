@@ -1,0 +1,170 @@
+"""Shared pieces of every converter: the nnU-Net raw writer, liver binarisation, file discovery."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from datamodules.files import DataError, atomic_path, atomic_save_nifti, atomic_write_json
+
+CHANNEL = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort key: 'img2' before 'img10' (CHAOS slice order is the natural order of file names)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def visible(paths: Iterable[Path]) -> list[Path]:
+    """Drop macOS `._*` resource forks and hidden files (the MSD tar contains them)."""
+    return [p for p in paths if not p.name.startswith((".", "_"))]
+
+
+def parse_labels(text: str | None) -> list[int] | None:
+    """'1,2' → [1, 2]; None → None (= every label > 0)."""
+    if text in (None, ""):
+        return None
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise DataError(text, "liver labels must be comma-separated integers, e.g. 1,2") from None
+
+
+def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndarray:
+    """Label map → uint8 0/1 liver mask; refuses an empty result (wrong labels or empty file)."""
+    label = np.asarray(label)
+    mask = label > 0 if liver_labels is None else np.isin(label, liver_labels)
+    if not mask.any():
+        found = np.unique(label)[:20].tolist()
+        raise DataError(path, f"no liver voxels (liver labels {liver_labels or '>0'}, values found {found})")
+    return mask.astype(np.uint8)
+
+
+class DatasetWriter:
+    """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json`.
+
+    Opening an existing dataset of the same channel appends to it (the `dicom` format converts
+    one series per call)."""
+
+    def __init__(self, root: str | Path, channel: str, name: str = "LiverBench", append: bool = False):
+        self.root = Path(root)
+        self.channel = CHANNEL.get(channel.lower(), channel)
+        self.name = name
+        self.cases: list[str] = []
+        self.patients: dict[str, str] = {}
+        self.extra: dict = {}
+        meta = self.root / "dataset.json"
+        if append and meta.is_file():
+            old = json.loads(meta.read_text())
+            old_channel = old.get("channel_names", {}).get("0")
+            if old_channel != self.channel:
+                raise DataError(meta, f"existing dataset is {old_channel}, cannot add a {self.channel} case")
+            self.cases = sorted(p.name[: -len(".nii.gz")] for p in (self.root / "labelsTr").glob("*.nii.gz"))
+            self.patients = dict(old.get("patient_ids", {}))
+        elif meta.is_file():
+            old_name = json.loads(meta.read_text()).get("name")
+            if old_name != name:
+                raise DataError(self.root, f"already holds dataset {old_name!r}; convert into an empty folder")
+        elif any((self.root / "labelsTr").glob("*.nii*")):
+            raise DataError(self.root, "labelsTr/ already holds files; convert into an empty folder")
+        (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
+
+    def image_path(self, case: str) -> Path:
+        return self.root / "imagesTr" / f"{case}_0000.nii.gz"
+
+    def label_path(self, case: str) -> Path:
+        return self.root / "labelsTr" / f"{case}.nii.gz"
+
+    def add(self, case: str, image, mask: np.ndarray, patient: str | None = None) -> None:
+        """`image`: a nibabel image or a NIfTI path (copied byte-exact, gzipped if needed)."""
+        import nibabel as nib
+
+        if isinstance(image, (str, Path)):
+            copy_nifti(Path(image), self.image_path(case))
+            img = nib.load(str(image))
+        else:
+            img = image
+            atomic_save_nifti(img, self.image_path(case))
+        if tuple(mask.shape) != tuple(img.shape[:3]):
+            raise DataError(self.image_path(case), f"mask shape {mask.shape} != image shape {img.shape}")
+        atomic_save_nifti(_label_image(mask, img), self.label_path(case))
+        if case not in self.cases:
+            self.cases.append(case)
+        if patient is not None:
+            self.patients[case] = patient
+
+    def finish(self, **extra) -> Path:
+        """Write `dataset.json`; returns the dataset folder."""
+        if not self.cases:
+            raise DataError(self.root, "no cases were converted")
+        meta = {
+            "name": self.name,
+            "channel_names": {"0": self.channel},
+            "labels": {"background": 0, "liver": 1},
+            "numTraining": len(self.cases),
+            "file_ending": ".nii.gz",
+            **self.extra,
+            **extra,
+        }
+        if self.patients and any(self.patients.get(c, c) != c for c in self.cases):
+            meta["patient_ids"] = {c: self.patients.get(c, c) for c in sorted(self.cases)}
+        atomic_write_json(self.root / "dataset.json", meta)
+        return self.root
+
+
+def _label_image(mask: np.ndarray, img):
+    """Label image with the image's affine and qform/sform codes, so readers see identical geometry."""
+    import nibabel as nib
+
+    lab = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
+    hdr = getattr(img, "header", None)
+    qcode = int(hdr["qform_code"]) if hdr is not None and "qform_code" in hdr else 1
+    scode = int(hdr["sform_code"]) if hdr is not None and "sform_code" in hdr else 1
+    lab.set_qform(img.affine, code=qcode or 1)
+    lab.set_sform(img.affine, code=scode or 1)
+    return lab
+
+
+def copy_nifti(src: Path, dst: Path) -> None:
+    """Copy a NIfTI as `.nii.gz` without decoding it (gzip of a `.nii` is a valid `.nii.gz`)."""
+    with atomic_path(dst, suffix=".nii.gz") as tmp:
+        if src.name.endswith(".gz"):
+            shutil.copyfile(src, tmp)
+        else:
+            with open(src, "rb") as fin, gzip.open(tmp, "wb", compresslevel=6) as fout:
+                shutil.copyfileobj(fin, fout, length=1 << 20)
+
+
+def load_label_on_image(label_path: Path, image_path: Path) -> np.ndarray:
+    """A label volume checked against its image (shape; affine within 1e-3 mm after reorientation)."""
+    import nibabel as nib
+
+    from datamodules.dicom import align_to_grid
+
+    try:
+        img = nib.load(str(image_path))
+        lab = nib.load(str(label_path))
+        data = np.asarray(lab.dataobj)
+    except Exception as exc:
+        raise DataError(label_path, f"cannot read label/image pair ({exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.shape == img.shape[:3] and not np.allclose(lab.affine, img.affine, atol=1e-2):
+        # LiTS: some segmentation headers lack the image's orientation; trust voxel order
+        # when the shapes agree and the voxel sizes match.
+        if np.allclose(lab.header.get_zooms()[:3], img.header.get_zooms()[:3], atol=1e-2):
+            warnings.warn(f"{label_path}: affine differs from {image_path.name}; using voxel order "
+                          "(same shape and voxel size)", stacklevel=2)
+            return data
+    return align_to_grid(data, lab.affine, img.shape[:3], img.affine, label_path)
+
+
+def print_summary(root: Path, n: int) -> None:
+    print(f"wrote {n} case(s) to {root}")

@@ -1,0 +1,234 @@
+"""LightningDataModules for liver segmentation: `LiverDataModule` and one per modality.
+
+Cases are split by patient, preprocessed once (MONAI, config in `dm.preprocessing`) and cached;
+training draws a fixed number of random 2D slices or 3D patches per epoch, validation and test
+yield whole volumes so evaluation is per patient in 3D.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from monai.data import DataLoader
+
+from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
+                                  default_cache_root, file_key)
+from datamodules.files import DataError
+from datamodules.readers import CaseRecord, dataset_modality, load_case, read_dataset, read_header
+from datamodules.splits import load_split, save_split, split_patients
+from datamodules.transforms import (build_augmentation, fit_fingerprint, foreground_sample,
+                                    preprocessing_config)
+
+DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
+                 ("gpu", 2): (256, 256), ("gpu", 3): (128, 128, 64)}
+# Default phantom: rendered directly at the cpu preset's resolution (MRI with realistic thick
+# slices), so generation takes seconds; other presets get the native (fine) phantom.
+PHANTOM_SPACING = {("cpu", "ct"): (3.0, 3.0, 3.0), ("cpu", "mri"): (3.0, 3.0, 6.0)}
+PHANTOM_CASES = {"ct": 20, "mri": 10}  # patients; MRI writes a T1 and a T2 case per patient
+
+
+class LiverDataModule(L.LightningDataModule):
+    """Dataset folder (nnU-Net raw / MSD layout) -> patient-level splits -> cached preprocessed
+    volumes -> 2D slice or 3D patch training batches and whole-volume val/test batches.
+
+    Args:
+        data_dir: dataset folder; None = the phantom of `modality`, generated once into the cache.
+        modality: "ct" or "mri" (selects intensity normalisation).
+        dims: 2 (axial slices) or 3 (patches).
+        preset: "cpu" (3 mm isotropic), "gpu" (1.5 mm in-plane) or "median" (dataset median spacing).
+        target_spacing: explicit (x, y, z) spacing in mm, overrides the preset.
+        advanced_preprocessing: fingerprint-based CT / foreground z-score MRI normalisation, body crop.
+        augmentation: False/"none", True/"paper" (rotation, flip, scaling) or "nnunet" (full set).
+        batch_size: training batch size (val/test are always 1 whole volume).
+        patch_size: training crop size, (H, W) or (D, H, W); None = preset default.
+        samples_per_epoch: training samples per epoch (so budgets are counted in steps).
+        liver_oversample: probability that a sample is drawn around liver.
+        num_workers: DataLoader workers (0 measured fastest on 2 cores; see docs/data.md).
+        cache: "memory" or "disk" (memory-mapped `.npy` under `$LIVERBENCH_CACHE/preprocessed`).
+        seed: split shuffling and sampling.
+        val_fraction, test_fraction: patient fractions; num_folds/fold: k-fold after the test hold-out.
+        split_file: JSON split to load if it exists, else where to save the new split.
+        liver_labels: label values that count as liver; None = every label > 0.
+        phantom_cases: patients in the default phantom (None: 20 CT / 10 MRI patients = 20 cases).
+        phantom_spacing: its voxel spacing (None: 3 mm CT, 3x3x6 mm MRI for preset cpu, else native).
+    """
+
+    def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
+                 target_spacing: list[float] | None = None, advanced_preprocessing: bool = False,
+                 augmentation: bool | str = False, batch_size: int = 16, patch_size: list[int] | None = None,
+                 samples_per_epoch: int = 256, liver_oversample: float = 0.5, num_workers: int = 0,
+                 cache: str = "memory", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                 num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
+                 liver_labels: list[int] | None = None, phantom_cases: int | None = None,
+                 phantom_spacing: list[float] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if modality not in ("ct", "mri"):
+            raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
+        self.modality, self.dims, self.preset = modality, dims, preset
+        self.patch_size = tuple(patch_size) if patch_size else DEFAULT_PATCH[("gpu" if preset == "gpu" else "cpu", dims)]
+        if len(self.patch_size) != dims:
+            raise ValueError(f"patch_size {self.patch_size} must have {dims} values for dims={dims}")
+        self.liver_labels = list(liver_labels) if liver_labels is not None else None
+        self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
+        self.records: list[CaseRecord] = []
+        self.split: dict[str, list[str]] = {}
+        self.preprocessing: dict[str, Any] = {}
+        self._restored: dict[str, Any] = {}
+        self._cache: VolumeCache | None = None
+        self._volumes: dict[str, list] = {}
+        self._train_dataset = None
+
+    # ---- data location ------------------------------------------------------------------
+    def _phantom_dir(self) -> Path:
+        from datamodules.phantom import phantom_cache_dir, write_phantom_dataset
+
+        hp = self.hparams
+        spacing = tuple(hp.phantom_spacing) if hp.phantom_spacing else PHANTOM_SPACING.get((self.preset, self.modality))
+        cases = hp.phantom_cases or PHANTOM_CASES[self.modality]
+        out = Path(phantom_cache_dir(self.modality, cases, hp.seed, spacing))
+        if not (out / "dataset.json").is_file():  # written last: marks a complete dataset
+            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=hp.seed, spacing=spacing)
+        return out
+
+    def prepare_data(self) -> None:
+        if self.hparams.data_dir is None:
+            self._phantom_dir()
+
+    # ---- split and preprocessing config -------------------------------------------------
+    def _prepare(self) -> None:
+        if self.records:
+            return
+        hp = self.hparams
+        self.data_dir = Path(hp.data_dir) if hp.data_dir is not None else self._phantom_dir()
+        declared = dataset_modality(self.data_dir)
+        if declared is not None and declared != self.modality:
+            warnings.warn(f"{self.data_dir}: dataset.json declares {declared!r}, using modality {self.modality!r}")
+        self.records = read_dataset(self.data_dir, self.liver_labels)
+        self.split = self._restored.get("split") or self._make_split()
+        self.preprocessing = self._restored.get("preprocessing") or self._fit_config()
+        self._cache = VolumeCache(self.preprocessing, self.liver_labels, hp.cache)
+
+    def _make_split(self) -> dict[str, list[str]]:
+        hp = self.hparams
+        if hp.split_file and Path(hp.split_file).is_file():
+            return load_split(hp.split_file, self.records)
+        split = split_patients(self.records, hp.val_fraction, hp.test_fraction, hp.seed, hp.num_folds, hp.fold)
+        if hp.split_file:
+            save_split(hp.split_file, split)
+        return split
+
+    def _fit_config(self) -> dict[str, Any]:
+        """Fingerprint from the training split only (no test statistics leak into preprocessing)."""
+        hp = self.hparams
+        train = self.split_records("train")
+        need_intensity = hp.advanced_preprocessing and self.modality == "ct"
+
+        def compute():
+            samples = (foreground_sample(c.image, c.mask, seed=i)
+                       for i, c in enumerate(load_case(r, self.liver_labels) for r in train)) if need_intensity else ()
+            return fit_fingerprint([read_header(r.image_path)[2] for r in train], samples)
+
+        key = "fingerprint-" + file_key(self.liver_labels, need_intensity,
+                                        *[p for r in train for p in (Path(r.image_path), Path(r.label_path))])
+        root = default_cache_root() / "preprocessed" if hp.cache == "disk" else None
+        fingerprint = cached_json(root, key, compute)
+        return preprocessing_config(self.modality, hp.preset, hp.target_spacing, hp.advanced_preprocessing,
+                                    fingerprint)
+
+    def split_records(self, name: str) -> list[CaseRecord]:
+        by_case = {r.case: r for r in self.records}
+        return [by_case[c] for c in self.split.get(name, [])]
+
+    @property
+    def test_records(self) -> list[CaseRecord]:
+        self._prepare()
+        return self.split_records("test")
+
+    def save_split(self, path: str | Path) -> Path:
+        return save_split(path, self.split)
+
+    # ---- volumes and datasets -----------------------------------------------------------
+    def volumes(self, name: str) -> list:
+        """Preprocessed volumes of one split (computed once, then served from the cache)."""
+        self._prepare()
+        if name not in self._volumes:
+            self._volumes[name] = [self._cache.get(r) for r in self.split_records(name)]
+        return self._volumes[name]
+
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare()
+        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for name in names.get(stage, ("train", "val", "test")):
+            self.volumes(name)
+
+    def train_dataset(self):
+        if self._train_dataset is None:
+            hp = self.hparams
+            cls = SliceDataset if self.dims == 2 else PatchDataset
+            augment = build_augmentation(self.dims, hp.augmentation)
+            self._train_dataset = cls(self.volumes("train"), self.patch_size, hp.samples_per_epoch,
+                                      hp.liver_oversample, augment, seed=hp.seed)
+        return self._train_dataset
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), self.hparams.batch_size, shuffle=False)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        if not self.split.get(name):
+            self._prepare()
+        if not self.split.get(name):
+            raise DataError(self.data_dir, f"the {name!r} split is empty (set {name}_fraction > 0)")
+        return DataLoader(VolumeDataset(self.volumes(name)), batch_size=1, shuffle=False, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self._prepare()
+        return {"preprocessing": self.preprocessing, "split": self.split,
+                "data_dir": str(self.data_dir) if self.data_dir else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Reuse a checkpoint's split and preprocessing (re-preprocess if they differ from ours)."""
+        self._restored = {k: state_dict[k] for k in ("preprocessing", "split") if state_dict.get(k)}
+        if self.records and (self._restored.get("preprocessing", self.preprocessing) != self.preprocessing
+                             or self._restored.get("split", self.split) != self.split):
+            self.records, self._volumes, self._train_dataset = [], {}, None
+
+
+class CTDataModule(LiverDataModule):
+    """`LiverDataModule` for CT (liver-window or fingerprint normalisation); default data: CT phantom."""
+
+    def __init__(self, **kwargs: Any):
+        if kwargs.pop("modality", None) not in (None, "ct"):
+            raise ValueError("CTDataModule is for modality 'ct'; use LiverDataModule for others")
+        super().__init__(modality="ct", **kwargs)
+
+
+class MRIDataModule(LiverDataModule):
+    """`LiverDataModule` for MRI (per-image z-score); default data: MRI phantom (T1 and T2 per patient)."""
+
+    def __init__(self, **kwargs: Any):
+        if kwargs.pop("modality", None) not in (None, "mri"):
+            raise ValueError("MRIDataModule is for modality 'mri'; use LiverDataModule for others")
+        super().__init__(modality="mri", **kwargs)
+
+
+__all__ = ["LiverDataModule", "CTDataModule", "MRIDataModule"]

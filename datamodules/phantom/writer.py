@@ -1,0 +1,153 @@
+"""Cases and datasets: `generate_case`, `write_phantom_dataset`, `phantom_cache_dir`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..files import DataError, atomic_save_nifti, atomic_write_json
+from .anatomy import Anatomy, build_anatomy, rngs
+from .appearance import render_ct, render_mri, render_randomised
+from .tissues import label_lut
+
+GENERATOR_VERSION = "1"
+MODALITIES = ("ct", "t1", "t2")
+SEQUENCE_CODES = {"ct": 0, "t1": 1, "t2": 2}
+LABELS = {"background": 0, "liver": 1, "lesion": 2}
+
+
+@dataclass
+class PhantomCase:
+    image: np.ndarray  # int16 (X, Y, Z): HU for CT, arbitrary units for MRI
+    label: np.ndarray  # uint8 (X, Y, Z): 0 background, 1 liver, 2 lesion
+    affine: np.ndarray  # 4x4 RAS
+    params: dict
+    tissue: np.ndarray | None = field(default=None, repr=False)  # internal tissue codes
+
+
+def _check_knobs(modality, spacing, phase, noise, lesions, fov):
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if phase not in ("portal", "native"):
+        raise ValueError(f"phase must be 'portal' or 'native', got {phase!r}")
+    if fov not in ("random", "full"):
+        raise ValueError(f"fov must be 'random' or 'full', got {fov!r}")
+    if noise < 0 or lesions < 0:
+        raise ValueError("noise and lesions must be >= 0")
+    if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
+        raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing!r}")
+
+
+def normalise_spacing(spacing):
+    """None, one number or three numbers (mm) -> None or a 3-tuple of floats."""
+    if spacing is None:
+        return None
+    if np.isscalar(spacing):
+        spacing = [spacing]
+    spacing = [float(s) for s in spacing]
+    if len(spacing) == 1:
+        spacing = spacing * 3
+    return tuple(spacing)
+
+
+def render(anatomy: Anatomy, seed: int, modality: str, phase="portal", noise=1.0, bias=1.0,
+           randomised=False) -> PhantomCase:
+    """Appearance for one scan of an existing anatomy (the T1 and T2 of a patient share it)."""
+    rng = rngs(seed, "appearance", SEQUENCE_CODES[modality] + (10 if randomised else 0))
+    if randomised:
+        image, look = render_randomised(rng, anatomy.tissue, anatomy.grid, noise)
+    elif modality == "ct":
+        image, look = render_ct(rng, anatomy.tissue, phase, noise)
+    else:
+        image, look = render_mri(rng, anatomy.tissue, anatomy.grid, modality, noise, bias)
+    label = label_lut()[anatomy.tissue]
+    params = {**anatomy.params, "modality": modality, "appearance": look,
+              "liver_ml": round(float((label > 0).sum()) * anatomy.grid.voxel_ml, 1),
+              "lesion_ml": round(float((label == 2).sum()) * anatomy.grid.voxel_ml, 1)}
+    return PhantomCase(image, label, anatomy.affine.copy(), params, anatomy.tissue)
+
+
+def generate_case(seed: int, modality: str = "ct", spacing=None, *, phase: str = "portal", noise: float = 1.0,
+                  lesions: int = 6, fov: str = "random", bias: float = 1.0, randomised: bool = False) -> PhantomCase:
+    """One phantom scan. Same seed -> same patient (for any modality and spacing)."""
+    spacing = normalise_spacing(spacing)
+    _check_knobs(modality, spacing, phase, noise, lesions, fov)
+    anatomy = build_anatomy(seed, "ct" if modality == "ct" else "mri", spacing, lesions, fov)
+    return render(anatomy, seed, modality, phase, noise, bias, randomised)
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Independent per-case seed derived from the dataset seed."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def save_case(case: PhantomCase, out_dir: Path, name: str):
+    out_dir = Path(out_dir)
+    img = nib.Nifti1Image(case.image, case.affine)
+    lab = nib.Nifti1Image(case.label, case.affine)
+    for im in (img, lab):
+        im.header.set_xyzt_units("mm", "sec")
+        im.set_qform(case.affine, code=1)
+        im.set_sform(case.affine, code=1)
+    atomic_save_nifti(img, out_dir / "imagesTr" / f"{name}_0000.nii.gz")
+    atomic_save_nifti(lab, out_dir / "labelsTr" / f"{name}.nii.gz")
+
+
+def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: int = 0, spacing=None,
+                          sequences=("t1", "t2"), progress=None, **knobs) -> Path:
+    """Write `cases` patients in the nnU-Net raw layout (+ dataset.json, phantom.json).
+
+    MRI: each patient gives `<pid>_t1` and `<pid>_t2` sharing anatomy. dataset.json is written
+    last, so its presence marks a complete dataset."""
+    out_dir = Path(out_dir)
+    if modality not in ("ct", "mri"):
+        raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
+    if cases < 1:
+        raise ValueError("cases must be >= 1")
+    if isinstance(sequences, str):
+        sequences = tuple(s.strip() for s in sequences.split(",") if s.strip())
+    if modality == "mri" and (not sequences or set(sequences) - {"t1", "t2"}):
+        raise ValueError(f"sequences must be a subset of t1,t2, got {sequences!r}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(out_dir, "output path exists and is not a folder")
+    spacing = normalise_spacing(spacing)
+    fov = knobs.get("fov", "random")
+    _check_knobs("ct", spacing, knobs.get("phase", "portal"), knobs.get("noise", 1.0), knobs.get("lesions", 6), fov)
+    records, patient_ids = {}, {}
+    for i in range(cases):
+        cs = case_seed(seed, i)
+        family = "ct" if modality == "ct" else "mri"
+        anatomy = build_anatomy(cs, family, spacing, knobs.get("lesions", 6), fov)
+        scans = ["ct"] if modality == "ct" else list(sequences)
+        pid = f"phantom_{modality}_{i:03d}"
+        for scan in scans:
+            case = render(anatomy, cs, scan, knobs.get("phase", "portal"), knobs.get("noise", 1.0),
+                          knobs.get("bias", 1.0), knobs.get("randomised", False))
+            name = pid if modality == "ct" else f"{pid}_{scan}"
+            save_case(case, out_dir, name)
+            patient_ids[name] = pid
+            records[name] = {"patient": pid, "case_seed": cs, **case.params}
+            if progress:
+                progress(name)
+    channel = "CT" if modality == "ct" and not knobs.get("randomised") else "MRI"
+    meta = {"generator": "liverbench.phantom", "version": GENERATOR_VERSION, "modality": modality,
+            "seed": seed, "cases": cases, "spacing": spacing, "knobs": {"sequences": list(sequences), **knobs},
+            "case_params": records}
+    atomic_write_json(out_dir / "phantom.json", meta)
+    dataset = {"name": f"LiverBenchPhantom_{modality.upper()}", "channel_names": {"0": channel},
+               "labels": LABELS, "numTraining": len(records), "file_ending": ".nii.gz",
+               "patient_ids": patient_ids,
+               "description": f"LiverBench phantom v{GENERATOR_VERSION}, seed {seed}"}
+    atomic_write_json(out_dir / "dataset.json", dataset)
+    return out_dir
+
+
+def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None) -> Path:
+    """Cache folder for a default phantom: $LIVERBENCH_CACHE (default ~/.cache/liverbench)."""
+    root = Path(os.environ.get("LIVERBENCH_CACHE") or Path.home() / ".cache" / "liverbench")
+    spacing = normalise_spacing(spacing)
+    tag = "native" if spacing is None else "x".join(f"{s:g}" for s in spacing)
+    return root / f"phantom-v{GENERATOR_VERSION}" / f"{modality}_n{cases}_seed{seed}_{tag}"

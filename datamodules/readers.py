@@ -1,0 +1,211 @@
+"""Read liver datasets in the nnU-Net raw / MSD Task03 layout into validated cases.
+
+`read_dataset` lists cases without decoding voxels; `load_case` decodes one case and checks
+everything that would otherwise fail late and obscurely inside a DataLoader worker (missing
+label, label on another grid, unreadable file, no liver).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from datamodules.files import DataError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+AFFINE_ATOL = 1e-3  # mm; header round-off between an image and its label is fine
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One labelled case on disk; `patient` groups cases that must share a split."""
+
+    case: str
+    patient: str
+    image_path: Path
+    label_path: Path | None
+
+
+@dataclass
+class LoadedCase:
+    """A decoded, validated case: `image` (X,Y,Z) as stored, `mask` bool liver mask."""
+
+    record: CaseRecord
+    image: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    label_values: list[int]
+
+
+def liver_mask(label_array: np.ndarray, liver_labels: Iterable[int] | None = None) -> np.ndarray:
+    """Binary liver mask: every label > 0 by default (liver ∪ lesion, as LiTS/MSD define it)."""
+    label_array = np.asarray(label_array)
+    if liver_labels is None:
+        return label_array > 0
+    return np.isin(label_array, np.asarray(list(liver_labels)))
+
+
+def read_dataset_json(root: str | Path) -> dict[str, Any]:
+    """`dataset.json` as a dict ({} when absent); a clear error when it is not valid JSON."""
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a JSON object")
+    return data
+
+
+def parse_labels(meta: dict[str, Any], path: str | Path = "dataset.json") -> dict[str, list[int]]:
+    """Label name -> label values, from nnU-Net (`{"liver": 1}` or regions `{"liver": [1, 2]}`)
+    or MSD (`{"1": "liver"}`) style."""
+    labels = meta.get("labels", {})
+    if not isinstance(labels, dict):
+        raise DataError(path, "'labels' must be an object")
+    out: dict[str, list[int]] = {}
+    for key, value in labels.items():
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", str(key)):  # MSD: "1": "liver"
+            out[value] = [int(key)]
+        elif isinstance(value, bool):
+            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
+        elif isinstance(value, int):
+            out[str(key)] = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            out[str(key)] = [int(v) for v in value]
+        else:
+            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
+    return out
+
+
+def dataset_modality(root: str | Path) -> str | None:
+    """'ct' or 'mri' from `channel_names` (nnU-Net) or `modality` (MSD); None when unknown."""
+    meta = read_dataset_json(root)
+    names = meta.get("channel_names") or meta.get("modality") or {}
+    if not isinstance(names, dict) or not names:
+        return None
+    first = str(names.get("0", next(iter(names.values())))).upper()
+    return "ct" if first == "CT" else "mri"
+
+
+def _strip_nifti(name: str) -> str | None:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _visible_niftis(folder: Path) -> dict[str, Path]:
+    """stem -> path for NIfTI files, skipping macOS `._*` and other hidden files."""
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((".", "_")) or not path.is_file():
+            continue
+        stem = _strip_nifti(path.name)
+        if stem is not None:
+            out[stem] = path
+    return out
+
+
+def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) -> list[CaseRecord]:
+    """All labelled training cases of `root` (imagesTr/labelsTr), sorted by case id.
+
+    Both `<case>_0000.nii.gz` (nnU-Net) and `<case>.nii.gz` (MSD) image names work; only
+    channel 0 is used. `liver_labels` is accepted for symmetry with `load_case` (listing
+    does not decode labels). An image without a label raises `DataError` naming the image.
+    """
+    del liver_labels
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder does not exist")
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise DataError(images_dir, "missing: expected the nnU-Net raw layout imagesTr/ + labelsTr/")
+    meta = read_dataset_json(root)
+    parse_labels(meta, root / "dataset.json")  # validate early, with the file name
+    patient_ids = meta.get("patient_ids") or {}
+    if not isinstance(patient_ids, dict):
+        raise DataError(root / "dataset.json", "'patient_ids' must map case -> patient")
+    labels = _visible_niftis(labels_dir)
+    records: list[CaseRecord] = []
+    for stem, image_path in _visible_niftis(images_dir).items():
+        match = re.fullmatch(r"(.+)_(\d{4})", stem)
+        if match and match.group(2) != "0000" and stem not in labels:
+            continue  # extra channels of a multi-channel case
+        case = match.group(1) if match and stem not in labels else stem  # MSD: liver_7 -> liver_7
+        label_path = labels.get(case)
+        if label_path is None:
+            raise DataError(image_path, f"no label: expected {labels_dir / (case + '.nii.gz')}")
+        records.append(CaseRecord(case, str(patient_ids.get(case, case)), image_path, label_path))
+    if not records:
+        raise DataError(images_dir, "no NIfTI images (*.nii.gz) found")
+    return sorted(records, key=lambda r: r.case)
+
+
+def _load_nifti(path: Path):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for truncated/corrupt files
+        raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
+    return img, data
+
+
+def check_geometry(image_path: Path, label_path: Path, image_shape, image_affine, label_shape, label_affine) -> None:
+    """Raise `DataError` naming the label when it is not on its image's voxel grid."""
+    if tuple(image_shape) != tuple(label_shape):
+        raise DataError(label_path, f"label shape {tuple(label_shape)} differs from image shape "
+                                    f"{tuple(image_shape)} ({image_path.name})")
+    if not np.allclose(image_affine, label_affine, atol=AFFINE_ATOL):
+        raise DataError(label_path, f"label affine differs from the affine of {image_path.name}:\n"
+                                    f"{np.round(label_affine, 4)}\nvs\n{np.round(image_affine, 4)}")
+
+
+def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
+              require_liver: bool = True) -> LoadedCase:
+    """Decode image and label; validate label presence, geometry and liver content."""
+    if record.label_path is None or not Path(record.label_path).is_file():
+        raise DataError(record.image_path, f"no label file (expected {record.label_path})")
+    image_img, image = _load_nifti(Path(record.image_path))
+    label_img, label = _load_nifti(Path(record.label_path))
+    check_geometry(Path(record.image_path), Path(record.label_path), image.shape, image_img.affine,
+                   label.shape, label_img.affine)
+    if not np.issubdtype(label.dtype, np.integer):
+        rounded = np.rint(label)
+        if not np.allclose(rounded, label):
+            raise DataError(record.label_path, "label has non-integer values")
+        label = rounded.astype(np.int32)
+    mask = liver_mask(label, liver_labels)
+    if require_liver and not mask.any():
+        which = "labels > 0" if liver_labels is None else f"labels {list(liver_labels)}"
+        raise DataError(record.label_path, f"no liver voxels ({which}); values present: "
+                                           f"{np.unique(label).tolist()}")
+    spacing = tuple(float(s) for s in image_img.header.get_zooms()[:3])
+    return LoadedCase(record, image, mask, np.asarray(image_img.affine, dtype=np.float64), spacing,
+                      [int(v) for v in np.unique(label)])
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:
+    """(shape, affine, spacing) from the header only: no voxel decoding."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:
+        raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    return tuple(img.shape[:3]), np.asarray(img.affine), tuple(float(s) for s in img.header.get_zooms()[:3])

@@ -1,0 +1,257 @@
+"""`SegmentationModule`: the LightningModule every architecture shares.
+
+A subclass only declares `spatial_dims` (2: the DataModule serves axial slices, 3: patches),
+`size_divisor` (inputs are padded to a multiple of it) and `build_network()`. Everything
+else — loss, optimiser, per-stage metrics, whole-volume inference — lives here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+
+LOSSES = ("ce", "dice_ce")
+METRICS = ("dice", "jaccard", "precision", "recall")
+
+
+def overlap_scores(pred: torch.Tensor, target: torch.Tensor, per_sample: bool = True) -> dict[str, torch.Tensor]:
+    """Dice, Jaccard, precision, recall of boolean masks (B, ...); per sample or over the batch.
+
+    Both masks empty counts as perfect (1); an empty prediction of a non-empty mask as 0.
+    """
+    dims = tuple(range(1, pred.ndim)) if per_sample else tuple(range(pred.ndim))
+    pred, target = pred.bool(), target.bool()
+    tp = (pred & target).sum(dims).double()
+    fp = (pred & ~target).sum(dims).double()
+    fn = (~pred & target).sum(dims).double()
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        empty = (tp + fp + fn) == 0
+        return torch.where(den > 0, num / den.clamp(min=1), empty.double()).float().reshape(-1)
+
+    return {
+        "dice": ratio(2 * tp, 2 * tp + fp + fn),
+        "jaccard": ratio(tp, tp + fp + fn),
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+    }
+
+
+def missing_requirements(cls: type) -> list[str]:
+    """The packages in `cls.requires` that cannot be imported here."""
+    import importlib.util
+
+    return [name for name in getattr(cls, "requires", ()) if importlib.util.find_spec(name) is None]
+
+
+def _stage_metrics(stage: str) -> MetricCollection:
+    return MetricCollection({m: MeanMetric() for m in METRICS}, prefix=f"{stage}/")
+
+
+class SegmentationModule(L.LightningModule):
+    """Binary liver segmentation: logits `(B, num_classes, *spatial)`, class 1 = liver.
+
+    Arguments are plain values so `save_hyperparameters()`, checkpoints, LightningCLI and
+    the W&B config carry them unchanged.
+
+    Args:
+        in_channels: image channels (1 for CT/MRI).
+        num_classes: output channels (2: background, liver).
+        loss: "ce" (the paper's cross-entropy) or "dice_ce" (MONAI Dice + CE).
+        lr, weight_decay: Adam settings (paper: lr 1e-4).
+        dropout: dropout probability where the architecture has dropout.
+        roi_size: 3D sliding-window size; None = the DataModule's training patch size.
+        sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
+        slice_batch_size: slices per forward pass in 2D whole-volume inference.
+        init_from: checkpoint whose matching weights initialise this model (transfer).
+    """
+
+    spatial_dims: int = 2
+    size_divisor: int = 1
+    default_roi_size: tuple[int, ...] = (64, 64, 64)
+    model_name: Optional[str] = None  # set by @register_model
+    # Arguments that fetch initial weights, and their "off" value: a checkpoint's own weights
+    # replace them, so restoring never re-reads (possibly vanished) files or the network.
+    weight_init_off: dict[str, Any] = {"init_from": None}
+    # Optional Python packages the architecture needs (checked before building, listed by
+    # `liverbench models`), e.g. ("einops",).
+    requires: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        loss: str = "ce",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        dropout: float = 0.0,
+        roi_size: Optional[Sequence[int]] = None,
+        sw_batch_size: int = 2,
+        sw_overlap: float = 0.25,
+        slice_batch_size: int = 32,
+        init_from: Optional[str] = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if "spatial_dims" in self.hparams:  # architectures that work in 2D and 3D
+            self.spatial_dims = int(self.hparams.spatial_dims)
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss == "dice_ce":
+            from monai.losses import DiceCELoss
+
+            self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        else:
+            self.loss_fn = None
+        self.train_metrics = _stage_metrics("train")
+        self.val_metrics = _stage_metrics("val")
+        self.test_metrics = _stage_metrics("test")
+        self.net: Optional[nn.Module] = None
+        self.configure_model()
+
+    # ---- network ---------------------------------------------------------------------------
+    def build_network(self) -> nn.Module:
+        """Return the network mapping (B, in_channels, *spatial) to (B, num_classes, *spatial)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_network()")
+
+    def configure_model(self) -> None:
+        """Lightning hook; builds the network once (idempotent) and applies initial weights."""
+        if self.net is not None:
+            return
+        missing = missing_requirements(type(self))
+        if missing:
+            raise ImportError(
+                f"model {self.model_name or type(self).__name__} needs the package(s) {', '.join(missing)}: "
+                f"pip install {' '.join(missing)}"
+            )
+        self.net = self.build_network()
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Transfer learning hook; subclasses extend it (e.g. ImageNet encoders)."""
+        if self.hparams.init_from:
+            from models.checkpoint import init_weights_from
+
+            init_weights_from(self, self.hparams.init_from)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's loader, with weight-fetching arguments switched off (see `weight_init_off`)."""
+        overrides = {**cls.weight_init_off, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **overrides)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["liverbench_model"] = self.model_name
+        checkpoint["liverbench_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    # ---- forward and whole-volume inference -------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for any spatial size: pads to a multiple of `size_divisor`, then crops back."""
+        x = torch.as_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
+        expected = self.spatial_dims + 2
+        if x.ndim != expected:
+            raise ValueError(
+                f"{type(self).__name__} is a {self.spatial_dims}D model and expects input "
+                f"(B, C, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), got shape {tuple(x.shape)}"
+            )
+        spatial = x.shape[2:]
+        pads = [math.ceil(s / self.size_divisor) * self.size_divisor - s for s in spatial]
+        if any(pads):
+            x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
+        out = self.net(x)
+        if any(pads):
+            out = out[(..., *[slice(0, s) for s in spatial])]
+        return out
+
+    @property
+    def roi_size(self) -> tuple[int, ...]:
+        roi = self.hparams.get("roi_size") or self.default_roi_size
+        return tuple(int(r) for r in ([roi] * 3 if isinstance(roi, int) else roi))
+
+    @torch.no_grad()
+    def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
+        """Whole-volume logits (1, num_classes, X, Y, Z) for an image (1, C, X, Y, Z).
+
+        2D models run the axial slices (last axis) in batches; 3D models use MONAI's
+        Gaussian-weighted sliding window with the training patch size.
+        """
+        image = torch.as_tensor(image)
+        if image.ndim != 5 or image.shape[0] != 1:
+            raise ValueError(f"predict_volume expects one volume (1, C, X, Y, Z), got {tuple(image.shape)}")
+        if self.spatial_dims == 3:
+            from monai.inferers import sliding_window_inference
+
+            return sliding_window_inference(
+                image, self.roi_size, self.hparams.sw_batch_size, self,
+                overlap=self.hparams.sw_overlap, mode="gaussian",
+            )
+        slices = image[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
+        n = self.hparams.slice_batch_size
+        out = torch.cat([self(slices[i:i + n]) for i in range(0, slices.shape[0], n)])
+        return out.permute(1, 2, 3, 0).unsqueeze(0)  # (1, classes, X, Y, Z)
+
+    # ---- training, validation, test -------------------------------------------------------
+    def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        label = torch.as_tensor(label)
+        if self.loss_fn is not None:
+            return self.loss_fn(logits, (label > 0.5).float())
+        return F.cross_entropy(logits, (label[:, 0] > 0.5).long())
+
+    def setup(self, stage: str) -> None:
+        """Fail early when the DataModule serves the wrong dimensionality; adopt its patch size."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        dims = getattr(dm, "dims", None)
+        if dims is not None and int(dims) != self.spatial_dims:
+            raise ValueError(
+                f"model {self.model_name or type(self).__name__} is {self.spatial_dims}D but the DataModule "
+                f"{type(dm).__name__} serves dims={dims}: set data.init_args.dims={self.spatial_dims}"
+            )
+        patch = getattr(dm, "patch_size", None)
+        if self.spatial_dims == 3 and self.hparams.get("roi_size") is None and patch is not None:
+            patch = [patch] * 3 if isinstance(patch, int) else list(patch)
+            if len(patch) == 3:
+                self.hparams["roi_size"] = [int(p) for p in patch]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        image, label = torch.as_tensor(batch["image"]), torch.as_tensor(batch["label"])
+        logits = self(image)
+        loss = self.compute_loss(logits, label)
+        n = image.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        scores = overlap_scores(logits.argmax(1), label[:, 0] > 0.5, per_sample=False)
+        for name, value in scores.items():
+            self.train_metrics[name].update(value)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        image, label = torch.as_tensor(batch["image"]), torch.as_tensor(batch["label"])
+        logits = self.predict_volume(image)
+        loss = self.compute_loss(logits, label)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)
+        metrics = getattr(self, f"{stage}_metrics")
+        for name, value in overlap_scores(logits.argmax(1), label[:, 0] > 0.5).items():
+            metrics[name].update(value)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1, prog_bar=stage == "val")
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Liver mask (1, 1, X, Y, Z) uint8 in the preprocessed grid."""
+        return self.predict_volume(batch["image"]).argmax(1, keepdim=True).to(torch.uint8)
+
+    def configure_optimizers(self):
+        # every parameter, frozen ones included: an encoder frozen for N epochs thaws later
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,69 @@
+"""Building blocks of the classic U-Net, written once for 2D and 3D (Ronneberger 2015, Çiçek 2016)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _layers(dims: int):
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d, nn.Dropout2d
+    return nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d, nn.Dropout3d
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv, batch norm, ReLU) twice, optional channel dropout in between."""
+
+    def __init__(self, dims: int, cin: int, cout: int, dropout: float = 0.0, mid: int | None = None):
+        conv, norm, _, _, drop = _layers(dims)
+        mid = mid or cout
+        layers = [conv(cin, mid, 3, padding=1, bias=False), norm(mid), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(drop(dropout))
+        layers += [conv(mid, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; `depth` poolings, width doubling per level.
+
+    Input sizes must be multiples of 2**depth (the LightningModule pads for you).
+    `doubling_before_pool` follows Çiçek's 3D U-Net (the first conv of a level uses half width).
+    Dropout acts in the deepest levels, as in the original U-Net.
+    """
+
+    def __init__(self, dims: int, in_channels: int = 1, out_channels: int = 2, features: int = 32,
+                 depth: int = 4, dropout: float = 0.0, doubling_before_pool: bool = False):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        _, _, pool, up, _ = _layers(dims)
+        conv = _layers(dims)[0]
+        widths = [features * 2 ** i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for level, w in enumerate(widths):
+            mid = max(w // 2, in_channels) if doubling_before_pool else None
+            deep = level >= depth - 1
+            self.down.append(DoubleConv(dims, cin, w, dropout if deep else 0.0, mid))
+            cin = w
+        self.pool = pool(2)
+        self.up = nn.ModuleList()
+        self.decode = nn.ModuleList()
+        for w_low, w in zip(reversed(widths[1:]), reversed(widths[:-1])):
+            self.up.append(up(w_low, w, 2, stride=2))
+            self.decode.append(DoubleConv(dims, 2 * w, w))
+        self.head = conv(widths[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < len(self.down) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, block, skip in zip(self.up, self.decode, reversed(skips)):
+            x = block(torch.cat([skip, up(x)], dim=1))
+        return self.head(x)

@@ -1,0 +1,128 @@
+"""Checkpoints: restore any registered model from its file alone; initialise from another run.
+
+`load_module(path)` is what inference, the runner and `liverbench predict` use.
+`init_weights_from(module, path)` is cross-modality transfer (`init_from=CKPT`): copy every
+weight whose name and shape match, and say clearly which ones did not.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from datamodules.files import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or unsafe pickles
+        raise DataError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(path, f"not a checkpoint: contains a {type(ckpt).__name__}, expected a dict")
+    return ckpt
+
+
+def _state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = ckpt.get("state_dict", ckpt)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def find_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The DataModule's preprocessing config, stored by Lightning under the DataModule's qualname."""
+    for key, value in ckpt.items():
+        if isinstance(value, dict) and isinstance(value.get("preprocessing"), dict):
+            return value["preprocessing"]
+    dm_hparams = ckpt.get("datamodule_hyper_parameters")
+    if isinstance(dm_hparams, dict) and isinstance(dm_hparams.get("preprocessing"), dict):
+        return dm_hparams["preprocessing"]
+    return None
+
+
+def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Rebuild the model of a LiverBench checkpoint -> `(module in eval mode, preprocessing config)`.
+
+    The preprocessing config is None when the checkpoint was saved without a DataModule.
+    """
+    from models.registry import get_model_class
+
+    ckpt = read_checkpoint(path)
+    name = ckpt.get("liverbench_model")
+    if not name:
+        raise DataError(path, "not a LiverBench checkpoint (no 'liverbench_model' entry naming a registered model)")
+    try:
+        cls = get_model_class(name)
+    except ValueError as err:
+        raise DataError(path, f"checkpoint was saved by model {name!r}, which is not registered: {err}") from None
+    hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    hparams.update(cls.weight_init_off)
+    try:
+        module = cls(**hparams)
+        module.load_state_dict(_state_dict_of(ckpt))
+    except (TypeError, RuntimeError) as err:
+        raise DataError(path, f"cannot rebuild model {name!r} from this checkpoint: {err}") from None
+    return module.to(map_location).eval(), find_preprocessing(ckpt)
+
+
+@dataclass
+class InitReport:
+    """What `init_weights_from` did: copied keys and the ones that did not fit."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+    mismatched: list[str] = field(default_factory=list)  # same name, different shape
+
+    def summary(self) -> str:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        lines = [f"init_from {self.source}: loaded {len(self.loaded)} tensors"]
+        if self.missing:
+            lines.append(f"  missing in checkpoint (kept random init): {few(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected in checkpoint (ignored): {few(self.unexpected)}")
+        if self.mismatched:
+            lines.append(f"  shape mismatch (kept random init): {few(self.mismatched)}")
+        return "\n".join(lines)
+
+
+def init_weights_from(module: torch.nn.Module, path: str | os.PathLike) -> InitReport:
+    """Copy every tensor of checkpoint `path` whose name and shape match `module`'s.
+
+    Mismatches are logged (not fatal: e.g. a CT model's weights fine-tuned on MRI with a
+    different head); nothing matching at all is an error, as the checkpoint is surely wrong.
+    """
+    source = _state_dict_of(read_checkpoint(path))
+    target = module.state_dict()
+    report = InitReport(str(path))
+    usable = {}
+    for key, value in source.items():
+        if key not in target:
+            report.unexpected.append(key)
+        elif target[key].shape != value.shape:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target[key].shape)}")
+        else:
+            usable[key] = value
+            report.loaded.append(key)
+    report.missing = [k for k in target if k not in source]
+    if not usable:
+        raise DataError(path, f"no weight matches model {type(module).__name__}\n{report.summary()}")
+    module.load_state_dict(usable, strict=False)
+    if report.missing or report.unexpected or report.mismatched:
+        log.warning(report.summary())
+    else:
+        log.info(report.summary())
+    module.init_report = report
+    return report

@@ -1,0 +1,140 @@
+"""`resnet_unet`: U-Net decoder on a torchvision ResNet-34 encoder (the paper's transfer learning).
+
+`pretrained`: "imagenet" (torchvision's weights API: needs internet or a populated
+`$TORCH_HOME/hub/checkpoints` cache), a path to a local ResNet-34 state dict, or "none".
+A 1-channel input uses the average of the stem's RGB filters.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from datamodules.files import DataError
+from models.base import SegmentationModule
+from models.blocks import DoubleConv
+from models.registry import register_model
+
+IMAGENET_WEIGHTS = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
+IMAGENET_URL = IMAGENET_WEIGHTS.url
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def imagenet_state_dict(url: str | None = None) -> dict[str, torch.Tensor]:
+    """ImageNet ResNet-34 weights from the torch hub cache, downloading if needed; fails fast and clearly."""
+    url = url or IMAGENET_URL
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # never hang on a network that drops packets
+    try:
+        return torch.hub.load_state_dict_from_url(url, model_dir=str(cache), progress=False, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - DNS, refused, timeout, bad hash, truncated file
+        raise RuntimeError(
+            f"cannot get ImageNet weights for ResNet-34 ({type(err).__name__}: {err}). "
+            f"Download {url} on a machine with internet and put it in {cache} "
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset: ~/.cache/torch>')}), "
+            f"or use pretrained=PATH_TO_STATE_DICT or pretrained=none"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _local_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():
+        raise DataError(path, "pretrained weights file not found (expected 'imagenet', 'none' or a state dict path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise DataError(path, f"not a readable state dict ({type(err).__name__}: {err})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise DataError(path, "expected a ResNet-34 state dict")
+    return state
+
+
+class ResNetUNetNet(nn.Module):
+    """ResNet-34 encoder (strides 2..32) with U-Net decoder blocks on its five feature maps."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, decoder=(256, 128, 64, 32, 16),
+                 dropout: float = 0.0):
+        super().__init__()
+        enc = torchvision.models.resnet34(weights=None)
+        if in_channels != 3:
+            enc.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        enc.fc = nn.Identity()
+        self.encoder = enc
+        skips = [256, 128, 64, 64, 0]  # layer3, layer2, layer1, stem, (full resolution: none)
+        self.up = nn.ModuleList()
+        self.decode = nn.ModuleList()
+        cin = 512
+        for i, (cout, skip) in enumerate(zip(decoder, skips)):
+            self.up.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.decode.append(DoubleConv(2, cin + skip, cout, dropout if i < 2 else 0.0))
+            cin = cout
+        self.head = nn.Conv2d(cin, out_channels, 1)
+
+    def load_encoder(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load torchvision ResNet-34 weights; adapt the RGB stem by averaging its filters."""
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        stem = state.get("conv1.weight")
+        if stem is not None and stem.shape[1] != self.encoder.conv1.in_channels:
+            c = self.encoder.conv1.in_channels
+            state["conv1.weight"] = stem.mean(1, keepdim=True).repeat(1, c, 1, 1)
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise DataError(source, f"not a ResNet-34 state dict: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        stem = e.relu(e.bn1(e.conv1(x)))  # 1/2
+        l1 = e.layer1(e.maxpool(stem))  # 1/4
+        l2 = e.layer2(l1)  # 1/8
+        l3 = e.layer3(l2)  # 1/16
+        x = e.layer4(l3)  # 1/32
+        for up, block, skip in zip(self.up, self.decode, [l3, l2, l1, stem, None]):
+            x = up(x)
+            x = block(x if skip is None else torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+@register_model("resnet_unet")
+class ResNetUNet(SegmentationModule):
+    """2D U-Net with a ResNet-34 encoder.
+
+    Args:
+        pretrained: "imagenet", "none" or a path to a ResNet-34 state dict.
+        freeze_encoder_epochs: keep the encoder frozen for the first N training epochs.
+        decoder_channels: widths of the five decoder blocks.
+        dropout: channel dropout in the two deepest decoder blocks; **kwargs: see `SegmentationModule`.
+    """
+
+    spatial_dims = 2
+    size_divisor = 32
+    weight_init_off = {"init_from": None, "pretrained": "none"}
+
+    def __init__(self, pretrained: str = "none", freeze_encoder_epochs: int = 0,
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), dropout: float = 0.1, **kwargs):
+        super().__init__(dropout=dropout, **kwargs)
+
+    def build_network(self) -> nn.Module:
+        h = self.hparams
+        return ResNetUNetNet(h.in_channels, h.num_classes, tuple(h.decoder_channels), h.dropout)
+
+    def initialize_weights(self) -> None:
+        pretrained = self.hparams.pretrained or "none"
+        if pretrained == "imagenet":
+            self.net.load_encoder(imagenet_state_dict(), IMAGENET_URL)
+        elif pretrained != "none":
+            self.net.load_encoder(_local_state_dict(pretrained), pretrained)
+        super().initialize_weights()  # init_from, if given, wins over the encoder weights
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
+        for p in self.net.encoder.parameters():
+            p.requires_grad_(not frozen)
+        # frozen BN statistics too, so the pretrained encoder really stays as it was
+        self.net.encoder.train(not frozen)

@@ -1,0 +1,31 @@
+"""`unet2d`: the classic 2D U-Net (Ronneberger et al. 2015), trained on axial slices."""
+from __future__ import annotations
+
+from models.base import SegmentationModule
+from models.blocks import UNet
+from models.registry import register_model
+
+
+@register_model("unet2d")
+class UNet2D(SegmentationModule):
+    """2D U-Net; `features=64, depth=4` is the original size (31M parameters).
+
+    Args:
+        features: channels of the first level (doubled at every level).
+        depth: number of poolings.
+        dropout: channel dropout in the two deepest levels (the paper used dropout).
+        **kwargs: see `SegmentationModule` (loss, lr, init_from, ...).
+    """
+
+    spatial_dims = 2
+
+    def __init__(self, features: int = 32, depth: int = 4, dropout: float = 0.1, **kwargs):
+        super().__init__(dropout=dropout, **kwargs)
+
+    @property
+    def size_divisor(self) -> int:
+        return 2 ** self.hparams.depth
+
+    def build_network(self):
+        h = self.hparams
+        return UNet(2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout)

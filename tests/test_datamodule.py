@@ -1,0 +1,176 @@
+"""LiverDataModule: patient-level splits, caching, batch formats, augmentation only in training."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import datamodules.datasets as datasets_module
+from datamodules import CTDataModule, LiverDataModule, MRIDataModule
+from datamodules.files import DataError
+from datamodules.readers import read_dataset
+from datamodules.splits import split_patients
+from test_readers import make_dataset
+
+SMALL = dict(patch_size=[32, 32], batch_size=4, samples_per_epoch=8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 cases of 4 patients (pairs share a patient), shape 40x36x16 at 2x2x3 mm."""
+    pids = {f"case_{i:03d}": f"p{i // 2}" for i in range(8)}
+    return make_dataset(tmp_path_factory.mktemp("dm") / "ds", cases=8, shape=(40, 36, 16), patient_ids=pids,
+                        noise=0.0, body_step=3.0)
+
+
+def _patients(records, cases):
+    by_case = {r.case: r.patient for r in records}
+    return {by_case[c] for c in cases}
+
+
+def test_split_by_patient_and_no_slice_leakage_in_2d(dataset, tmp_path):
+    split_file = tmp_path / "split.json"
+    dm = LiverDataModule(str(dataset), dims=2, target_spacing=[2.0, 2.0, 3.0], split_file=str(split_file),
+                         val_fraction=0.25, test_fraction=0.25, samples_per_epoch=64, patch_size=[48, 48])
+    dm.setup("fit")
+    records = read_dataset(dataset)
+    parts = [_patients(records, dm.split[k]) for k in ("train", "val", "test")]
+    assert all(parts) and not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert sorted(sum(dm.split.values(), [])) == sorted(r.case for r in records)
+    assert json.loads(split_file.read_text()) == dm.split
+    # Each case has its own body intensity (40 + 3 i HU, scaled by the CT window): no training
+    # slice may carry the body value of a validation or test case.
+    body = {f"case_{i:03d}": np.float32((40 + 3 * i + 150) / 400) for i in range(8)}
+    held_out = {body[c] for c in dm.split["val"] + dm.split["test"]}
+    seen = set()
+    for batch in dm.train_dataloader():
+        for image in batch["image"]:
+            values = set(np.unique(image.numpy()).tolist())
+            assert not values & held_out
+            seen |= {c for c, b in body.items() if b in values}
+    assert seen and seen <= set(dm.split["train"])
+    again = LiverDataModule(str(dataset), split_file=str(split_file), seed=123)
+    again.setup("validate")
+    assert again.split == dm.split  # an existing split file wins over the seed
+
+
+def test_split_file_with_leak_is_rejected(dataset, tmp_path):
+    bad = tmp_path / "split.json"
+    bad.write_text(json.dumps({"train": ["case_000", "case_002"], "val": ["case_001"], "test": []}))
+    with pytest.raises(DataError, match="split.json: patient 'p0' is in both 'train' and 'val'"):
+        LiverDataModule(str(dataset), split_file=str(bad)).setup("fit")
+
+
+def test_kfold_folds_are_disjoint_and_cover_all_patients(dataset):
+    records = read_dataset(dataset)
+    folds = [split_patients(records, test_fraction=0.0, num_folds=4, fold=k, seed=3) for k in range(4)]
+    vals = [set(f["val"]) for f in folds]
+    assert set().union(*vals) == {r.case for r in records}
+    assert sum(len(v) for v in vals) == len(records)
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"]) and not _patients(records, f["train"]) & _patients(records, f["val"])
+    dm = LiverDataModule(str(dataset), num_folds=3, fold=2, test_fraction=0.25)
+    dm.setup("validate")
+    assert len(_patients(records, dm.split["test"])) == 1 and dm.split["val"]
+    with pytest.raises(ValueError, match="num_folds"):
+        split_patients(records, test_fraction=0.0, num_folds=5)
+
+
+def test_batch_shapes_2d_and_3d(dataset):
+    dm2 = LiverDataModule(str(dataset), dims=2, **SMALL)
+    batch = next(iter(dm2.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (4, 1, 32, 32) and set(batch["label"].unique().tolist()) <= {0.0, 1.0}
+    dm3 = LiverDataModule(str(dataset), dims=3, patch_size=[16, 16, 8], batch_size=2, samples_per_epoch=4)
+    batch = next(iter(dm3.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 16, 16, 8) and batch["label"].shape == (2, 1, 16, 16, 8)
+    assert batch["label"].sum() > 0  # liver oversampling puts liver in the patches
+    dm3.setup("test")
+    batches = list(dm3.test_dataloader())
+    assert [b["case"] for b in batches] == [[c] for c in dm3.split["test"]]
+    val = batches[0]
+    # 40x36x16 voxels at 2x2x3 mm -> 3 mm isotropic: (n - 1) * s / 3 + 1 voxel centres
+    assert val["image"].shape == (1, 1, 27, 24, 16) and val["label"].shape == val["image"].shape
+    assert np.allclose(np.diag(val["image"].affine[0].numpy())[:3], 3.0)
+
+
+def test_cache_second_epoch_and_second_run_do_not_decode(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = datasets_module.load_case
+    monkeypatch.setattr(datasets_module, "load_case", lambda *a, **k: calls.append(a[0].case) or real(*a, **k))
+    dm = LiverDataModule(str(dataset), cache="disk", **SMALL)
+    dm.setup("fit")
+    n_fit = len(dm.split["train"]) + len(dm.split["val"])
+    for _epoch in range(2):
+        for _ in dm.train_dataloader():
+            pass
+        for _ in dm.val_dataloader():
+            pass
+        assert len(calls) == n_fit  # decoded once each, in setup; epochs read the cache
+    fresh = LiverDataModule(str(dataset), cache="disk", **SMALL)
+    fresh.setup("fit")
+    next(iter(fresh.train_dataloader()))
+    assert len(calls) == n_fit  # second run: memory-mapped .npy from the disk cache
+    assert isinstance(fresh.volumes("train")[0].image, np.memmap)
+    np.testing.assert_array_equal(fresh.volumes("val")[0].image, dm.volumes("val")[0].image)
+
+
+def test_augmentation_changes_training_samples_never_val(dataset):
+    plain = LiverDataModule(str(dataset), augmentation=False, seed=5, **SMALL)
+    aug = LiverDataModule(str(dataset), augmentation="paper", seed=5, **SMALL)
+    a, b = next(iter(plain.train_dataloader())), next(iter(aug.train_dataloader()))
+    assert not torch.equal(a["image"], b["image"])
+    for x, y in zip(plain.val_dataloader(), aug.val_dataloader()):
+        assert torch.equal(x["image"].as_tensor(), y["image"].as_tensor()) and x["case"] == y["case"]
+
+
+def test_state_dict_carries_preprocessing_into_a_new_module(dataset):
+    dm = LiverDataModule(str(dataset), target_spacing=[4.0, 4.0, 4.0], **SMALL)
+    state = dm.state_dict()
+    assert state["preprocessing"]["target_spacing"] == [4.0, 4.0, 4.0]
+    json.dumps(state)
+    restored = LiverDataModule(str(dataset), seed=9, **SMALL)
+    restored.load_state_dict(state)
+    restored.setup("validate")
+    assert restored.preprocessing == dm.preprocessing and restored.split == dm.split
+    vol = restored.volumes("val")[0]
+    assert np.allclose(np.diag(vol.affine)[:3], 4.0)
+
+
+def test_modality_modules_and_hparams(dataset):
+    dm = MRIDataModule(data_dir=str(dataset), dims=3, augmentation="nnunet")
+    assert dm.modality == "mri" and dm.hparams["modality"] == "mri" and dm.hparams["augmentation"] == "nnunet"
+    assert CTDataModule(data_dir=str(dataset)).hparams["modality"] == "ct"
+    with pytest.raises(ValueError, match="CTDataModule is for modality 'ct'"):
+        CTDataModule(modality="mri")
+    with pytest.raises(ValueError, match="patch_size"):
+        LiverDataModule(str(dataset), dims=3, patch_size=[32, 32])
+
+
+def test_workers_yield_distinct_samples(dataset):
+    dm = LiverDataModule(str(dataset), num_workers=2, **SMALL)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2 and not torch.equal(batches[0]["image"], batches[1]["image"])
+
+
+def test_default_data_is_the_cached_phantom(tmp_path, monkeypatch):
+    pytest.importorskip("datamodules.phantom")
+    monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path / "cache"))
+    dm = MRIDataModule(phantom_cases=3, val_fraction=0.3, test_fraction=0.3, **SMALL)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.data_dir.is_relative_to(tmp_path / "cache") and (dm.data_dir / "dataset.json").is_file()
+    assert len(dm.records) == 6  # T1 + T2 per patient, never split apart
+    for part in dm.split.values():
+        assert {c.rsplit("_", 1)[0] for c in part}.isdisjoint(
+            {c.rsplit("_", 1)[0] for other in dm.split.values() if other is not part for c in other})
+    assert dm.preprocessing["target_spacing"] == [3.0, 3.0, 3.0]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 32, 32) and batch["label"].sum() > 0
+    stamp = (dm.data_dir / "dataset.json").stat().st_mtime_ns
+    again = MRIDataModule(phantom_cases=3, val_fraction=0.3, test_fraction=0.3, **SMALL)
+    again.setup("validate")
+    assert again.data_dir == dm.data_dir and (dm.data_dir / "dataset.json").stat().st_mtime_ns == stamp

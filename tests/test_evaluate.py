@@ -1,0 +1,145 @@
+"""`liverbench evaluate`: matching by name, geometry checks, CSV values against MONAI, real samples."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from benchmark.evaluate import case_name, evaluate_folders, main
+
+AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+
+
+def _save(path, array, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.uint8), affine), str(path))
+
+
+def _monai(pred, gt, spacing):
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    p, g = torch.from_numpy(pred)[None, None], torch.from_numpy(gt)[None, None]
+    hd = compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing)
+    asd = compute_average_surface_distance(p, g, include_background=True, symmetric=True, spacing=spacing)
+    return float(hd), float(asd)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """gt: labelsTr-style `<case>.nii.gz` with labels 1 (liver) and 2 (lesion); pred: `_0000` names."""
+    rng = np.random.default_rng(0)
+    gts, preds = {}, {}
+    for i in range(3):
+        gt = np.zeros((20, 18, 10), np.uint8)
+        gt[4:14 + i, 3:12, 2:8] = 1
+        gt[6:8, 5:7, 4:6] = 2
+        pred = (gt > 0) ^ (rng.random(gt.shape) < 0.03)
+        gts[f"case_{i}"], preds[f"case_{i}"] = gt, pred
+        _save(tmp_path / "gt" / f"case_{i}.nii.gz", gt)
+        _save(tmp_path / "pred" / f"case_{i}_0000.nii.gz", pred)
+    return tmp_path, gts, preds
+
+
+def test_case_names():
+    from pathlib import Path
+
+    assert case_name(Path("liver_3_0000.nii.gz")) == "liver_3"
+    assert case_name(Path("liver_3.nii")) == "liver_3"
+    assert case_name(Path("p01_t1.nii.gz")) == "p01_t1"
+
+
+def test_csv_matches_monai_and_hand_counts(folders, capsys):
+    root, gts, preds = folders
+    out = root / "scores.csv"
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["case"] for r in rows] == ["case_0", "case_1", "case_2"]
+    assert list(rows[0])[:7] == ["case", "dice", "jaccard", "precision", "recall", "hd95", "assd"]
+    for row in rows:
+        gt, pred = gts[row["case"]] > 0, preds[row["case"]]
+        tp = np.sum(gt & pred)
+        assert float(row["dice"]) == pytest.approx(2 * tp / (gt.sum() + pred.sum()), rel=1e-5)
+        assert float(row["jaccard"]) == pytest.approx(tp / np.sum(gt | pred), rel=1e-5)
+        hd, asd = _monai(pred, gt, (0.8, 0.8, 2.5))
+        assert float(row["hd95"]) == pytest.approx(hd, rel=1e-5)
+        assert float(row["assd"]) == pytest.approx(asd, rel=1e-5)
+    summary = json.loads((root / "scores.json").read_text())
+    assert summary["summary"]["cases"] == 3 and summary["summary"]["failed"] == 0
+    assert summary["summary"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), rel=1e-5)
+    printed = capsys.readouterr().out
+    assert "case_1" in printed and "mean (n=3)" in printed
+
+
+def test_liver_labels_select_ground_truth_labels(folders):
+    root, gts, _ = folders
+    rows, _ = evaluate_folders(root / "pred", root / "gt", liver_labels=[2])
+    gt2, pred = gts["case_0"] == 2, rows[0]
+    assert pred["tp"] + pred["fn"] == gt2.sum()
+
+
+def test_unmatched_files_are_listed(folders, capsys):
+    root, gts, _ = folders
+    _save(root / "pred" / "extra.nii.gz", gts["case_0"])
+    (root / "gt" / "case_2.nii.gz").rename(root / "gt" / "other.nii.gz")
+    rows, unmatched = evaluate_folders(root / "pred", root / "gt")
+    assert [r["case"] for r in rows] == ["case_0", "case_1"]
+    assert [p.rsplit("/", 1)[-1] for p in unmatched["pred"]] == ["case_2_0000.nii.gz", "extra.nii.gz"]
+    assert [p.rsplit("/", 1)[-1] for p in unmatched["gt"]] == ["other.nii.gz"]
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt")]) == 0
+    assert "without a matching ground truth" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["shape", "affine"])
+def test_geometry_mismatch_is_an_error_naming_both_files(folders, capsys, what):
+    root, gts, _ = folders
+    bad = root / "pred" / "case_1_0000.nii.gz"
+    if what == "shape":
+        _save(bad, np.zeros((20, 18, 11)))
+    else:
+        shifted = AFFINE.copy()
+        shifted[0, 3] = 5.0
+        _save(bad, gts["case_1"], affine=shifted)
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt")]) == 2
+    err = capsys.readouterr().err
+    assert "case_1_0000.nii.gz" in err and "case_1.nii.gz" in err and what in err
+
+
+def test_empty_prediction_counted_as_failed(folders):
+    root, gts, _ = folders
+    _save(root / "pred" / "case_0_0000.nii.gz", np.zeros_like(gts["case_0"]))
+    out = root / "s.csv"
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    assert float(row["dice"]) == 0 and math.isnan(float(row["hd95"])) and row["failed"] == "1"
+    summary = json.loads(out.with_suffix(".json").read_text())["summary"]
+    assert summary["failed"] == 1
+
+
+def test_errors_for_missing_folder_and_no_matches(tmp_path, capsys):
+    assert main(["--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)]) == 2
+    assert "nope: not a folder" in capsys.readouterr().err
+    _save(tmp_path / "p" / "a.nii.gz", np.ones((2, 2, 2)))
+    _save(tmp_path / "g" / "b.nii.gz", np.ones((2, 2, 2)))
+    assert main(["--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g")]) == 2
+    assert "no prediction matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["example_seg", "example_seg_mr"])
+def test_real_totalsegmentator_masks(real_data, tmp_path, name):
+    """Real CT (RAS) and MR (LPS) segmentations; liver = label 5; a one-voxel erosion as 'prediction'."""
+    img = nib.load(str(real_data / "totalsegmentator" / f"{name}.nii.gz"))
+    gt = np.asanyarray(img.dataobj) == 5
+    pred = ndimage.binary_erosion(gt)
+    (tmp_path / "gt").mkdir()
+    nib.save(img, str(tmp_path / "gt" / f"{name}.nii.gz"))
+    _save(tmp_path / "pred" / f"{name}.nii.gz", pred, affine=img.affine)
+    rows, _ = evaluate_folders(tmp_path / "pred", tmp_path / "gt", liver_labels=[5])
+    hd, asd = _monai(pred, gt, (3.0, 3.0, 3.0))
+    assert rows[0]["hd95"] == pytest.approx(hd, rel=1e-5) and rows[0]["assd"] == pytest.approx(asd, rel=1e-5)
+    assert rows[0]["precision"] == 1.0 and 0.5 < rows[0]["dice"] < 1.0

@@ -1,0 +1,265 @@
+"""Generic model tests, parametrised over the registry: a new model needs no test edits.
+
+Also home of `TinyVolumeDataModule`, a synthetic DataModule with the LiverDataModule batch
+contract (other model tests import it), so models are tested without the data pipeline.
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import models
+from datamodules.files import DataError
+from models.base import missing_requirements, overlap_scores
+
+ALL_MODELS = models.list_models()
+FAST_OVERFIT = {"unet2d"}  # the rest of the overfit checks run with `make test-all`
+
+
+def synthetic_volume(seed: int, shape=(32, 32, 16)) -> tuple[np.ndarray, np.ndarray]:
+    """A bright ellipsoid 'liver' beside a same-intensity ball (the 'spleen': not liver), plus noise.
+
+    The model has to use shape and position, not just a threshold.
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    centre = np.array([-0.3, 0.0, 0.0]) + rng.uniform(-0.1, 0.1, 3)
+    radii = np.array([0.45, 0.55, 0.7]) * rng.uniform(0.85, 1.15, 3)
+    liver = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) < 1
+    spleen = (((grid - np.array([0.6, 0.2, 0.0])[:, None, None, None]) / 0.25) ** 2).sum(0) < 1
+    image = (liver | spleen).astype(np.float32) + rng.normal(0, 0.3, shape).astype(np.float32)
+    return image, liver.astype(np.float32)
+
+
+class _Slices(Dataset):
+    def __init__(self, volumes, dims: int, patch: int):
+        self.items = []
+        for image, label in volumes:
+            if dims == 2:
+                self.items += [(image[..., z], label[..., z]) for z in range(image.shape[-1])]
+            else:
+                self.items.append((image[:patch, :patch, :patch], label[:patch, :patch, :patch]))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        image, label = self.items[i]
+        return {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
+
+
+class _Volumes(Dataset):
+    def __init__(self, volumes, names):
+        self.volumes, self.names = volumes, names
+
+    def __len__(self):
+        return len(self.volumes)
+
+    def __getitem__(self, i):
+        image, label = self.volumes[i]
+        return {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None], "case": self.names[i]}
+
+
+class TinyVolumeDataModule(L.LightningDataModule):
+    """Synthetic data with the LiverDataModule contract: slices/patches to train, whole volumes to evaluate."""
+
+    def __init__(self, dims: int = 2, train_cases: int = 1, val_cases: int = 1, shape=(32, 32, 16),
+                 batch_size: int = 8, patch_size: int = 16, seed: int = 0):
+        super().__init__()
+        self.dims, self.batch_size, self.patch_size = dims, batch_size, patch_size
+        vols = [synthetic_volume(seed + i, tuple(shape)) for i in range(train_cases + val_cases)]
+        self.train_set = _Slices(vols[:train_cases], dims, patch_size)
+        self.val_set = _Volumes(vols[train_cases:], [f"case{seed + i}" for i in range(train_cases, len(vols))])
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=1)
+
+    test_dataloader = val_dataloader
+
+
+def tiny_input(model, shape2d=(2, 1, 32, 32), shape3d=(1, 1, 32, 32, 32)) -> torch.Tensor:
+    return torch.randn(shape2d if model.spatial_dims == 2 else shape3d)
+
+
+def make(name: str, **kwargs):
+    missing = missing_requirements(models.get_model_class(name))
+    if missing:
+        pytest.skip(f"{name} needs {missing} (not installed)")
+    torch.manual_seed(0)
+    return models.create_model(name, **kwargs)
+
+
+def quick_trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+# ---- generic behaviour of every registered model ---------------------------------------------
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_gives_two_class_logits(name):
+    model = make(name).eval()
+    x = tiny_input(model)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (x.shape[0], 2, *x.shape[2:])
+    assert torch.isfinite(y).all()
+    assert model.spatial_dims in (2, 3)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_backward_reaches_every_parameter(name):
+    model = make(name).train()
+    x = tiny_input(model)
+    loss = model.compute_loss(model(x), (x > 0).float())
+    loss.backward()
+    without_grad = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not without_grad, f"parameters unreachable by backward: {without_grad[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_odd_input_sizes_keep_their_shape(name):
+    model = make(name).eval()
+    x = torch.randn((1, 1, 33, 27) if model.spatial_dims == 2 else (1, 1, 19, 23, 17))
+    with torch.no_grad():
+        assert model(x).shape == (1, 2, *x.shape[2:])
+    with pytest.raises(ValueError, match=f"{model.spatial_dims}D model"):
+        model(x[0])  # missing batch axis: a clear error, not a conv shape error
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_predict_volume_covers_the_whole_volume(name):
+    model = make(name, roi_size=[16, 16, 16]).eval()
+    volume = torch.randn(1, 1, 24, 20, 7)
+    logits = model.predict_volume(volume)
+    assert logits.shape == (1, 2, 24, 20, 7)
+    assert torch.isfinite(logits).all()
+    if model.spatial_dims == 2:  # slice z of the volume is exactly the 2D forward of that slice
+        with torch.no_grad():
+            torch.testing.assert_close(logits[..., 3], model(volume[..., 3]))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
+    model = make(name)
+    dm = TinyVolumeDataModule(dims=model.spatial_dims, shape=(16, 16, 8), batch_size=4, patch_size=16)
+    trainer = quick_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+
+    restored, preprocessing = models.load_module(path)
+    assert type(restored) is type(model) and preprocessing is None
+    assert restored.hparams == model.hparams
+    x = tiny_input(model)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+    via_lightning = type(model).load_from_checkpoint(path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(via_lightning(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=() if n in FAST_OVERFIT else pytest.mark.slow) for n in ALL_MODELS]
+)
+def test_overfits_one_case(name, tmp_path):
+    """A real learning check: a few dozen steps on one case drive the training Dice clearly up."""
+    L.seed_everything(0)
+    model = make(name, lr=3e-3, dropout=0.0)
+    dm = TinyVolumeDataModule(dims=model.spatial_dims, train_cases=1, val_cases=0, batch_size=8,
+                              shape=(32, 32, 16), patch_size=32)
+    batch = next(iter(DataLoader(dm.train_set, batch_size=len(dm.train_set))))
+    before = _dice(model, batch)
+    model.train()
+    trainer = quick_trainer(tmp_path, max_steps=40, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    after = _dice(model, batch)
+    assert after > 0.85 and after > before + 0.3, f"Dice before {before:.3f}, after {after:.3f}"
+    assert trainer.callback_metrics["train/dice"] > before
+
+
+def _dice(model, batch) -> float:
+    model.eval()
+    with torch.no_grad():
+        pred = model(batch["image"]).argmax(1)
+    return float(overlap_scores(pred, batch["label"][:, 0] > 0.5, per_sample=False)["dice"])
+
+
+# ---- base-class behaviour on known inputs ----------------------------------------------------
+def test_overlap_scores_on_known_masks():
+    pred = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    gt = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    s = overlap_scores(pred, gt)
+    torch.testing.assert_close(s["dice"], torch.tensor([0.5, 0.0, 1.0]))
+    torch.testing.assert_close(s["jaccard"], torch.tensor([1 / 3, 0.0, 1.0]))
+    torch.testing.assert_close(s["precision"], torch.tensor([0.5, 0.0, 1.0]))
+    torch.testing.assert_close(s["recall"], torch.tensor([0.5, 0.0, 1.0]))
+    pooled = overlap_scores(pred, gt, per_sample=False)  # TP 1, FP 1, FN 2
+    assert math.isclose(float(pooled["dice"]), 2 / 5, rel_tol=1e-6)
+
+
+def test_validation_logs_per_volume_mean_dice(tmp_path):
+    """val/dice is the mean over volumes of each volume's 3D Dice (not one pooled number)."""
+    model = make("unet2d", features=4, depth=2)
+    dm = TinyVolumeDataModule(dims=2, train_cases=1, val_cases=3, shape=(16, 16, 8))
+    trainer = quick_trainer(tmp_path)
+    metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    model.eval()
+    expected = []
+    for item in dm.val_set:
+        pred = model.predict_volume(item["image"][None]).argmax(1)
+        expected.append(float(overlap_scores(pred, item["label"] > 0.5)["dice"]))
+    assert set(metrics) >= {"val/dice", "val/jaccard", "val/precision", "val/recall", "val/loss"}
+    assert math.isclose(metrics["val/dice"], float(np.mean(expected)), rel_tol=1e-5)
+
+
+def test_default_training_recipe_is_the_papers():
+    model = make("unet2d")
+    assert model.hparams.loss == "ce" and model.hparams.lr == 1e-4 and model.hparams.dropout > 0
+    opt = model.configure_optimizers()
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 1e-4
+    x, y = torch.randn(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    logits = model(x)
+    torch.testing.assert_close(model.compute_loss(logits, y), torch.nn.functional.cross_entropy(logits, y[:, 0].long()))
+    dice_ce = make("unet2d", loss="dice_ce")
+    assert dice_ce.compute_loss(logits, y) > 0
+    with pytest.raises(ValueError, match="loss must be one of"):
+        make("unet2d", loss="focal")
+
+
+def test_dims_mismatch_with_datamodule_fails_clearly(tmp_path):
+    model = make("unet3d")
+    dm = TinyVolumeDataModule(dims=2, shape=(16, 16, 8))
+    with pytest.raises(ValueError, match="is 3D but the DataModule .* dims=2"):
+        quick_trainer(tmp_path, max_steps=1).fit(model, datamodule=dm)
+
+
+def test_3d_model_adopts_the_training_patch_as_sliding_window(tmp_path):
+    model = make("unet3d", features=4, depth=2)
+    assert model.hparams.roi_size is None
+    dm = TinyVolumeDataModule(dims=3, shape=(16, 16, 16), patch_size=12)
+    quick_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=dm)
+    assert model.roi_size == (12, 12, 12)
+
+
+def test_load_module_rejects_foreign_and_corrupt_files(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, foreign)
+    with pytest.raises(DataError, match="foreign.ckpt: not a LiverBench checkpoint"):
+        models.load_module(foreign)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match="corrupt.ckpt: not a readable PyTorch checkpoint"):
+        models.load_module(corrupt)
+    with pytest.raises(DataError, match="missing.ckpt: checkpoint file not found"):
+        models.load_module(tmp_path / "missing.ckpt")

@@ -1,0 +1,144 @@
+"""`liverbench predict` / Predictor: masks in the input's exact geometry, in the right place."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from test_dicom import write_series
+
+from benchmark.inference import Predictor, liver_ml, read_scan
+from benchmark.predict import main as predict_main
+from datamodules.transforms import preprocessing_config
+
+
+def _save_ckpt(path, config=None, model="unet2d", **kw):
+    """A checkpoint as Lightning writes it (state_dict, hyper_parameters, DataModule state)."""
+    from models import create_model
+
+    module = create_model(model, **kw)
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": "2.6.0"}
+    if config is not None:
+        ckpt["LiverDataModule"] = {"preprocessing": config}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return {m: _save_ckpt(root / f"{m}.ckpt", preprocessing_config(m), features=4, depth=2) for m in ("ct", "mri")}
+
+
+class ThresholdNet(torch.nn.Module):
+    """Liver = preprocessed intensity above `t`: its mask must land where the bright voxels are."""
+
+    def __init__(self, t: float):
+        super().__init__()
+        self.t = t
+
+    def predict_volume(self, x):
+        x = torch.as_tensor(x)
+        return torch.cat([torch.zeros_like(x), x - self.t], dim=1)
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize("name,modality", [("totalsegmentator/example_mr_sm.nii.gz", "mri"),
+                                           ("totalsegmentator/example_ct_dicom", "ct")])
+def test_predict_cli_keeps_input_geometry_on_real_samples(real_data, ckpts, tmp_path, capsys, name, modality):
+    src = real_data / name
+    out = tmp_path / "mask.nii.gz"
+    assert predict_main(["--checkpoint", str(ckpts[modality]), "--input", str(src), "--output", str(out),
+                         "--device", "cpu"]) == 0
+    scan = read_scan(src)
+    mask = nib.load(out)
+    assert mask.shape == scan.image.shape
+    np.testing.assert_allclose(mask.affine, scan.affine, atol=1e-4)
+    if src.is_file():  # LPS stays LPS
+        assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(nib.load(src).affine) == ("L", "P", "S")
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    printed = capsys.readouterr().out
+    assert " ml, " in printed and printed.rstrip().endswith(" s")
+
+
+def test_inverted_mask_lands_on_the_anatomy_lps_mr(real_data):
+    scan = read_scan(real_data / "totalsegmentator" / "example_mr_sm.nii.gz")
+    mask, affine = Predictor(ThresholdNet(0.0), preprocessing_config("mri"), "cpu").predict_image(scan.image, scan.affine)
+    lo, hi = np.percentile(scan.image, [0.5, 99.5])
+    clipped = np.clip(scan.image, lo, hi)
+    expected = clipped > clipped.mean()  # z-score > 0 on the original grid
+    assert _dice(mask.astype(bool), expected) > 0.97
+
+
+FINGERPRINT = {"median_spacing": [1.0, 1.0, 3.0], "fg_mean": 100.0, "fg_std": 50.0,
+               "fg_percentile_00_5": -200.0, "fg_percentile_99_5": 300.0}
+
+
+@pytest.mark.parametrize("advanced,threshold", [(False, 0.5), (True, 0.0)])  # advanced: body crop
+def test_oblique_anisotropic_input_round_trip(tmp_path, advanced, threshold):
+    shape, spacing = (64, 48, 12), np.array([0.7, 0.9, 4.0])
+    a = np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.diag([-1, -1, 1])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing)
+    affine[:3, 3] = [10, -20, 30]
+    idx = np.indices(shape).reshape(3, -1).T
+    mm = (idx - np.array(shape) / 2) * spacing
+    sphere = (np.linalg.norm(mm - [5, 3, 0], axis=1) < 14).reshape(shape)
+    image = np.full(shape, -1000.0, np.float32)  # air around the body
+    image[8:-6, 5:-9, 1:] = -100.0
+    image[sphere] = 200.0
+    nib.save(nib.Nifti1Image(image.astype(np.int16), affine), tmp_path / "obl.nii.gz")
+    config = preprocessing_config("ct", advanced=advanced, fingerprint=FINGERPRINT)
+    predictor = Predictor(ThresholdNet(threshold), config, "cpu")
+    mask, out_affine = predictor.predict_file(tmp_path / "obl.nii.gz")
+    assert mask.shape == shape and np.allclose(out_affine, affine)
+    assert _dice(mask.astype(bool), sphere) > 0.9
+    assert liver_ml(mask, affine) == pytest.approx(liver_ml(sphere, affine), rel=0.15)
+
+
+def test_batch_folder_of_nifti_and_dicom(ckpts, tmp_path, capsys):
+    inp = tmp_path / "in"
+    vol = np.random.default_rng(0).normal(100, 50, (24, 20, 6)).astype(np.float32)
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(vol.astype(np.int16), np.diag([1.5, 1.5, 3, 1])), inp / "a_0000.nii.gz")
+    write_series(inp / "series1", vol, step=3.0)
+    (inp / "notes.txt").write_text("ignored")
+    assert predict_main(["--checkpoint", str(ckpts["ct"]), "--input", str(inp), "--output", str(tmp_path / "out"),
+                         "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "series1.nii.gz"]
+    assert nib.load(tmp_path / "out" / "series1.nii.gz").shape == (24, 20, 6)
+    assert "2 scans in" in capsys.readouterr().out
+
+
+def test_foreign_or_corrupt_checkpoints_give_clear_errors(tmp_path, real_data, capsys):
+    src = str(real_data / "totalsegmentator" / "example_ct_sm.nii.gz")
+
+    def run(ckpt, *extra):
+        return predict_main(["--checkpoint", str(ckpt), "--input", src, "--output", str(tmp_path / "m.nii.gz"), *extra])
+
+    (tmp_path / "corrupt.ckpt").write_bytes(b"\x80\x04garbage")
+    assert run(tmp_path / "corrupt.ckpt") == 2
+    assert "corrupt.ckpt: not a readable PyTorch checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "foreign.ckpt")
+    assert run(tmp_path / "foreign.ckpt") == 2
+    assert "not a LiverBench checkpoint" in capsys.readouterr().err
+    torch.save({"obj": ThresholdNet(0.0)}, tmp_path / "pickled.ckpt")  # needs unpickling code: refused
+    assert run(tmp_path / "pickled.ckpt") == 2
+    assert "pickled.ckpt: not a readable PyTorch checkpoint" in capsys.readouterr().err
+    import lightning as L
+
+    from models import create_model
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False)
+    trainer.strategy.connect(create_model("unet2d", features=4, depth=2))
+    bare = tmp_path / "bare.ckpt"
+    trainer.save_checkpoint(bare)  # Lightning's own file, saved without a DataModule
+    assert run(bare) == 2 and "--modality" in capsys.readouterr().err
+    assert run(bare, "--modality", "ct", "--device", "cpu") == 0
+    assert nib.load(tmp_path / "m.nii.gz").shape == (122, 101, 30)

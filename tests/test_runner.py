@@ -1,0 +1,172 @@
+"""`liverbench run`: records, resume after a kill, failure capture, presets, the smoke suite."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from benchmark import records, runner
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_UNET = """\
+model:
+  class_path: models.unet2d.UNet2D
+  init_args: {features: 4, depth: 2}
+data:
+  class_path: datamodules.CTDataModule
+  init_args: {dims: 2, augmentation: false, samples_per_epoch: 8}
+"""
+BAD_MODEL = """\
+model:
+  class_path: models.unet2d.NoSuchNet
+data:
+  class_path: datamodules.CTDataModule
+  init_args: {dims: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory) -> Path:
+    """A tiny CT dataset in nnU-Net raw layout: bright ellipsoids ('liver') in noise, 3 mm voxels."""
+    root = tmp_path_factory.mktemp("blobs")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(np.arange(32), np.arange(32), np.arange(12), indexing="ij")
+    for i in range(6):
+        cx, cy = rng.uniform(12, 20, 2)
+        label = (((x - cx) / 8) ** 2 + ((y - cy) / 6) ** 2 + ((z - 6) / 4) ** 2 < 1).astype(np.uint8)
+        image = (rng.normal(0, 20, label.shape) + np.where(label, 120, -50)).astype(np.int16)
+        affine = np.diag([3.0, 3.0, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"b{i}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"b{i}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+        "numTraining": 6, "file_ending": ".nii.gz"}))
+    return root
+
+
+def write_suite(folder: Path, name: str, entries: dict[str, str]) -> Path:
+    """A suite FILE whose entries (variant -> config YAML text) sit beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"name: {name}", "budget: smoke", "entries:"]
+    for variant, text in entries.items():
+        (folder / f"{variant}.yaml").write_text(text)
+        lines.append(f"  - {{variant: {variant}, label: {variant}, config: {variant}.yaml}}")
+    path = folder / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_args(suite: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--suite", str(suite), "--data", str(data), "--modalities", "ct", "--out", str(out),
+            "--wandb", "disabled", *extra]
+
+
+def result(out: Path, suite: str, variant: str) -> dict:
+    return json.loads((records.run_dir(out, suite, variant, "ct", 0) / "result.json").read_text())
+
+
+def test_failing_entry_is_recorded_and_the_suite_goes_on(blobs, tmp_path):
+    suite = write_suite(tmp_path / "suite", "fails", {"broken": BAD_MODEL, "tiny": TINY_UNET})
+    out = tmp_path / "out"
+    assert runner.main(run_args(suite, blobs, out)) == 1  # one run failed
+    bad, good = result(out, "fails", "broken"), result(out, "fails", "tiny")
+    assert bad["status"] == "failed" and "NoSuchNet" in bad["error"] and "Traceback" in bad["traceback"]
+    assert good["status"] == "ok" and good["model"] == "unet2d"
+    folder = records.run_dir(out, "fails", "tiny", "ct", 0)
+    for name in ("model.ckpt", "split.json", "per_case.csv", "result.json"):
+        assert (folder / name).is_file(), name
+    rows = list(csv.DictReader((folder / "per_case.csv").open()))
+    split = json.loads((folder / "split.json").read_text())
+    assert [r["case"] for r in rows] == split["test"] and rows
+    assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
+    assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
+    assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] == str(blobs)
+
+    # a plain re-run keeps both records; --resume retries only the failed one
+    finished = good["finished"]
+    assert runner.main(run_args(suite, blobs, out)) == 1
+    assert result(out, "fails", "broken")["finished"] == bad["finished"]
+    assert runner.main(run_args(suite, blobs, out, "--resume")) == 1
+    assert result(out, "fails", "broken")["started"] > bad["finished"]
+    assert result(out, "fails", "tiny")["finished"] == finished
+
+
+def _wait_for(predicate, proc, timeout=150.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"suite exited early ({proc.returncode}):\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("timed out waiting for the suite")
+
+
+def test_killed_suite_resumes_cleanly(blobs, tmp_path):
+    """SIGINT stops the suite (exit 130, finished results kept); SIGKILL mid-run leaves a stale
+    folder that the next run cleans and redoes; finished runs are never redone."""
+    suite = write_suite(tmp_path / "suite", "kill", {"a": TINY_UNET, "b": TINY_UNET, "c": TINY_UNET})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", *run_args(suite, blobs, out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    folder = {v: records.run_dir(out, "kill", v, "ct", 0) for v in "abc"}
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: (folder["a"] / "result.json").is_file() and folder["b"].is_dir(), proc)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    first = result(out, "kill", "a")
+    assert first["status"] == "ok" and not (folder["b"] / "result.json").exists()
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: (folder["c"] / "split.json").is_file(), proc)  # run c is mid-way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert result(out, "kill", "b")["status"] == "ok"
+    assert not (folder["c"] / "result.json").exists()
+    (folder["c"] / "leftover.tmp").write_text("from the killed run")
+
+    assert runner.main(run_args(suite, blobs, out, "--resume")) == 0
+    assert result(out, "kill", "a") == first  # untouched
+    assert result(out, "kill", "c")["status"] == "ok"
+    assert not (folder["c"] / "leftover.tmp").exists()  # the stale folder was emptied first
+
+
+def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
+    cpu, gpu = records.load_preset("cpu"), records.load_preset("gpu")
+    b2, b3 = records.budget(cpu, 2, smoke=False), records.budget(cpu, 3, smoke=False)
+    assert b2["trainer"]["max_steps"] != b3["trainer"]["max_steps"]
+    assert b3["data"]["patch_size"] == [64, 64, 64] and b2["data"]["preset"] == "cpu"
+    smoke = records.budget(cpu, 2, smoke=True)
+    assert smoke["trainer"]["max_steps"] <= 10 and smoke["trainer"]["accelerator"] == "cpu"
+    g = records.budget(gpu, 2, smoke=False)  # the paper's recipe
+    assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
+        ("ce", 1e-4, 100, 16)
+    assert g["data"]["preset"] == "gpu"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {}\nbudgets: {}\n")
+    with pytest.raises(records.DataError, match="unknown preset keys: budgets"):
+        records.load_preset(str(bad))
+    with pytest.raises(records.DataError, match="no suite named 'nope'"):
+        records.load_suite("nope")
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+    assert runner.main(["--suite", "smoke", "--modalities", "ct,pet", "--out", str(tmp_path)]) == 2
+    assert "--modalities" in capsys.readouterr().err
+    assert runner.main(["--suite", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
+    assert "missing.yaml: file not found" in capsys.readouterr().err
