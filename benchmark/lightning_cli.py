@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 import models  # noqa: F401 - imports every architecture so class paths and short names resolve
 from datamodules.files import DataError
 from models.base import SegmentationModule
+from models.resnet_unet import PretrainedWeightsUnavailable
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -56,7 +57,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         LiverBenchCLI(args=argv)
-    except DataError as err:
+    except (DataError, PretrainedWeightsUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

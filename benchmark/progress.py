@@ -41,8 +41,16 @@ class SuiteProgress:
             self.progress.update(self.run_task, description=f"{self.run_name} [{stage}]")
 
     def advance_run(self, completed: int) -> None:
-        if self.run_task is not None:
-            self.progress.update(self.run_task, completed=completed)
+        """Move the run bar; without a terminal (logs, CI) print a line every 10% instead."""
+        if self.run_task is None:
+            return
+        self.progress.update(self.run_task, completed=completed)
+        task = self.progress._tasks[self.run_task]
+        if not self.console.is_terminal and task.total:
+            step = max(1, int(task.total) // 10)
+            if completed % step == 0 or completed == task.total:
+                self.console.print(f"{self.run_name}: step {completed}/{int(task.total)}, "
+                                   f"{task.elapsed or 0:.0f} s", highlight=False)
 
     def finish_run(self) -> None:
         if self.run_task is not None:

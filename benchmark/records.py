@@ -192,8 +192,8 @@ def load_preset(name_or_path: str) -> dict:
     path = _named_file(name_or_path, "presets")
     preset = _yaml(path)
     preset.setdefault("name", path.stem)
-    unknown = set(preset) - {"name", "description", "trainer", "model", "data", "dims", "timing", "smoke",
-                             "project"}
+    unknown = set(preset) - {"name", "description", "trainer", "model", "models", "data", "dims", "timing",
+                             "smoke"}
     if unknown:
         raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
     preset["path"] = str(path)
@@ -243,12 +243,36 @@ def deep_merge(base: dict, override: dict | None) -> dict:
     return out
 
 
-def budget(preset: dict, dims: int, smoke: bool) -> dict:
-    """The preset's `trainer`/`model`/`data`/`timing` for one dimensionality (and smoke override)."""
-    layers = [preset, (preset.get("dims") or {}).get(dims) or (preset.get("dims") or {}).get(str(dims))]
+def _model_keys(class_path: str) -> set[str]:
+    """Names a preset's `models:` section may use for a model: class name or registry name."""
+    name = class_path.rsplit(".", 1)[-1]
+    keys = {name.lower()}
+    try:
+        import models
+
+        keys |= {n.lower() for n in models.list_models() if models.get_model_class(n).__name__ == name}
+    except Exception:  # unknown class: the CLI reports it when the run starts
+        pass
+    return keys
+
+
+def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
+    """The preset's `trainer`/`model`/`data`/`timing` for one dimensionality, then its per-model
+    `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models."""
+
+    def by_dims(layer):
+        d = (layer or {}).get("dims") or {}
+        return d.get(dims) or d.get(str(dims))
+
+    def by_model(layer):
+        keys = _model_keys(class_path) if class_path else set()
+        found = {k.lower(): v for k, v in ((layer or {}).get("models") or {}).items()}
+        return next((found[k] for k in sorted(keys) if k in found), None)
+
+    layers = [preset, by_dims(preset), by_model(preset)]
     if smoke:
         s = preset.get("smoke") or {}
-        layers += [s, (s.get("dims") or {}).get(dims) or (s.get("dims") or {}).get(str(dims))]
+        layers += [s, by_dims(s), by_model(s)]
     out: dict = {}
     for layer in layers:
         for section in ("trainer", "model", "data", "timing"):
@@ -264,7 +288,7 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
             raise DataError(spec.entry_config, f"needs `{section}:` with class_path and init_args")
     data_args = dict(config["data"].get("init_args") or {})
     dims = int(data_args.get("dims", 2))
-    b = budget(spec.preset, dims, spec.smoke)
+    b = budget(spec.preset, dims, spec.smoke, config["model"]["class_path"])
     config["seed_everything"] = spec.seed
     config["model"]["init_args"] = deep_merge(config["model"].get("init_args") or {}, b["model"])
     data_args = deep_merge(data_args, b["data"])

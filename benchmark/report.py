@@ -121,18 +121,27 @@ def summarise_group(runs: list[Run]) -> dict:
     return g
 
 
-def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list[str], dict, dict]:
-    """Variants in run order (earliest start first), labels, and {(variant, modality): summary}."""
+def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list, dict, dict]:
+    """Variant keys `(suite, variant)` in run order (each suite's baseline first), their labels
+    (suffixed with the suite when several suites are present), and {(key, modality): summary}."""
     by_key: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.get("status") == "ok":
-            by_key[(run.get("variant") or run.path.name, run.get("modality", default="?"))].append(run)
-    start = {}
-    for (variant, _), rs in by_key.items():
+            vkey = (str(run.get("suite", default="")), run.get("variant") or run.path.name)
+            by_key[(vkey, run.get("modality", default="?"))].append(run)
+    start: dict = {}
+    for (vkey, _), rs in by_key.items():
         first = min(str(r.get("started", default="")) for r in rs)
-        start[variant] = min(start.get(variant, first), first)
-    order = sorted(start, key=lambda v: (v != baseline, start[v], v))
-    labels = {v: _label(next(r for (vv, _), rs in by_key.items() if vv == v for r in rs)) for v in order}
+        start[vkey] = min(start.get(vkey, first), first)
+    suite_start: dict = {}
+    for (suite, _), t in start.items():
+        suite_start[suite] = min(suite_start.get(suite, t), t)
+    order = sorted(start, key=lambda k: (suite_start[k[0]], k[0], k[1] != baseline, start[k], k[1]))
+    several = len(suite_start) > 1
+    labels = {}
+    for k in order:
+        label = _label(next(r for (kk, _), rs in by_key.items() if kk == k for r in rs))
+        labels[k] = f"{label} [{k[0]}]" if several else label
     return order, labels, {key: summarise_group(rs) for key, rs in by_key.items()}
 
 
@@ -190,10 +199,9 @@ def detail_tables(order, labels, groups, modalities) -> str:
 def wilcoxon_table(order, labels, groups, modalities, baseline: str = BASELINE) -> str:
     rows = []
     for m in modalities:
-        base = groups.get((baseline, m))
         for v in order:
-            g = groups.get((v, m))
-            if v == baseline or not g or not base:
+            g, base = groups.get((v, m)), groups.get(((v[0], baseline), m))
+            if v[1] == baseline or not g or not base:
                 continue
             res = paired_wilcoxon(g["case_dice"], base["case_dice"])
             if res is None:
@@ -223,8 +231,7 @@ def pareto_plot(order, labels, groups, modalities, out: Path) -> None:
     fig, axes = plt.subplots(1, len(modalities), figsize=(6 * len(modalities), 4.5), squeeze=False)
     for ax, m in zip(axes[0], modalities):
         pts = [(labels[v], groups[(v, m)]) for v in order if (v, m) in groups]
-        pts = [(n, g["volume_ms"][0] if not math.isnan(g["volume_ms"][0]) else g["model_volume_ms"][0], g["dice"][0])
-               for n, g in pts]
+        pts = [(n, g["volume_ms"][0], g["dice"][0]) for n, g in pts]  # runs without end-to-end time are left out
         pts = [p for p in pts if not (math.isnan(p[1]) or math.isnan(p[2]))]
         front = pareto_front([p[1] for p in pts], [p[2] for p in pts])
         for (name, t, d), on in zip(pts, front):

@@ -18,7 +18,7 @@ from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, Volum
 from datamodules.files import DataError
 from datamodules.readers import CaseRecord, dataset_modality, load_case, read_dataset, read_header
 from datamodules.splits import load_split, save_split, split_patients
-from datamodules.transforms import (build_augmentation, fit_fingerprint, foreground_sample,
+from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
                                     preprocessing_config)
 
 DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
@@ -53,6 +53,7 @@ class LiverDataModule(L.LightningDataModule):
         liver_labels: label values that count as liver; None = every label > 0.
         phantom_cases: patients in the default phantom (None: 20 CT / 10 MRI patients = 20 cases).
         phantom_spacing: its voxel spacing (None: 3 mm CT, 3x3x6 mm MRI for preset cpu, else native).
+        phantom_seed: the phantom's seed (fixed, so `seed` varies training, not the data).
     """
 
     def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
@@ -62,13 +63,18 @@ class LiverDataModule(L.LightningDataModule):
                  cache: str = "memory", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
-                 phantom_spacing: list[float] | None = None):
+                 phantom_spacing: list[float] | None = None, phantom_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if modality not in ("ct", "mri"):
             raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+        if cache not in ("memory", "disk"):
+            raise ValueError(f"cache must be 'memory' or 'disk', got {cache!r}")
+        build_augmentation(dims, augmentation)  # fail now on an unknown recipe, not in setup()
         self.modality, self.dims, self.preset = modality, dims, preset
         self.patch_size = tuple(patch_size) if patch_size else DEFAULT_PATCH[("gpu" if preset == "gpu" else "cpu", dims)]
         if len(self.patch_size) != dims:
@@ -90,9 +96,9 @@ class LiverDataModule(L.LightningDataModule):
         hp = self.hparams
         spacing = tuple(hp.phantom_spacing) if hp.phantom_spacing else PHANTOM_SPACING.get((self.preset, self.modality))
         cases = hp.phantom_cases or PHANTOM_CASES[self.modality]
-        out = Path(phantom_cache_dir(self.modality, cases, hp.seed, spacing))
+        out = Path(phantom_cache_dir(self.modality, cases, hp.phantom_seed, spacing))
         if not (out / "dataset.json").is_file():  # written last: marks a complete dataset
-            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=hp.seed, spacing=spacing)
+            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=hp.phantom_seed, spacing=spacing)
         return out
 
     def prepare_data(self) -> None:

@@ -28,13 +28,6 @@ class DicomSeries:
     sop_uids: list[str] = field(default_factory=list)
     modality: str = ""
 
-    @property
-    def normal(self) -> np.ndarray:
-        """Unit slice normal in LPS (row cosine × column cosine)."""
-        lps = LPS_TO_RAS @ self.affine
-        n = np.cross(lps[:3, 0], lps[:3, 1])
-        return n / np.linalg.norm(n)
-
 
 def _read_header(path: Path):
     import pydicom
@@ -71,11 +64,11 @@ def _pixels(ds, path: Path) -> np.ndarray:
     return arr.astype(np.float32) * slope + intercept
 
 
-def read_dicom_series(source: str | Path | list, sort: bool = True) -> DicomSeries:
+def read_dicom_series(source: str | Path | list) -> DicomSeries:
     """Read one DICOM series (a folder of any file names, or a list of files), sorted by position.
 
-    `sort=False` keeps the given file order (the position step is then taken from the first and
-    last files); callers pairing slices with other per-file data use `order`.
+    Callers pairing slices with per-file data (CHAOS PNG masks) use `order`: slice k came from
+    input file `order[k]`.
     """
     import pydicom
 
@@ -112,11 +105,11 @@ def read_dicom_series(source: str | Path | list, sort: bool = True) -> DicomSeri
     normal = np.cross(row_cos, col_cos)
     positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in datasets])
     dist = positions @ normal
-    order = np.argsort(dist, kind="stable") if sort else np.arange(len(datasets))
+    order = np.argsort(dist, kind="stable")
     d_sorted = dist[order]
     if len(order) > 1:
         steps = np.diff(d_sorted)
-        if sort and np.any(np.abs(steps) < 1e-3):
+        if np.any(steps < 1e-3):
             k = int(np.argmin(np.abs(steps)))
             raise DataError(kept[order[k + 1]], "two slices at the same position (duplicate files or "
                                                 "several series in one folder)")

@@ -24,6 +24,10 @@ IMAGENET_URL = IMAGENET_WEIGHTS.url
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The ImageNet weights are neither cached nor downloadable (offline machine)."""
+
+
 def imagenet_state_dict(url: str | None = None) -> dict[str, torch.Tensor]:
     """ImageNet ResNet-34 weights from the torch hub cache, downloading if needed; fails fast and clearly."""
     url = url or IMAGENET_URL
@@ -33,7 +37,7 @@ def imagenet_state_dict(url: str | None = None) -> dict[str, torch.Tensor]:
     try:
         return torch.hub.load_state_dict_from_url(url, model_dir=str(cache), progress=False, weights_only=True)
     except Exception as err:  # noqa: BLE001 - DNS, refused, timeout, bad hash, truncated file
-        raise RuntimeError(
+        raise PretrainedWeightsUnavailable(
             f"cannot get ImageNet weights for ResNet-34 ({type(err).__name__}: {err}). "
             f"Download {url} on a machine with internet and put it in {cache} "
             f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset: ~/.cache/torch>')}), "

@@ -19,7 +19,7 @@ class UNet2D(SegmentationModule):
 
     spatial_dims = 2
 
-    def __init__(self, features: int = 32, depth: int = 4, dropout: float = 0.1, **kwargs):
+    def __init__(self, features: int = 16, depth: int = 4, dropout: float = 0.1, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     @property

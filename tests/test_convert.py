@@ -185,3 +185,25 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert err.startswith(f"error: {tmp_path / 'src'}: ") and "imagesTr" in err
     assert convert_main(["--format", "dicom", str(tmp_path / "src"), str(tmp_path / "o")]) == 2
     assert "--mask" in capsys.readouterr().err
+
+
+def test_real_totalsegmentator_niftis_through_msd_and_amos_layouts(real_data, tmp_path):
+    """The real CT (RAS) and MR (LPS) samples, linked into MSD and AMOS layouts (liver = 5 there)."""
+    ts = real_data / "totalsegmentator"
+    links = {"msd/Task03_Liver/imagesTr/liver_0.nii.gz": "example_ct_sm.nii.gz",
+             "msd/Task03_Liver/labelsTr/liver_0.nii.gz": "example_seg.nii.gz",
+             "amos/imagesTr/amos_0600.nii.gz": "example_mr_sm.nii.gz",
+             "amos/labelsTr/amos_0600.nii.gz": "example_seg_mr.nii.gz"}
+    for link, target in links.items():
+        (tmp_path / link).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / link).symlink_to(ts / target)
+    ct = convert("msd", tmp_path / "msd", tmp_path / "ct", liver_labels=[5])
+    mr = convert("amos", tmp_path / "amos", tmp_path / "mr", modality="mri", liver_labels=[5])
+    for root, case, image, seg, voxels in ((ct, "liver_0", "example_ct_sm.nii.gz", "example_seg.nii.gz", 38634),
+                                           (mr, "amos_0600", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz", 18480)):
+        src = nib.load(ts / image)
+        _check_case(root, case, np.asarray(src.dataobj), np.asarray(nib.load(ts / seg).dataobj) == 5)
+        out = nib.load(root / "labelsTr" / f"{case}.nii.gz")
+        np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)
+        assert int(np.asarray(out.dataobj).sum()) == voxels
+    assert nib.aff2axcodes(nib.load(mr / "labelsTr" / "amos_0600.nii.gz").affine) == ("L", "P", "S")

@@ -148,6 +148,10 @@ def test_modality_modules_and_hparams(dataset):
         CTDataModule(modality="mri")
     with pytest.raises(ValueError, match="patch_size"):
         LiverDataModule(str(dataset), dims=3, patch_size=[32, 32])
+    with pytest.raises(ValueError, match="recipe"):
+        LiverDataModule(str(dataset), augmentation="heavy")
+    with pytest.raises(ValueError, match="preset"):
+        LiverDataModule(str(dataset), preset="tpu")
 
 
 def test_workers_yield_distinct_samples(dataset):
@@ -159,7 +163,7 @@ def test_workers_yield_distinct_samples(dataset):
 def test_default_data_is_the_cached_phantom(tmp_path, monkeypatch):
     pytest.importorskip("datamodules.phantom")
     monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path / "cache"))
-    dm = MRIDataModule(phantom_cases=3, val_fraction=0.3, test_fraction=0.3, **SMALL)
+    dm = MRIDataModule(phantom_cases=3, val_fraction=0.3, test_fraction=0.3, liver_oversample=1.0, **SMALL)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.data_dir.is_relative_to(tmp_path / "cache") and (dm.data_dir / "dataset.json").is_file()
@@ -169,8 +173,21 @@ def test_default_data_is_the_cached_phantom(tmp_path, monkeypatch):
             {c.rsplit("_", 1)[0] for other in dm.split.values() if other is not part for c in other})
     assert dm.preprocessing["target_spacing"] == [3.0, 3.0, 3.0]
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (4, 1, 32, 32) and batch["label"].sum() > 0
+    assert batch["image"].shape == (4, 1, 32, 32)
+    assert (batch["label"].sum(dim=(1, 2, 3)) > 0).all()  # liver_oversample=1: every slice shows liver
     stamp = (dm.data_dir / "dataset.json").stat().st_mtime_ns
     again = MRIDataModule(phantom_cases=3, val_fraction=0.3, test_fraction=0.3, **SMALL)
     again.setup("validate")
     assert again.data_dir == dm.data_dir and (dm.data_dir / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_advanced_ct_fingerprint_comes_from_training_cases_only(dataset):
+    dm = LiverDataModule(str(dataset), advanced_preprocessing=True, **SMALL)
+    dm.setup("fit")
+    fp = dm.preprocessing["fingerprint"]
+    assert fp["num_cases"] == len(dm.split["train"])
+    liver_hu = [40 + 3 * int(c[-3:]) + 70 for c in dm.split["train"]]  # noise-free liver voxels
+    assert min(liver_hu) - 1 <= fp["fg_mean"] <= max(liver_hu) + 1
+    assert dm.preprocessing["intensity"]["method"] == "ct_fingerprint" and dm.preprocessing["crop_to_body"]
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape[-1] == 16

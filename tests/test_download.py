@@ -142,3 +142,43 @@ def test_unsafe_archive_is_refused(tmp_path):
 def test_unreachable_url_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="download failed"):
         dl.fetch("http://127.0.0.1:9/none", tmp_path / "x", None, progress=False, timeout=2)
+
+
+def _chaos_zip(tmp_path) -> bytes:
+    """A tiny CHAOS_Train_Sets.zip: one CT patient and one MR patient, as the organisers lay it out."""
+    import zipfile
+
+    from PIL import Image
+    from test_dicom import write_series
+
+    root = tmp_path / "build" / "CHAOS_Train_Sets" / "Train_Sets"
+    vol = np.arange(16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
+    gt = np.zeros((16, 16), np.uint8)
+    gt[3:9, 4:10] = 63
+    series = {"CT/1/DICOM_anon": "CT/1/Ground", "MR/2/T2SPIR/DICOM_anon": "MR/2/T2SPIR/Ground",
+              "MR/2/T1DUAL/DICOM_anon/InPhase": "MR/2/T1DUAL/Ground", "MR/2/T1DUAL/DICOM_anon/OutPhase": None}
+    for dicom_dir, ground in series.items():
+        write_series(root / dicom_dir, vol, modality="CT" if dicom_dir.startswith("CT") else "MR")
+        for k in range(3 if ground else 0):
+            (root / ground).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(gt).save(root / ground / f"liver_GT_{k:03d}.png")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted((tmp_path / "build").rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(tmp_path / "build").as_posix())
+    return buf.getvalue()
+
+
+def test_chaos_zip_download_converts_ct_and_mri(server, tmp_path, monkeypatch):
+    server.payload = _chaos_zip(tmp_path)
+    monkeypatch.setitem(dl.SOURCES, "chaos", {**dl.SOURCES["chaos"], "url": server.url})
+    out = dl.download("chaos", tmp_path / "data", progress=False)
+    assert [p.name for p in out] == ["chaos-ct", "chaos-mri"]
+    ct = json.loads((out[0] / "dataset.json").read_text())
+    mri = json.loads((out[1] / "dataset.json").read_text())
+    assert ct["channel_names"]["0"] == "CT" and ct["numTraining"] == 1
+    assert mri["channel_names"]["0"] == "MRI" and mri["numTraining"] == 3
+    assert set(mri["patient_ids"].values()) == {"chaos_2"}
+    recorded = (tmp_path / "data" / "downloads" / "CHAOS_Train_Sets.zip.sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(server.payload).hexdigest()

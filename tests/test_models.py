@@ -18,7 +18,9 @@ from datamodules.files import DataError
 from models.base import missing_requirements, overlap_scores
 
 ALL_MODELS = models.list_models()
-FAST_OVERFIT = {"unet2d"}  # the rest of the overfit checks run with `make test-all`
+# Models whose overfit check is in the default run, with small widths to fit the CI budget;
+# every other registered model gets it with `make test-all` (slow).
+FAST_OVERFIT = {"unet2d": {"features": 8, "depth": 3}}
 
 
 def synthetic_volume(seed: int, shape=(32, 32, 16)) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +177,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
 def test_overfits_one_case(name, tmp_path):
     """A real learning check: a few dozen steps on one case drive the training Dice clearly up."""
     L.seed_everything(0)
-    model = make(name, lr=3e-3, dropout=0.0)
+    model = make(name, lr=3e-3, dropout=0.0, **FAST_OVERFIT.get(name, {}))
     dm = TinyVolumeDataModule(dims=model.spatial_dims, train_cases=1, val_cases=0, batch_size=8,
                               shape=(32, 32, 16), patch_size=32)
     batch = next(iter(DataLoader(dm.train_set, batch_size=len(dm.train_set))))
@@ -263,3 +265,103 @@ def test_load_module_rejects_foreign_and_corrupt_files(tmp_path):
         models.load_module(corrupt)
     with pytest.raises(DataError, match="missing.ckpt: checkpoint file not found"):
         models.load_module(tmp_path / "missing.ckpt")
+
+
+# ---- transfer learning ------------------------------------------------------------------------
+def _saved_checkpoint(model, path):
+    """A checkpoint written by a real (1-step) Lightning run."""
+    dm = TinyVolumeDataModule(dims=model.spatial_dims, shape=(16, 16, 8), batch_size=4, patch_size=16)
+    trainer = quick_trainer(path.parent, max_steps=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_init_from_copies_matching_weights_and_reports_the_rest(tmp_path, caplog):
+    source = make("unet2d", features=4, depth=2)
+    ckpt = _saved_checkpoint(source, tmp_path / "ct.ckpt")
+    with caplog.at_level("WARNING", logger="models.checkpoint"):
+        target = make("unet2d", features=4, depth=3, init_from=str(ckpt))
+    report = target.init_report
+    assert "net.down.0.0.weight" in report.loaded  # first level: same shape, copied
+    torch.testing.assert_close(target.state_dict()["net.down.0.0.weight"], source.state_dict()["net.down.0.0.weight"])
+    assert any(k.startswith("net.down.3.") for k in report.missing)  # new deepest level
+    assert any(k.startswith("net.decode.0.0.weight") for k in report.mismatched)
+    assert "shape mismatch (kept random init): net." in caplog.text and str(ckpt) in caplog.text
+
+    # restoring the fine-tuned model never re-reads init_from (the source may be gone)
+    fine_tuned = _saved_checkpoint(target, tmp_path / "mri.ckpt")
+    ckpt.unlink()
+    restored, _ = models.load_module(fine_tuned)
+    assert restored.hparams.init_from is None
+
+
+def test_init_from_with_nothing_in_common_is_an_error(tmp_path):
+    ckpt = _saved_checkpoint(make("unet2d", features=4, depth=2), tmp_path / "2d.ckpt")
+    with pytest.raises(DataError, match="2d.ckpt: no weight matches model AttentionUNet"):
+        make("attention_unet", channels=[4, 8], init_from=str(ckpt))
+
+
+def test_resnet_loads_a_local_state_dict_and_averages_the_rgb_stem(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet34(weights=None)
+    path = tmp_path / "resnet34.pth"
+    torch.save(reference.state_dict(), path)
+    model = make("resnet_unet", pretrained=str(path))
+    enc = model.net.encoder
+    torch.testing.assert_close(enc.conv1.weight, reference.conv1.weight.mean(1, keepdim=True))
+    torch.testing.assert_close(enc.layer4[2].conv2.weight, reference.layer4[2].conv2.weight)
+    with pytest.raises(DataError, match="nowhere.pth: pretrained weights file not found"):
+        make("resnet_unet", pretrained=str(tmp_path / "nowhere.pth"))
+
+
+def test_resnet_imagenet_uses_the_torch_hub_cache(tmp_path, monkeypatch):
+    """With the weights file in $TORCH_HOME/hub/checkpoints, no network is needed."""
+    import torchvision
+
+    from models import resnet_unet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet34(weights=None)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / resnet_unet.IMAGENET_URL.rsplit("/", 1)[1])
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_hash_check(torch.hub.load_state_dict_from_url))
+    model = make("resnet_unet", pretrained="imagenet")
+    torch.testing.assert_close(model.net.encoder.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def _no_hash_check(load):
+    """Our stand-in file cannot have torchvision's hash prefix; everything else is the real loader."""
+    return lambda url, **kw: load(url, **{**kw, "check_hash": False})
+
+
+def test_resnet_imagenet_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
+    import time
+
+    from models import resnet_unet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(resnet_unet, "IMAGENET_URL", "http://127.0.0.1:9/resnet34-b627a593.pth")  # refused
+    start = time.monotonic()
+    with pytest.raises(resnet_unet.PretrainedWeightsUnavailable) as err:
+        make("resnet_unet", pretrained="imagenet")
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert "127.0.0.1:9/resnet34-b627a593.pth" in message and f"TORCH_HOME={tmp_path}" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message and "pretrained=none" in message
+    # restoring a checkpoint never fetches weights: pretrained is switched off
+    assert models.get_model_class("resnet_unet").weight_init_off["pretrained"] == "none"
+
+
+def test_resnet_encoder_freezing_thaws_after_n_epochs(tmp_path):
+    model = make("resnet_unet", freeze_encoder_epochs=1, decoder_channels=[16, 16, 16, 8, 8])
+    frozen_before = model.net.encoder.layer1[0].conv1.weight.detach().clone()
+    dm = TinyVolumeDataModule(dims=2, shape=(32, 32, 4), batch_size=4)
+    quick_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, datamodule=dm)
+    torch.testing.assert_close(model.net.encoder.layer1[0].conv1.weight, frozen_before)  # epoch 0: frozen
+    quick_trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(model, datamodule=dm)
+    assert not torch.equal(model.net.encoder.layer1[0].conv1.weight, frozen_before)  # epoch 1: trained

@@ -116,6 +116,7 @@ def test_batch_folder_of_nifti_and_dicom(ckpts, tmp_path, capsys):
     assert "2 scans in" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_foreign_or_corrupt_checkpoints_give_clear_errors(tmp_path, real_data, capsys):
     src = str(real_data / "totalsegmentator" / "example_ct_sm.nii.gz")
 

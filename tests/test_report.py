@@ -22,11 +22,11 @@ def _dice(variant, modality, seed):
             for i in range(len(CASES[modality]))]
 
 
-def _write_run(root, variant, modality, seed, status="ok", started="2026-11-24T04:00:00"):
+def _write_run(root, variant, modality, seed, status="ok", started="2026-11-24T04:00:00", suite="paper"):
     label, _, ms = VARIANTS.get(variant, (variant, 0, 0))
-    run = root / "paper" / f"{variant}__{modality}__seed{seed}"
+    run = root / suite / f"{variant}__{modality}__seed{seed}"
     run.mkdir(parents=True)
-    record = {"status": status, "error": None, "suite": "paper", "variant": variant, "label": label,
+    record = {"status": status, "error": None, "suite": suite, "variant": variant, "label": label,
               "model": "unet", "modality": modality, "seed": seed, "preset": "cpu", "data": "phantom",
               "started": started, "finished": started, "device": "Test CPU (2 cores)", "git_commit": "abc123",
               "command": "liverbench run --suite paper", "params": 1_234_567, "flops": 5e9}
@@ -103,6 +103,16 @@ def test_report_is_deterministic_apart_from_the_date(results):
     main(["--results", str(results), "--out", str(b)])
     strip = lambda t: [line for line in t.splitlines() if "UTC" not in line and ".png" not in line]  # noqa: E731
     assert strip(a.read_text()) == strip(b.read_text())
+
+
+def test_several_suites_are_kept_apart(results):
+    _write_run(results, "unet_baseline", "ct", 0, suite="smoke", started="2026-11-23T10:00:00")
+    out = results / "lb.md"
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    table1 = out.read_text().split("## Details")[0]
+    smoke = _row(table1, "U-Net Baseline [smoke]")
+    assert f"{np.mean(_dice('unet_baseline', 'ct', 0)):.3f} |" in smoke  # one seed: no ± std
+    assert table1.index("[smoke]") < table1.index("U-Net Baseline [paper]") < table1.index("3D CNN [paper]")
 
 
 def test_errors(tmp_path, capsys):

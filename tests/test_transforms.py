@@ -136,3 +136,17 @@ def test_augmentation_changes_samples_and_none_is_identity():
     assert out["image"].shape == (1, 24, 24, 16) and set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="recipe"):
         build_augmentation(2, "heavy")
+
+
+def test_real_lps_mr_roundtrip(real_data):
+    """TotalSegmentator's MR sample is LPS at 3 mm: preprocess (advanced, with body crop) and invert."""
+    path = real_data / "totalsegmentator" / "example_mr_sm.nii.gz"
+    original = nib.load(str(path))
+    pre = build_preprocessing(preprocessing_config("mri", target_spacing=(2.0, 2.0, 4.0), advanced=True),
+                              keys=("image",))
+    data = pre({"image": str(path)})
+    assert nib.aff2axcodes(data["image"].affine.numpy()) == ("R", "A", "S")
+    data["pred"] = (data["image"] > 0).float()
+    out = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
+    assert tuple(out.shape[1:]) == original.shape
+    assert np.allclose(out.affine.numpy(), original.affine, atol=1e-4)

@@ -50,7 +50,7 @@ def convert_series(dicom_dir: Path, ground_dir: Path, mr: bool):
         raise DataError(dicom_dir, "no DICOM files")
     if len(files) != len(pngs):
         raise DataError(ground_dir, f"{len(pngs)} ground-truth PNGs for {len(files)} DICOM files in {dicom_dir}")
-    series = read_dicom_series(files, sort=True)
+    series = read_dicom_series(files)
     if len(series.files) != len(files):
         raise DataError(dicom_dir, f"only {len(series.files)} of {len(files)} files are DICOM images")
     nx, ny, _ = series.image.shape

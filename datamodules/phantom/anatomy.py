@@ -13,9 +13,8 @@ from .body import paint_chest, paint_great_vessels, paint_spine, paint_trunk, sa
 from .geometry import Grid
 from .liver import (calibrate_liver, liver_landmarks, paint_gallbladder, paint_lesions, paint_liver,
                     paint_liver_vessels, sample_liver)
-from .organs import paint_gi, paint_kidneys, paint_psoas, paint_renal_veins, paint_spleen
+from .organs import paint_gi, paint_kidneys, paint_psoas, paint_renal_veins, paint_spleen, sample_kidneys
 from .painter import Painter
-from .tissues import T
 
 CT_SLICES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 CT_SLICE_P = (0.1, 0.1, 0.1, 0.15, 0.2, 0.15, 0.2)
@@ -59,6 +58,8 @@ def choose_grid(rng, family: str, spacing, body, liver_top: float, liver_bottom:
     else:  # scan stops inside the liver
         bottom = liver_bottom + rng.uniform(10, 0.35 * (liver_top - liver_bottom))
         top = max(top, bottom + 60)
+    if (top - bottom) / native[2] > MAX_NATIVE_SLICES:  # long scans get thicker slices
+        native = (native[0], native[1], (top - bottom) / MAX_NATIVE_SLICES)
     spacing = native if spacing is None else tuple(float(s) for s in spacing)
     yc = rng.uniform(-25, 0)
     grid = Grid.from_extent((-fov_xy / 2, yc - fov_xy / 2, bottom), (fov_xy / 2, yc + fov_xy / 2, top), spacing)
@@ -71,7 +72,8 @@ def build_anatomy(seed: int, family: str = "ct", spacing=None, lesions: int = 6,
     """The tissue map of patient `seed` on its scan grid (`family` ct|mri sets the native grid)."""
     rng = rngs(seed, "anatomy")
     body = sample_body(rng)
-    liver = calibrate_liver(sample_liver(rng, body), body)
+    kidney_shapes = sample_kidneys(rng, body)
+    liver = calibrate_liver(sample_liver(rng, body, kidney_shapes), body)
     liver_top, liver_bottom = float(liver.points[:, 2].max()), float(liver.points[:, 2].min())
     grid, fov_info = choose_grid(rngs(seed, "grid", 0 if family == "ct" else 1), family, spacing, body,
                                  liver_top, liver_bottom, fov)
@@ -82,9 +84,9 @@ def build_anatomy(seed: int, family: str = "ct", spacing=None, lesions: int = 6,
     vessels = paint_great_vessels(p, body, rng, z_lo, z_hi)
     paint_chest(p, body, rng)
     paint_psoas(p, body, rng)
-    kidneys = paint_kidneys(p, body, rng)
+    kidneys = paint_kidneys(p, kidney_shapes)
     paint_renal_veins(p, kidneys, float(vessels["ivc"][1][0]), body.y_spine)
-    gallbladder = paint_gallbladder(p, liver, rng)
+    gallbladder = paint_gallbladder(p, liver, body, rng)
     paint_liver(p, liver, body)
     marks = liver_landmarks(liver, body)
     paint_liver_vessels(p, liver, marks, rng, ivc_top=vessels["ivc"][2])
@@ -93,7 +95,7 @@ def build_anatomy(seed: int, family: str = "ct", spacing=None, lesions: int = 6,
     gi = paint_gi(p, body, rng, liver_bottom, spleen["centre"])
     offset = rng.uniform(-15, 15, 3)
     affine = grid.affine()
-    affine[:3, 3] += offset
+    affine[:3, 3] += np.round(offset, 2)
     params = {
         "seed": int(seed), "shape": list(grid.shape), "spacing": [round(s, 4) for s in grid.spacing],
         **fov_info,

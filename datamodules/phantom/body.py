@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import F32
+from .geometry import F32, smooth_curve
 from .painter import Painter
 from .tissues import T
 
@@ -31,6 +31,8 @@ class Body:
     dome_l: float
     dome_x_r: float
     dome_x_l: float
+    dome_y: float
+    sag: float
     vert_period: float
     vert_phase: float
     rib_slope: float
@@ -46,14 +48,14 @@ class Body:
 
 def sample_body(rng) -> Body:
     A = rng.uniform(150, 190)
-    fat_lat = rng.uniform(8, 35)
+    fat_lat = rng.uniform(8, 20) + (A - 150) * rng.uniform(0, 0.5)  # bigger patients carry more fat
     body = Body(
-        A=A, B_ant=A * rng.uniform(0.66, 0.8), B_post=A * rng.uniform(0.56, 0.66),
-        power=rng.uniform(2.1, 2.7), fat_lat=fat_lat, fat_ant=fat_lat * rng.uniform(0.8, 1.4),
+        A=A, B_ant=A * rng.uniform(0.7, 0.82), B_post=A * rng.uniform(0.58, 0.68),
+        power=rng.uniform(2.1, 2.7), fat_lat=fat_lat, fat_ant=fat_lat * rng.uniform(0.8, 1.3),
         fat_post=rng.uniform(8, 25), wall=rng.uniform(9, 15), y_spine=0.0,
-        dome_left=-rng.uniform(10, 25), dome_r=rng.uniform(70, 100), dome_l=rng.uniform(65, 95),
-        dome_x_r=0.0, dome_x_l=0.0, vert_period=rng.uniform(28, 34), vert_phase=rng.uniform(0, 34),
-        rib_slope=rng.uniform(28, 40), rib_phase=rng.uniform(0, 30), table_gap=rng.uniform(5, 30),
+        dome_left=-rng.uniform(10, 25), dome_r=rng.uniform(50, 75), dome_l=rng.uniform(50, 75),
+        dome_x_r=0.0, dome_x_l=0.0, dome_y=rng.uniform(80, 110), sag=rng.uniform(0, 6), vert_period=rng.uniform(28, 34), vert_phase=rng.uniform(0, 34),
+        rib_slope=rng.uniform(45, 60), rib_phase=rng.uniform(0, 30), table_gap=rng.uniform(5, 30),
     )
     ac, _, _ = body.cavity
     body.y_spine = -body.B_post + body.fat_post + rng.uniform(58, 70)
@@ -69,10 +71,16 @@ def section_level(X, Y, half_x, half_ant, half_post, power):
 
 
 def diaphragm_z(body: Body, X, Y):
-    """Height of the diaphragm: two domes, lower centrally and in the posterior recesses."""
-    right = -((X - F32(body.dome_x_r)) ** 2 + (Y + F32(10)) ** 2) / F32(2 * body.dome_r)
-    left = F32(body.dome_left) - ((X - F32(body.dome_x_l)) ** 2 + (Y + F32(15)) ** 2) / F32(2 * body.dome_l)
-    return np.maximum(right, left) - F32(0.6) * np.maximum(F32(0), -Y - F32(20))
+    """Height of the diaphragm: right dome (apex z = 0) higher than the left, a shallow central
+    sag under the heart, dropping laterally and into the deep posterior recesses."""
+    xr, xl = F32(body.dome_x_r), F32(body.dome_x_l)
+    t = np.clip((X - xl) / (xr - xl), 0, 1)
+    height = F32(body.dome_left) * (F32(1) - t * t * (F32(3) - F32(2) * t)) - F32(body.sag) * F32(4) * t * (F32(1) - t)
+    lateral = np.maximum(X - xr, F32(0)) ** 2 / F32(2 * body.dome_r) \
+        + np.minimum(X - xl, F32(0)) ** 2 / F32(2 * body.dome_l)
+    ay = np.where(Y > -10, F32(0.8), F32(1.0))  # high in front (costal margin), deep recess behind
+    dy = (Y + F32(10)) * ay
+    return height - lateral - dy * dy / F32(2 * body.dome_y) - F32(0.6) * np.maximum(F32(0), -Y - F32(20))
 
 
 def paint_trunk(p: Painter, body: Body, lo_z: float, hi_z: float):
@@ -108,11 +116,14 @@ def _paint_ribs(p: Painter, body: Body, X2, Y2, lo_z, hi_z):
     if not band.any():
         return
     ix, iy = np.nonzero(band)
-    shift = (F32(body.rib_slope) * from_back[ix, iy])[:, None]
+    fb = from_back[ix, iy]
+    # irregular spacing and a left/right offset, as in a slightly rotated real rib cage
+    shift = (F32(body.rib_slope) * fb + F32(4) * np.sin(F32(2) * fb + F32(body.rib_phase))
+             + np.where(X2[ix, 0] > 0, F32(0), F32(body.rib_phase % 7)))[:, None]
     Z = p.grid.zs[None, :]
     u = np.mod(Z + shift - F32(body.rib_phase), F32(27.0))
-    rib = (u < 11) & (Z > F32(-190.0) + shift) & (Z + shift < 150)  # floating ribs end high
-    cort = rib & ~(core[ix, iy][:, None] & (u > 2) & (u < 9))
+    rib = (u < 8) & (Z > F32(-190.0) + shift) & (Z + shift < 150)  # floating ribs end high
+    cort = rib & ~(core[ix, iy][:, None] & (u > 2) & (u < 6))
     front = (from_back[ix, iy] > 2.2)[:, None]
     sub = p.tissue[ix, iy, :]
     ok = (sub == T.MUSCLE) | (sub == T.FAT)
@@ -148,7 +159,7 @@ def paint_spine(p: Painter, body: Body, rng):
     r2 = (X**2 + (Y - F32(yc)) ** 2)
     p.paint(sl, r2 < 81, T.CSF, ok)
     arch = (r2 < 16**2) | ((np.abs(X) < 4) & (Y < yc) & (Y > yc - 48) & ~disc)
-    arch = arch | ((np.abs(Y - F32(yc + 2)) < 5) & (np.abs(X) < ax + 18) & mid)
+    arch = arch | ((np.abs(Y - F32(yc + 2)) < 4) & (np.abs(X) < ax + 12) & mid)
     p.paint(sl, arch & ~disc, T.BONE_CORTICAL, ok)
     # paraspinal muscles fill the back beside the arch
     for side in (-1, 1):
@@ -160,7 +171,7 @@ def paint_spine(p: Painter, body: Body, rng):
 def paint_chest(p: Painter, body: Body, rng):
     """Heart above the central diaphragm, then the diaphragm muscle and the lungs."""
     ac, bca, bcp = body.cavity
-    centre = (-rng.uniform(10, 35), bca * rng.uniform(0.25, 0.4), rng.uniform(55, 75))
+    centre = (-rng.uniform(10, 35), bca * rng.uniform(0.25, 0.4), rng.uniform(25, 45))
     axes = (rng.uniform(60, 75), rng.uniform(48, 58), rng.uniform(50, 62))
     lo, hi = np.subtract(centre, axes), np.add(centre, axes)
 
@@ -173,7 +184,7 @@ def paint_chest(p: Painter, body: Body, rng):
     if win is not None:
         sl, X, Y, Z = win
         lev, above = heart(X, Y, Z)
-        p.paint(sl, (lev < 0.6) & above, T.HEART)
+        p.paint(sl, (lev < 0.72) & above, T.HEART)
         p.paint(sl, (lev < 1) & above, T.MUSCLE)
     win = p.grid.window((-ac, -bcp, -250), (ac, bca, 400))
     if win is None:
@@ -182,6 +193,12 @@ def paint_chest(p: Painter, body: Body, rng):
     zd = diaphragm_z(body, X, Y)
     p.paint(sl, Z > zd + F32(5), T.LUNG)
     p.paint(sl, Z > zd, T.MUSCLE)
+    for side in (-1, 1):  # pulmonary vessels fanning out from each hilum
+        hilum = np.array([side * rng.uniform(50, 70), rng.uniform(-20, 10), rng.uniform(90, 120)])
+        for _ in range(14):
+            tip = hilum + [side * rng.uniform(10, 90), rng.uniform(-70, 60), -rng.uniform(40, 160)]
+            r = rng.uniform(2.5, 5)
+            p.tube(smooth_curve(rng, [hilum, tip], 6), [r, r * 0.6, r * 0.3], T.HEART, only=(T.LUNG,))
 
 
 def paint_great_vessels(p: Painter, body: Body, rng, z_lo: float, z_hi: float) -> dict:

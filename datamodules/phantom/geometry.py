@@ -2,8 +2,8 @@
 
 Every shape is evaluated only inside its own bounding box (`Grid.window`) with broadcast 1-D
 coordinate vectors, so a structure costs what its box costs and no full-volume coordinate
-arrays are ever built. Coordinates are RAS millimetres (x to the patient's right... see
-`anatomy.py` for the body frame); all arrays are float32.
+arrays are ever built. Coordinates are RAS millimetres in the body frame of `body.py`;
+all arrays are float32.
 """
 from __future__ import annotations
 
@@ -16,28 +16,28 @@ F32 = np.float32
 
 @dataclass
 class Grid:
-    """Voxel centres along each RAS axis (mm, increasing) and the voxel spacing."""
+    """Voxel centres along each RAS axis (mm, increasing; float32 for painting) plus the exact
+    float64 spacing and first-voxel position used for the affine."""
 
     xs: np.ndarray
     ys: np.ndarray
     zs: np.ndarray
+    spacing: tuple = (1.0, 1.0, 1.0)
+    origin: tuple = (0.0, 0.0, 0.0)
 
     @classmethod
     def from_extent(cls, lo, hi, spacing) -> "Grid":
-        axes = []
+        axes, origin = [], []
         for a, b, s in zip(lo, hi, spacing):
             n = max(1, int(round((b - a) / s)))
-            centre = 0.5 * (a + b)
-            axes.append((centre + (np.arange(n) - (n - 1) / 2.0) * s).astype(F32))
-        return cls(*axes)
+            first = 0.5 * (a + b) - (n - 1) / 2.0 * s
+            origin.append(round(first, 4))
+            axes.append((origin[-1] + np.arange(n) * s).astype(F32))
+        return cls(*axes, spacing=tuple(float(s) for s in spacing), origin=tuple(origin))
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (len(self.xs), len(self.ys), len(self.zs))
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(a[1] - a[0]) if len(a) > 1 else 1.0 for a in (self.xs, self.ys, self.zs))
 
     @property
     def voxel_ml(self) -> float:
@@ -48,7 +48,7 @@ class Grid:
         """RAS affine: diagonal spacing, translation = centre of voxel (0, 0, 0)."""
         aff = np.eye(4)
         aff[:3, :3] = np.diag(self.spacing)
-        aff[:3, 3] = [float(self.xs[0]), float(self.ys[0]), float(self.zs[0])]
+        aff[:3, 3] = self.origin
         return aff
 
     def window(self, lo, hi):

@@ -13,6 +13,7 @@ import numpy as np
 
 from .body import Body, diaphragm_z, section_level
 from .geometry import F32, Bumps, Grid, ellipsoid_level, rotation, smooth_curve, to_local
+from .organs import kidney_level
 from .painter import Painter
 from .tissues import LIVER_TISSUES, T
 
@@ -29,13 +30,14 @@ class LiverShape:
     x_tip: float
     target_ml: float
     scale: float = 1.0
+    exclude: list = field(default_factory=list)  # kidneys: the liver is dented around them
     points: np.ndarray = field(default=None, repr=False)  # coarse inside points (after calibration)
 
     def box(self, margin=12.0):
         return self.points.min(0) - margin, self.points.max(0) + margin
 
 
-def sample_liver(rng, body: Body) -> LiverShape:
+def sample_liver(rng, body: Body, exclude=()) -> LiverShape:
     ac, bca, bcp = body.cavity
     az = rng.uniform(75, 100)
     right_c = np.array([ac - rng.uniform(62, 80), -rng.uniform(0, 20), -az * rng.uniform(0.75, 0.9)])
@@ -47,7 +49,8 @@ def sample_liver(rng, body: Body) -> LiverShape:
     bumps = Bumps.random(rng, lo, hi, k=5, sigma=(35, 60), amp=9.0)
     bottom = right_c[2] - az * rng.uniform(0.85, 1.0)
     return LiverShape(right_c, right_axes, left_c, left_axes, rot, bumps, bottom,
-                      x_tip=right_c[0] + right_axes[0] * 0.3, target_ml=rng.uniform(1150, 2000))
+                      x_tip=right_c[0] + right_axes[0] * 0.3, target_ml=rng.uniform(1150, 1950),
+                      exclude=list(exclude))
 
 
 def _smin(a, b, k=F32(0.35)):
@@ -66,13 +69,19 @@ def liver_inside(ls: LiverShape, body: Body, X, Y, Z, scale: float):
     fl = (lx / ax) ** 2 + ((ly / ay) ** 2 + (lz / az) ** 2) * taper**2
     inside = _smin(fr, fl) < 1
     # visceral (inferior) surface: lowest at the right lobe tip, rising medially and backwards
-    d = np.maximum(F32(ls.x_tip) - Xw, F32(0))
+    d = F32(ls.x_tip) - Xw  # signed: the surface bottoms out ~45 mm lateral of x_tip
     visceral = F32(ls.bottom) + F32(0.2) * d + F32(0.0022) * d * d \
         + F32(0.004) * (Yw - F32(ls.right_c[1] + 20)) ** 2
     inside &= Zw > visceral
     inside &= Z < diaphragm_z(body, X, Y) - F32(2)
     ac, bca, bcp = body.cavity
     inside &= section_level(X, Y, ac - 2, bca - 2, bcp - 2, body.power) < 1
+    # stays in front of the spine, aorta and back muscles near the midline
+    inside &= (X / F32(58)) ** 2 + ((Y - F32(body.y_spine - 25)) / F32(52)) ** 2 > 1
+    for k in ls.exclude:  # the kidney and the retroperitoneum behind it
+        inside &= kidney_level(k, X, Y, Z)[3] > F32(1.1)
+        back = {**k, "centre": k["centre"] + np.array([0.0, -30.0, 5.0]), "axes": k["axes"] * 1.15}
+        inside &= kidney_level(back, X, Y, Z)[3] > F32(1)
     return inside
 
 
@@ -82,14 +91,14 @@ def calibrate_liver(ls: LiverShape, body: Body, step: float = 5.0) -> LiverShape
     grid = Grid.from_extent((-ac, -bcp, -280), (ac, bca, 10), (step, step, step))
     sl, X, Y, Z = grid.window((-ac, -bcp, -280), (ac, bca, 10))
     vol = lambda s: float(liver_inside(ls, body, X, Y, Z, s).sum()) * step**3 / 1000
-    target = ls.target_ml + 40  # gallbladder, IVC and kidney dents come off later
+    target = ls.target_ml + 60  # gallbladder, IVC and kidney dents come off later
     s0, v0 = 1.0, vol(1.0)
-    s1 = float(np.clip((target / max(v0, 1.0)) ** (1 / 3), 0.6, 1.6))
+    s1 = float(np.clip((target / max(v0, 1.0)) ** (1 / 3), 0.6, 1.4))
     for _ in range(4):
         v1 = vol(s1)
         if abs(v1 - target) < 0.02 * target or v1 == v0:
             break
-        s0, v0, s1 = s1, v1, float(np.clip(s1 + (target - v1) * (s1 - s0) / (v1 - v0), 0.5, 1.8))
+        s0, v0, s1 = s1, v1, float(np.clip(s1 + (target - v1) * (s1 - s0) / (v1 - v0), 0.6, 1.4))
     ls.scale = s1
     m = liver_inside(ls, body, X, Y, Z, s1)
     ix, iy, iz = np.nonzero(m)
@@ -118,12 +127,13 @@ def liver_landmarks(ls: LiverShape, body: Body) -> dict:
     return {"hilum": hilum, "ivc_entry": _nearest(pts, (20, body.y_spine + 40, -40))}
 
 
-def paint_gallbladder(p: Painter, ls: LiverShape, rng) -> dict:
+def paint_gallbladder(p: Painter, ls: LiverShape, body: Body, rng) -> dict:
     """Pear-shaped fluid sac in the fossa on the visceral surface (painted before the liver)."""
     pts = ls.points
-    sel = pts[(pts[:, 0] > ls.right_c[0] - 70) & (pts[:, 0] < ls.right_c[0] - 15) & (pts[:, 1] > 10)]
+    x0 = ls.right_c[0] - rng.uniform(25, 45)
+    sel = pts[(np.abs(pts[:, 0] - x0) < 15) & (pts[:, 1] > 0.25 * body.cavity[1])]
     sel = sel if len(sel) else pts
-    neck = sel[np.argmin(sel[:, 2])] + np.array([0, -5, 25])
+    neck = sel[np.argmin(sel[:, 2])] + np.array([-5, -15, 30])
     axis = np.array([rng.uniform(-5, 15), rng.uniform(15, 30), -rng.uniform(40, 60)])
     length, radius = rng.uniform(35, 50), rng.uniform(13, 19)
     c = neck + axis / np.linalg.norm(axis) * length * 0.6

@@ -16,7 +16,8 @@ def _scaled_to_volume(axes, target_ml, fill=1.0):
     return np.asarray(axes) * (target_ml / v) ** (1 / 3)
 
 
-def paint_kidneys(p: Painter, body: Body, rng) -> list[dict]:
+def sample_kidneys(rng, body: Body) -> list[dict]:
+    """Both kidneys (right lower), hilum facing forwards and medially, upper pole leaning in."""
     ac, _, _ = body.cavity
     z_right = -rng.uniform(115, 140)
     out = []
@@ -24,30 +25,36 @@ def paint_kidneys(p: Painter, body: Body, rng) -> list[dict]:
         c = np.array([side * rng.uniform(55, 72) * ac / 130, body.y_spine + rng.uniform(8, 25), z])
         target = rng.uniform(125, 175)
         axes = _scaled_to_volume([rng.uniform(24, 29), rng.uniform(26, 31), rng.uniform(50, 58)], target, 0.88)
-        # hilum faces medially and forwards; the upper pole leans medially
         rot = rotation(rng.uniform(-8, 8), side * rng.uniform(-18, -8), side * rng.uniform(-40, -25))
-        nlobes = rng.uniform(0.18, 0.26)
+        out.append({"side": side, "centre": c, "axes": axes, "rot": rot, "lobes": rng.uniform(0.18, 0.26),
+                    "target_ml": target})
+    return out
 
-        def kidney(X, Y, Z, c=c, axes=axes, rot=rot, side=side, nl=nlobes):
-            qx, qy, qz = to_local(X, Y, Z, c, rot)
-            qx = qx * F32(side)  # local +x points laterally on both sides
-            lev = ellipsoid_level(qx, qy, qz, axes)
-            sinus = ellipsoid_level(qx + F32(axes[0] * 0.75), qy, qz, axes * [0.6, 0.45, 0.55])
-            pelvis = ellipsoid_level(qx + F32(axes[0] * 0.55), qy, qz, axes * [0.3, 0.22, 0.25])
-            lobes = np.sin(qz * F32(nl)) * np.sin(qy * F32(nl) + F32(1)) > -0.2
-            codes = np.full(lev.shape, T.KIDNEY_CORTEX, np.uint8)
-            codes[(lev < 0.5) & lobes] = T.KIDNEY_MEDULLA
-            codes[sinus < 1] = T.FAT
-            codes[pelvis < 1] = T.URINE
-            return lev < 1, codes
 
+def kidney_level(k: dict, X, Y, Z):
+    qx, qy, qz = to_local(X, Y, Z, k["centre"], k["rot"])
+    return qx * F32(k["side"]), qy, qz, ellipsoid_level(qx, qy, qz, k["axes"])
+
+
+def paint_kidneys(p: Painter, kidneys: list[dict]) -> list[dict]:
+    out = []
+    for k in kidneys:
+        c, axes = k["centre"], k["axes"]
         win = p.grid.window(c - axes.max() - 2, c + axes.max() + 2)
         if win is not None:
             sl, X, Y, Z = win
-            inside, codes = kidney(X, Y, Z)
-            p.paint(sl, inside, codes, only=(T.FAT,))
-        out.append({"side": "right" if side > 0 else "left", "centre": c.round(1).tolist(),
-                    "target_ml": round(target, 1)})
+            qx, qy, qz, lev = kidney_level(k, X, Y, Z)  # local +x points laterally
+            sinus = ellipsoid_level(qx + F32(axes[0] * 0.7), qy, qz, axes * [0.45, 0.32, 0.42])
+            pelvis = ellipsoid_level(qx + F32(axes[0] * 0.55), qy, qz, axes * [0.25, 0.18, 0.22])
+            nl = F32(k["lobes"])
+            lobes = np.sin(qz * nl) * np.sin(qy * nl + F32(1)) > -0.2
+            codes = np.full(lev.shape, T.KIDNEY_CORTEX, np.uint8)
+            codes[(lev < 0.55) & lobes] = T.KIDNEY_MEDULLA
+            codes[sinus < 1] = T.FAT
+            codes[pelvis < 1] = T.URINE
+            p.paint(sl, lev < 1, codes, only=(T.FAT,))
+        out.append({"side": "right" if k["side"] > 0 else "left", "centre": c.round(1).tolist(),
+                    "target_ml": round(float(k["target_ml"]), 1)})
     return out
 
 
@@ -55,19 +62,27 @@ def paint_spleen(p: Painter, body: Body, rng) -> dict:
     """Crescent against the left posterolateral ribs, concave hilum facing medially."""
     ac, bca, bcp = body.cavity
     c = np.array([-(ac - rng.uniform(30, 42)), -bcp * rng.uniform(0.25, 0.45), body.dome_left - rng.uniform(45, 70)])
-    target = rng.uniform(140, 280)
+    target = rng.uniform(150, 290)
     axes = _scaled_to_volume([rng.uniform(24, 30), rng.uniform(55, 70), rng.uniform(45, 60)], target, 0.8)
     rot = rotation(rng.uniform(-10, 10), rng.uniform(-15, 5), 225 + rng.uniform(-15, 15))
     bumps = Bumps.random(rng, c - axes, c + axes, k=3, sigma=(25, 40), amp=5.0)
 
-    def spleen(X, Y, Z):
-        qx, qy, qz = to_local(*bumps.displace(X, Y, Z), c, rot)
-        outer = ellipsoid_level(qx, qy, qz, axes, power=2.2)
-        hilum = ellipsoid_level(qx + F32(axes[0] * 1.35), qy, qz, axes * [1.0, 0.55, 0.6])
-        return (outer < 1) & (hilum > 1) & (section_level(X, Y, ac - 2, bca, bcp - 2, body.power) < 1)
+    def spleen_at(scale):
+        def inside(X, Y, Z):
+            qx, qy, qz = to_local(*bumps.displace(X, Y, Z), c, rot)
+            ax = axes * scale
+            outer = ellipsoid_level(qx, qy, qz, ax, power=2.2)
+            hilum = ellipsoid_level(qx + F32(ax[0] * 1.35), qy, qz, ax * [1.0, 0.55, 0.6])
+            return (outer < 1) & (hilum > 1) & (section_level(X, Y, ac - 2, bca, bcp - 2, body.power) < 1)
+        return inside
 
-    r = axes.max() + 12
-    p.shape(c - r, c + r, spleen, T.SPLEEN)
+    # one calibration step on a 4 mm grid so the volume lands near the sampled target
+    r = axes.max() * 1.4 + 12
+    coarse = Grid.from_extent(c - r, c + r, (4.0, 4.0, 4.0))
+    _, X, Y, Z = coarse.window(c - r, c + r)
+    vol = float(spleen_at(1.0)(X, Y, Z).sum()) * 0.064
+    scale = float(np.clip((target / max(vol, 1.0)) ** (1 / 3), 0.7, 1.4))
+    p.shape(c - r, c + r, spleen_at(scale), T.SPLEEN)
     return {"centre": c.round(1).tolist(), "target_ml": round(target, 1)}
 
 
@@ -120,6 +135,10 @@ def paint_gi(p: Painter, body: Body, rng, liver_bottom: float, spleen_c) -> dict
     p.tube(colon, rc, T.STOOL, wall=2.5, wall_code=T.GI_WALL,
            lumen_fn=_gi_contents(rng, bca * rng.uniform(0.0, 0.5), stool=rng.uniform(0.1, 0.3)))
     _paint_small_bowel(p, body, rng, top=min(liver_bottom, tz) - 5)
+    for _ in range(30):  # small mesenteric vessels in the fat
+        a = np.array([rng.uniform(-60, 60), ys + rng.uniform(40, 90), rng.uniform(-330, -130)])
+        r = rng.uniform(1.5, 3)
+        p.tube(smooth_curve(rng, [a, a + rng.normal(0, 40, 3)], 5), [r, r * 0.7, r * 0.5], T.VEIN)
     return {"stomach_distension": round(k, 2), "colon_radius_mm": round(rc, 1)}
 
 
@@ -134,12 +153,15 @@ def _paint_small_bowel(p: Painter, body: Body, rng, top: float):
     fields = []
     for _ in range(2):
         f = F32(0)
-        for _ in range(4):
+        for _ in range(6):
             d = rng.normal(size=3)
-            kvec = d / np.linalg.norm(d) * 2 * np.pi / rng.uniform(70, 110)
+            kvec = d / np.linalg.norm(d) * 2 * np.pi / rng.uniform(45, 70)
             f = f + np.sin(F32(kvec[0]) * X + F32(kvec[1]) * Y + F32(kvec[2]) * Z + F32(rng.uniform(0, 6.3)))
-        fields.append(f * F32(1 / (2 * np.pi / 90 * np.sqrt(2))))  # about 1 unit per mm
+        fields.append(f * F32(1 / (2 * np.pi / 57 * np.sqrt(3))))  # about 1 unit per mm
     r2 = fields[0] ** 2 + fields[1] ** 2
+    yc, hy = 0.5 * (body.y_spine + 15 + bca - 5), 0.5 * (bca - body.y_spine - 20)
+    envelope = (X / F32(ac - 35)) ** 2 + ((Y - F32(yc)) / F32(hy)) ** 2  # round edges, not a box
+    r2 = r2 + F32(400) * np.maximum(envelope - F32(0.85), F32(0))
     radius = rng.uniform(9, 13)
     p.paint(sl, r2 < F32(radius**2), T.GI_WALL)
     p.paint(sl, r2 < F32((radius - 2.5) ** 2), T.GI_FLUID, only=(T.GI_WALL,))

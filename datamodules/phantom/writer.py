@@ -17,6 +17,7 @@ GENERATOR_VERSION = "1"
 MODALITIES = ("ct", "t1", "t2")
 SEQUENCE_CODES = {"ct": 0, "t1": 1, "t2": 2}
 LABELS = {"background": 0, "liver": 1, "lesion": 2}
+DEFAULT_KNOBS = {"phase": "portal", "noise": 1.0, "lesions": 6, "fov": "random", "bias": 1.0, "randomised": False}
 
 
 @dataclass
@@ -114,27 +115,30 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "output path exists and is not a folder")
     spacing = normalise_spacing(spacing)
-    fov = knobs.get("fov", "random")
-    _check_knobs("ct", spacing, knobs.get("phase", "portal"), knobs.get("noise", 1.0), knobs.get("lesions", 6), fov)
+    (out_dir / "dataset.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
+    unknown = set(knobs) - set(DEFAULT_KNOBS)
+    if unknown:
+        raise TypeError(f"unknown phantom knob(s) {sorted(unknown)}; known: {sorted(DEFAULT_KNOBS)}")
+    k = {**DEFAULT_KNOBS, **knobs}
+    _check_knobs("ct", spacing, k["phase"], k["noise"], k["lesions"], k["fov"])
     records, patient_ids = {}, {}
     for i in range(cases):
         cs = case_seed(seed, i)
-        family = "ct" if modality == "ct" else "mri"
-        anatomy = build_anatomy(cs, family, spacing, knobs.get("lesions", 6), fov)
+        anatomy = build_anatomy(cs, "ct" if modality == "ct" else "mri", spacing, k["lesions"], k["fov"])
         scans = ["ct"] if modality == "ct" else list(sequences)
         pid = f"phantom_{modality}_{i:03d}"
         for scan in scans:
-            case = render(anatomy, cs, scan, knobs.get("phase", "portal"), knobs.get("noise", 1.0),
-                          knobs.get("bias", 1.0), knobs.get("randomised", False))
+            case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], k["randomised"])
             name = pid if modality == "ct" else f"{pid}_{scan}"
             save_case(case, out_dir, name)
             patient_ids[name] = pid
             records[name] = {"patient": pid, "case_seed": cs, **case.params}
             if progress:
                 progress(name)
-    channel = "CT" if modality == "ct" and not knobs.get("randomised") else "MRI"
+    channel = "CT" if modality == "ct" and not k["randomised"] else "MRI"
     meta = {"generator": "liverbench.phantom", "version": GENERATOR_VERSION, "modality": modality,
-            "seed": seed, "cases": cases, "spacing": spacing, "knobs": {"sequences": list(sequences), **knobs},
+            "seed": seed, "cases": cases, "spacing": spacing,
+            "knobs": {**k, "sequences": list(sequences) if modality == "mri" else None},
             "case_params": records}
     atomic_write_json(out_dir / "phantom.json", meta)
     dataset = {"name": f"LiverBenchPhantom_{modality.upper()}", "channel_names": {"0": channel},

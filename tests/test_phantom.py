@@ -1,0 +1,195 @@
+"""Phantom generator: determinism, anatomy statistics, CT/MRI contrast, dataset layout, CLI."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from datamodules.files import DataError
+from datamodules.phantom import GENERATOR_VERSION, generate_case, main, phantom_cache_dir, write_phantom_dataset
+from datamodules.phantom.tissues import T
+
+COARSE = (5.0, 5.0, 5.0)
+
+
+def _centroid_x(case, mask):
+    idx = np.argwhere(mask)
+    return float(nib.affines.apply_affine(case.affine, idx.mean(0))[0])
+
+
+def _median(case, code):
+    return float(np.median(case.image[case.tissue == code]))
+
+
+def test_same_seed_same_case_other_seed_differs():
+    a = generate_case(3, "ct", COARSE)
+    b = generate_case(3, "ct", COARSE)
+    c = generate_case(4, "ct", COARSE)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+    assert np.array_equal(a.affine, b.affine) and a.params == b.params
+    assert a.image.shape != c.image.shape or not np.array_equal(a.image, c.image)
+    assert a.params["liver_ml"] != c.params["liver_ml"]
+
+
+def test_dataset_files_identical_byte_for_byte(tmp_path):
+    """Same seed, different folders: every written file (gzip headers included) is identical."""
+    for name in ("a", "b"):
+        write_phantom_dataset(tmp_path / name, "ct", cases=2, seed=7, spacing=6.0)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 6
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 5])
+def test_liver_size_position_and_neighbours(seed):
+    case = generate_case(seed, "ct", COARSE, fov="full")
+    liver = case.label > 0
+    vox_ml = np.prod(np.abs(np.diag(case.affine)[:3])) / 1000
+    assert 1000 <= liver.sum() * vox_ml <= 2200
+    assert case.params["liver_ml"] == pytest.approx(liver.sum() * vox_ml, abs=0.1)
+    assert nib.aff2axcodes(case.affine) == ("R", "A", "S")
+    # RAS: the liver lies on the patient's right (+x), the spleen on the left (-x)
+    body_x = _centroid_x(case, case.tissue != T.AIR)
+    assert _centroid_x(case, liver) > body_x + 30
+    assert _centroid_x(case, case.tissue == T.SPLEEN) < body_x - 60
+    spleen_ml = (case.tissue == T.SPLEEN).sum() * vox_ml
+    assert 100 <= spleen_ml <= 320
+    # full field of view: the whole liver is inside the scan, lungs above it
+    assert not liver[:, :, 0].any() and not liver[:, :, -1].any()
+    top = np.nonzero(liver.any((0, 1)))[0].max()
+    assert (case.tissue[:, :, min(top + 3, liver.shape[2] - 1)] == T.LUNG).any()
+    extent = (np.ptp(np.nonzero(liver.any((0, 1)))[0]) + 1) * abs(case.affine[2, 2])
+    assert 110 <= extent <= 210
+
+
+def test_lesions_are_inside_the_liver():
+    found = 0
+    for seed in range(12):
+        case = generate_case(seed, "ct", (4.0, 4.0, 4.0), fov="full")
+        lesion = case.label == 2
+        if not lesion.any():
+            continue
+        comps, n = ndimage.label(lesion)
+        liver_only = ndimage.binary_dilation(case.label == 1, iterations=1)
+        for i in range(1, n + 1):
+            assert (liver_only & (comps == i)).any(), f"seed {seed}: lesion {i} not touching liver"
+        assert set(np.unique(case.tissue[lesion])) <= {T.LESION_HYPO, T.LESION_HYPER, T.LESION_CYST}
+        found += 1
+    assert found >= 3
+    none = generate_case(0, "ct", COARSE, lesions=0)
+    assert not (none.label == 2).any() and none.params["lesions"] == []
+
+
+def test_ct_hounsfield_units_per_tissue():
+    case = generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full")
+    assert case.image.dtype == np.int16
+    assert 95 <= _median(case, T.LIVER) <= 135
+    assert 105 <= _median(case, T.SPLEEN) <= 135
+    assert -125 <= _median(case, T.SUBCUT_FAT) <= -80
+    assert 40 <= _median(case, T.MUSCLE) <= 70
+    assert -870 <= _median(case, T.LUNG) <= -730
+    assert _median(case, T.AORTA) > _median(case, T.LIVER)
+    assert _median(case, T.BONE_CORTICAL) > 400
+    # no threshold separates liver from spleen: their HU distributions overlap
+    liver, spleen = case.image[case.tissue == T.LIVER], case.image[case.tissue == T.SPLEEN]
+    assert np.percentile(spleen, 75) > np.percentile(liver, 25)
+    native = generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase="native")
+    assert 45 <= _median(native, T.LIVER) <= 70 and 35 <= _median(native, T.SPLEEN) <= 55
+    assert np.array_equal(native.label, case.label)
+
+
+def test_mri_t1_t2_contrast_and_shared_anatomy():
+    t1 = generate_case(6, "t1", (4.0, 4.0, 6.0), fov="full")
+    t2 = generate_case(6, "t2", (4.0, 4.0, 6.0), fov="full")
+    assert np.array_equal(t1.label, t2.label) and np.array_equal(t1.affine, t2.affine)
+    assert _median(t1, T.LIVER) > _median(t1, T.SPLEEN)
+    assert _median(t2, T.SPLEEN) > _median(t2, T.LIVER)
+    assert _median(t1, T.SUBCUT_FAT) > _median(t1, T.LIVER)  # T1: fat bright
+    assert _median(t2, T.GALLBLADDER) > _median(t2, T.LIVER)  # T2: fluid bright
+    assert _median(t2, T.SUBCUT_FAT) < _median(t2, T.LIVER)  # fat suppressed
+    assert t1.image.min() >= 0 and t1.image.dtype == np.int16
+
+
+def test_native_and_explicit_spacing():
+    mri = generate_case(1, "t1")
+    sx, sy, sz = np.diag(mri.affine)[:3]
+    assert 1.4 <= sx <= 1.9 and sx == sy and 5 <= sz <= 9
+    case = generate_case(1, "ct", (4.0, 5.0, 6.0))
+    assert np.allclose(np.diag(case.affine)[:3], (4, 5, 6))
+    # the same patient at another spacing: same anatomy, so about the same liver volume
+    v4 = generate_case(1, "ct", 4.0, fov="full").params["liver_ml"]
+    v6 = generate_case(1, "ct", 6.0, fov="full").params["liver_ml"]
+    assert v4 == pytest.approx(v6, rel=0.06)
+
+
+def test_random_field_of_view_sometimes_cuts_the_liver():
+    cut = [s for s in range(16) if (lambda c: c[:, :, 0].any() or c[:, :, -1].any())(
+        generate_case(s, "ct", 6.0).label > 0)]
+    assert 1 <= len(cut) <= 10
+
+
+def test_cli_writes_mri_layout(tmp_path, capsys):
+    out = tmp_path / "mri"
+    assert main(["--modality", "mri", "--cases", "2", "--out", str(out), "--seed", "3", "--spacing", "6"]) == 0
+    names = [f"phantom_mri_{i:03d}_{s}" for i in range(2) for s in ("t1", "t2")]
+    for n in names:
+        img = nib.load(out / "imagesTr" / f"{n}_0000.nii.gz")
+        lab = nib.load(out / "labelsTr" / f"{n}.nii.gz")
+        assert np.allclose(img.affine, lab.affine) and img.shape == lab.shape
+        assert np.allclose(np.abs(np.diag(img.affine)[:3]), 6.0)
+        assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+        assert lab.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(lab.dataobj))) <= {0, 1, 2}
+    ds = json.loads((out / "dataset.json").read_text())
+    assert ds["channel_names"] == {"0": "MRI"} and ds["numTraining"] == 4 and ds["file_ending"] == ".nii.gz"
+    assert ds["labels"] == {"background": 0, "liver": 1, "lesion": 2}
+    assert ds["patient_ids"]["phantom_mri_001_t2"] == "phantom_mri_001"
+    meta = json.loads((out / "phantom.json").read_text())
+    assert meta["version"] == GENERATOR_VERSION and meta["seed"] == 3 and set(meta["case_params"]) == set(names)
+    assert "wrote phantom_mri_000_t1" in capsys.readouterr().out
+
+
+def test_cli_ct_knobs_and_errors(tmp_path, capsys):
+    out = tmp_path / "ct"
+    assert main(["--cases", "1", "--out", str(out), "--spacing", "6", "6", "8", "--phase", "native",
+                 "--lesions", "0", "--noise", "0", "--quiet"]) == 0
+    img = nib.load(out / "imagesTr" / "phantom_ct_000_0000.nii.gz")
+    assert np.allclose(np.diag(img.affine)[:3], (6, 6, 8)) and img.get_data_dtype() == np.int16
+    assert json.loads((out / "dataset.json").read_text())["channel_names"] == {"0": "CT"}
+    meta = json.loads((out / "phantom.json").read_text())
+    assert meta["case_params"]["phantom_ct_000"]["appearance"]["noise_hu"] == 0
+    assert main(["--out", str(tmp_path / "x"), "--spacing", "1", "2"]) == 2
+    assert "1 or 3" in capsys.readouterr().err
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    assert main(["--out", str(bad), "--cases", "1", "--spacing", "6"]) == 2
+    assert str(bad) in capsys.readouterr().err
+    with pytest.raises(DataError):
+        write_phantom_dataset(bad, "ct", 1, spacing=6)
+    with pytest.raises(ValueError):
+        generate_case(0, "pet")
+    with pytest.raises(TypeError, match="lesion"):
+        write_phantom_dataset(tmp_path / "y", "ct", 1, spacing=6, lesion=3)  # typo: lesions
+
+
+def test_randomised_mode_keeps_anatomy(tmp_path):
+    ct = generate_case(2, "ct", COARSE)
+    rnd = generate_case(2, "ct", COARSE, randomised=True)
+    assert np.array_equal(ct.label, rnd.label) and not np.array_equal(ct.image, rnd.image)
+    assert 0 <= rnd.image.min() and rnd.image.max() <= 1000 and rnd.params["appearance"]["randomised"]
+    write_phantom_dataset(tmp_path / "r", "ct", 1, spacing=6, randomised=True)
+    assert json.loads((tmp_path / "r" / "dataset.json").read_text())["channel_names"] == {"0": "MRI"}
+
+
+def test_cache_dir_names_version_and_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path))
+    a = phantom_cache_dir("ct", 20, 0, None)
+    assert a.is_relative_to(tmp_path) and f"v{GENERATOR_VERSION}" in str(a)
+    assert a != phantom_cache_dir("ct", 20, 0, 3.0) != phantom_cache_dir("mri", 20, 0, 3.0)
+    assert phantom_cache_dir("ct", 20, 0, 3.0) == phantom_cache_dir("ct", 20, 0, (3, 3, 3))
+    assert a != phantom_cache_dir("ct", 20, 1, None) and a != phantom_cache_dir("ct", 10, 0, None)
