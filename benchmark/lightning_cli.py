@@ -33,6 +33,8 @@ class LiverBenchCLI(LightningCLI):
     """LightningCLI with LiverBench defaults (checkpoint on `val/dice`)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs):
+        # `liverbench fit ...` hands us sys.argv's options as args; Lightning warns about both being set
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         super().__init__(
             SegmentationModule,
             LightningDataModule,
@@ -53,14 +55,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         print(f"usage: liverbench {{{','.join(SUBCOMMANDS)}}} --config FILE [options]", file=sys.stderr)
         return 2
-    # `liverbench fit ...` hands us sys.argv's options as argv; Lightning warns about both being set
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         LiverBenchCLI(args=argv)
-    except (DataError, PretrainedWeightsUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_error(err: BaseException) -> Optional[BaseException]:
+    """Bad input or unavailable weights, possibly wrapped by jsonargparse's instantiation errors."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (DataError, PretrainedWeightsUnavailable)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

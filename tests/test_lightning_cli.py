@@ -1,0 +1,109 @@
+"""`liverbench fit|test --config ...` (LightningCLI): the paper's suite configs, Trainer pass-through."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+
+import models
+from benchmark.cli import main as liverbench
+from benchmark.lightning_cli import LiverBenchCLI
+from models.base import missing_requirements
+
+SUITES = Path(__file__).resolve().parents[1] / "benchmark" / "suites"
+PAPER = {  # the paper's Table 1 (DESIGN.md): variant -> (label, model, dims, augmentation, advanced)
+    "unet_baseline": ("U-Net Baseline", "unet2d", 2, False, False),
+    "unet_augmentation": ("U-Net + Augmentation", "unet2d", 2, "paper", False),
+    "unet_advanced_preprocessing": ("U-Net + Advanced Preprocessing", "unet2d", 2, False, True),
+    "cnn3d": ("3D CNN", "unet3d", 3, False, False),
+    "cnn3d_augmentation": ("3D CNN + Augmentation", "unet3d", 3, "paper", False),
+    "resnet_transfer": ("ResNet + Transfer Learning", "resnet_unet", 2, False, False),
+}
+# A small phantom and small crops keep the CLI runs inside the CI budget.
+TINY_DATA = ["--data.init_args.phantom_cases=3", "--data.init_args.batch_size=2",
+             "--data.init_args.samples_per_epoch=4"]
+
+
+def _config(variant: str) -> str:
+    return str(SUITES / "paper" / f"{variant}.yaml")
+
+
+@pytest.mark.parametrize("suite", ["paper", "smoke"])
+def test_suites_list_the_six_paper_variants(suite):
+    spec = yaml.safe_load((SUITES / f"{suite}.yaml").read_text())
+    assert spec["name"] == suite and spec["description"]
+    assert [e["variant"] for e in spec["entries"]] == list(PAPER)
+    for entry in spec["entries"]:
+        assert entry["label"] == PAPER[entry["variant"]][0]
+        assert (SUITES / entry["config"]).is_file()
+
+
+@pytest.mark.parametrize("variant", list(PAPER))
+def test_paper_configs_build_the_right_model_and_data_recipe(variant, tmp_path):
+    _, model_name, dims, augmentation, advanced = PAPER[variant]
+    extra = ["--model.init_args.pretrained=none"] if model_name == "resnet_unet" else []
+    cli = LiverBenchCLI(args=["--config", _config(variant), *extra,
+                              f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert cli.model.model_name == model_name and cli.model.spatial_dims == dims
+    assert type(cli.datamodule).__name__ == "CTDataModule" and cli.datamodule.dims == dims
+    assert cli.datamodule.hparams.augmentation == augmentation
+    assert cli.datamodule.hparams.advanced_preprocessing is advanced
+    assert cli.model.hparams.loss == "ce" and cli.model.hparams.lr == 1e-4 and cli.model.hparams.dropout > 0
+    raw = yaml.safe_load(Path(_config(variant)).read_text())
+    assert set(raw) == {"model", "data"}, "suite configs carry no trainer budget (the runner's presets do)"
+    if model_name == "resnet_unet":
+        assert raw["model"]["init_args"]["pretrained"] == "imagenet"
+
+
+def test_trainer_settings_pass_through(tmp_path):
+    cli = LiverBenchCLI(args=[
+        "--config", _config("unet_baseline"), "--trainer.accelerator=cpu", "--trainer.devices=2",
+        "--trainer.strategy=ddp", "--trainer.num_nodes=1", "--trainer.precision=bf16-mixed",
+        "--trainer.accumulate_grad_batches=3", f"--trainer.default_root_dir={tmp_path}"], run=False)
+    trainer = cli.trainer
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2 and trainer.num_nodes == 1
+    assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 3
+    best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    assert best and best[0].monitor == "val/dice" and best[0].mode == "max"
+
+
+def test_fit_then_test_unet_baseline_with_fast_dev_run(tmp_path):
+    """The README's command on the default (phantom) data, fit then test."""
+    args = ["--config", _config("unet_baseline"), "--trainer.fast_dev_run=true", *TINY_DATA,
+            "--data.init_args.patch_size=[64,64]", f"--trainer.default_root_dir={tmp_path}"]
+    assert liverbench(["fit", *args]) == 0
+    cli = LiverBenchCLI(args=["test", *args])
+    metrics = cli.trainer.callback_metrics
+    assert {"test/dice", "test/jaccard", "test/precision", "test/recall"} <= set(metrics)
+    assert 0.0 <= float(metrics["test/dice"]) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=() if n == "unet3d" else pytest.mark.slow) for n in models.list_models()]
+)
+def test_every_model_fits_and_tests_through_the_cli(name, tmp_path):
+    cls = models.get_model_class(name)
+    if missing_requirements(cls):
+        pytest.skip(f"{name} needs {missing_requirements(cls)}")
+    dims = cls().spatial_dims
+    patch = "[32,32,32]" if dims == 3 else "[64,64]"
+    args = ["--model", f"{cls.__module__}.{cls.__qualname__}", "--data", "datamodules.CTDataModule",
+            f"--data.dims={dims}", f"--data.patch_size={patch}", *TINY_DATA, "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}"]
+    assert liverbench(["fit", *args]) == 0
+    assert liverbench(["test", *args]) == 0
+
+
+def test_resnet_transfer_offline_fails_clearly(tmp_path, monkeypatch, capsys):
+    from models import resnet_unet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(resnet_unet, "IMAGENET_URL", "http://127.0.0.1:9/resnet34-b627a593.pth")
+    code = liverbench(["fit", "--config", _config("resnet_transfer"), "--trainer.fast_dev_run=true",
+                       f"--trainer.default_root_dir={tmp_path}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error: cannot get ImageNet weights for ResNet-34" in err and "TORCH_HOME" in err
