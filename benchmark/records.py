@@ -243,6 +243,17 @@ def deep_merge(base: dict, override: dict | None) -> dict:
     return out
 
 
+def model_name(class_path: str) -> str:
+    """Registry name of a model class path (`models.unet2d.UNet2D` -> `unet2d`), else the class name."""
+    name = class_path.rsplit(".", 1)[-1]
+    try:
+        import models
+
+        return next((n for n in models.list_models() if models.get_model_class(n).__name__ == name), name)
+    except Exception:  # unknown class: the CLI reports it when the run starts
+        return name
+
+
 def _model_keys(class_path: str) -> set[str]:
     """Names a preset's `models:` section may use for a model: class name or registry name."""
     name = class_path.rsplit(".", 1)[-1]

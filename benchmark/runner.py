@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                              "re-run the same command to continue")
                 break
             progress.finish_run()
-    console = Console(stderr=False, width=max(Console().width, 110))
+    console = Console(stderr=False, width=max(Console().width, 130))
     console.print(summary_table(results, title=f"LiverBench: suite {suite['name']} ({args.out})"))
     for line in failures(results):
         console.print(f"[red]failed[/red] {line}", highlight=False)
@@ -112,35 +113,46 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress)
               "timing": None, "params": None, "flops": None, "device": None,
               "versions": rec.package_versions(), "git_commit": rec.git_commit(), "started": rec.now()}
     logger, per_case, overlays = None, [], []
+    durations = record["durations"] = {}  # wall-clock seconds per stage, for budgeting
+    started = time.perf_counter()
     try:
         config = build_config(spec, folder)
         record["config"] = config
-        record["model"] = config["model"]["class_path"].rsplit(".", 1)[-1]
+        record["model"] = rec.model_name(config["model"]["class_path"])
         logger = make_logger(mode, project, spec.suite, record, folder)
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
-        model, datamodule, trainer = instantiate(config, logger, [StepProgress(progress)], folder)
+        callbacks = [StepProgress(progress), _plain_eval_batches()]
+        model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            trainer.fit(model, datamodule=datamodule)
+        clock = time.perf_counter()
+        fit(trainer, model, datamodule)
+        durations["fit_s"] = time.perf_counter() - clock
         record["checkpoint"] = ensure_checkpoint(trainer, folder / "model.ckpt")
         if not (folder / "split.json").is_file():
             atomic_write_json(folder / "split.json", datamodule.split)
         module, preprocessing = load_best(folder / "model.ckpt")
         progress.set_run_stage("test")
+        clock = time.perf_counter()
         per_case, overlays = evaluate(module, preprocessing, datamodule.test_records,
                                       getattr(datamodule, "liver_labels", None), log_images=logger is not None)
         rec.write_per_case(folder, per_case)
         record["metrics"] = {k: v for k, v in summarise(per_case).items() if k != "convention"}
         record["metrics_convention"] = SURFACE_CONVENTION
+        durations["test_s"] = time.perf_counter() - clock
         progress.set_run_stage("timing")
+        clock = time.perf_counter()
         record.update(measure(module, preprocessing, config, spec.modality, datamodule.test_records, folder))
+        durations["timing_s"] = time.perf_counter() - clock
         record["preprocessing"] = preprocessing
         record["status"] = "ok"
+    except KeyboardInterrupt:
+        abort_run(logger)
+        raise
     except Exception as exc:  # recorded; the suite goes on
         record.update(rec.failure_fields(exc))
         progress.log(f"[red]{spec.name} failed[/red]: {record['error']}")
     record["finished"] = rec.now()
+    durations["total_s"] = time.perf_counter() - started
     try:
         if record["status"] == "ok":
             log_result(logger, record, per_case, overlays)
@@ -182,6 +194,39 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
         cb.dirpath, cb.filename, cb.save_last, cb.save_top_k = str(folder), "model", False, 1
     trainer.callbacks[:0] = callbacks
     return cli.model, cli.datamodule, trainer
+
+
+def fit(trainer, model, datamodule) -> None:
+    """`trainer.fit`; Lightning turns Ctrl-C into `sys.exit(1)` (and ignores further Ctrl-C):
+    give the suite its KeyboardInterrupt back so it stops cleanly."""
+    import signal
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            trainer.fit(model, datamodule=datamodule)
+    except SystemExit as exc:
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from exc
+        raise
+
+
+def _plain_eval_batches():
+    """ADAPTER (remove when models.base strips MetaTensors itself): validation batches are MONAI
+    MetaTensors; `torch.as_tensor` keeps them MetaTensors, so 3D sliding-window logits and the
+    logged `val/dice` become MetaTensors, which end up in `model.ckpt` (ModelCheckpoint's best
+    score) and make it unloadable with `weights_only=True`. Plain tensors in, plain metrics out."""
+    from lightning.pytorch.callbacks import Callback
+
+    class PlainEvalBatches(Callback):
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if isinstance(batch, dict):
+                for key, value in batch.items():
+                    if hasattr(value, "as_tensor"):
+                        batch[key] = value.as_tensor()
+
+    return PlainEvalBatches()
 
 
 def ensure_checkpoint(trainer, path: Path) -> dict:

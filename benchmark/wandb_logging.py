@@ -71,7 +71,15 @@ def make_logger(mode: str, project: str, suite: str, record: dict, save_dir: str
         project=project, name=name, group=suite, job_type=record["modality"],
         tags=[str(record["model"]), str(record["variant"])], config=_config(record),
         save_dir=str(save_dir), offline=(mode == "offline"), log_model=False, reinit="finish_previous",
+        settings=_quiet(),
     )
+
+
+def _quiet():
+    """No per-run banner and summary printout: the runner prints its own table."""
+    import wandb
+
+    return wandb.Settings(quiet=True)
 
 
 def _config(record: dict) -> dict:
@@ -146,7 +154,7 @@ def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], 
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, group=suite, job_type="summary", name=f"{suite}__summary",
                      tags=["summary"], dir=str(save_dir), mode=mode, reinit="finish_previous",
-                     config={"suite": suite, "runs": len(records)})
+                     config={"suite": suite, "runs": len(records)}, settings=_quiet())
     table = wandb.Table(columns=LEADERBOARD_COLUMNS, data=leaderboard_rows(records))
     ok = [r for r in records if r.get("status") == "ok" and (r.get("timing") or {}).get("volume_ms")]
     scatter = wandb.Table(columns=["label", "modality", "volume_ms", "dice"], data=[

@@ -142,10 +142,13 @@ class SegmentationModule(L.LightningModule):
             init_weights_from(self, self.hparams.init_from)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
-        """Lightning's loader, with weight-fetching arguments switched off (see `weight_init_off`)."""
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only: Optional[bool] = True, **kwargs):
+        """Lightning's loader, safe by default (`weights_only=True`; our checkpoints hold plain values),
+        with weight-fetching arguments switched off (see `weight_init_off`)."""
         overrides = {**cls.weight_init_off, **kwargs}
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **overrides)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
+                                            weights_only=weights_only, **overrides)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["liverbench_model"] = self.model_name

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
@@ -11,7 +12,7 @@ from lightning.pytorch.strategies import DDPStrategy
 import models
 from benchmark.cli import main as liverbench
 from benchmark.lightning_cli import LiverBenchCLI
-from models.base import missing_requirements
+from models.base import SegmentationModule, missing_requirements
 
 SUITES = Path(__file__).resolve().parents[1] / "benchmark" / "suites"
 PAPER = {  # the paper's Table 1 (DESIGN.md): variant -> (label, model, dims, augmentation, advanced)
@@ -107,3 +108,24 @@ def test_resnet_transfer_offline_fails_clearly(tmp_path, monkeypatch, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "error: cannot get ImageNet weights for ResNet-34" in err and "TORCH_HOME" in err
+
+
+def test_cli_checkpoint_restores_model_and_preprocessing(tmp_path):
+    """The best-`val/dice` checkpoint of a real CLI run loads with `weights_only=True`, alone."""
+    args = ["--config", _config("unet_baseline"), *TINY_DATA, "--data.init_args.patch_size=[64,64]",
+            "--model.init_args.features=4", "--model.init_args.depth=2", "--data.init_args.samples_per_epoch=2",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_val_batches=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}"]
+    cli = LiverBenchCLI(args=["fit", *args])
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.is_file() and best.name.startswith("best-")
+    module, preprocessing = models.load_module(best)
+    assert module.model_name == "unet2d" and module.hparams.features == 4
+    assert preprocessing == cli.datamodule.preprocessing and preprocessing["modality"] == "ct"
+    x = torch.randn(1, 1, 32, 32)
+    cli.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), cli.model(x))
+        for loader in (type(cli.model), SegmentationModule):  # Lightning's own loader works too
+            torch.testing.assert_close(loader.load_from_checkpoint(best).eval()(x), cli.model(x))

@@ -55,25 +55,30 @@ def blobs(tmp_path_factory) -> Path:
     return root
 
 
-def write_suite(folder: Path, name: str, entries: dict[str, str]) -> Path:
-    """A suite FILE whose entries (variant -> config YAML text) sit beside it."""
+PAPER = REPO / "benchmark" / "suites" / "paper"
+
+
+def write_suite(folder: Path, name: str, entries: dict[str, str | Path]) -> Path:
+    """A smoke-budget suite FILE; entries map variant -> config YAML text or an existing config."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"name: {name}", "budget: smoke", "entries:"]
-    for variant, text in entries.items():
-        (folder / f"{variant}.yaml").write_text(text)
-        lines.append(f"  - {{variant: {variant}, label: {variant}, config: {variant}.yaml}}")
+    for variant, config in entries.items():
+        if isinstance(config, str):
+            (folder / f"{variant}.yaml").write_text(config)
+            config = folder / f"{variant}.yaml"
+        lines.append(f"  - {{variant: {variant}, label: {variant}, config: {config}}}")
     path = folder / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def run_args(suite: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--suite", str(suite), "--data", str(data), "--modalities", "ct", "--out", str(out),
+def run_args(suite: Path, data: Path | str, out: Path, *extra: str, modality="ct") -> list[str]:
+    return ["--suite", str(suite), "--data", str(data), "--modalities", modality, "--out", str(out),
             "--wandb", "disabled", *extra]
 
 
-def result(out: Path, suite: str, variant: str) -> dict:
-    return json.loads((records.run_dir(out, suite, variant, "ct", 0) / "result.json").read_text())
+def result(out: Path, suite: str, variant: str, modality="ct") -> dict:
+    return json.loads((records.run_dir(out, suite, variant, modality, 0) / "result.json").read_text())
 
 
 def test_failing_entry_is_recorded_and_the_suite_goes_on(blobs, tmp_path):
@@ -114,14 +119,20 @@ def _wait_for(predicate, proc, timeout=150.0):
     raise AssertionError("timed out waiting for the suite")
 
 
-def test_killed_suite_resumes_cleanly(blobs, tmp_path):
+def test_killed_suite_resumes_cleanly(tmp_path):
     """SIGINT stops the suite (exit 130, finished results kept); SIGKILL mid-run leaves a stale
-    folder that the next run cleans and redoes; finished runs are never redone."""
-    suite = write_suite(tmp_path / "suite", "kill", {"a": TINY_UNET, "b": TINY_UNET, "c": TINY_UNET})
+    folder that the next run cleans and redoes; finished runs are never redone.
+    Also the MRI check: 2D and 3D paper variants on the MRI phantom (smoke budget)."""
+    suite = write_suite(tmp_path / "suite", "kill", {"a": PAPER / "unet_baseline.yaml", "b": PAPER / "cnn3d.yaml",
+                                                     "c": PAPER / "unet_augmentation.yaml"})
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmark.cli", "run", *run_args(suite, blobs, out)]
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", *run_args(suite, "phantom", out, modality="mri")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    folder = {v: records.run_dir(out, "kill", v, "ct", 0) for v in "abc"}
+    folder = {v: records.run_dir(out, "kill", v, "mri", 0) for v in "abc"}
+
+    def record(variant):
+        return result(out, "kill", variant, "mri")
+
 
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: (folder["a"] / "result.json").is_file() and folder["b"].is_dir(), proc)
@@ -129,30 +140,38 @@ def test_killed_suite_resumes_cleanly(blobs, tmp_path):
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output
     assert "interrupted" in output
-    first = result(out, "kill", "a")
+    first = record("a")
     assert first["status"] == "ok" and not (folder["b"] / "result.json").exists()
 
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: (folder["c"] / "split.json").is_file(), proc)  # run c is mid-way
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert result(out, "kill", "b")["status"] == "ok"
+    assert record("b")["status"] == "ok"
     assert not (folder["c"] / "result.json").exists()
     (folder["c"] / "leftover.tmp").write_text("from the killed run")
 
-    assert runner.main(run_args(suite, blobs, out, "--resume")) == 0
-    assert result(out, "kill", "a") == first  # untouched
-    assert result(out, "kill", "c")["status"] == "ok"
+    assert runner.main(run_args(suite, "phantom", out, "--resume", modality="mri")) == 0
+    assert record("a") == first  # untouched
+    assert record("c")["status"] == "ok"
     assert not (folder["c"] / "leftover.tmp").exists()  # the stale folder was emptied first
+    models = {v: record(v)["model"] for v in "abc"}
+    assert models == {"a": "unet2d", "b": "unet3d", "c": "unet2d"}
+    assert record("b")["config"]["data"]["class_path"].endswith("MRIDataModule")
 
 
 def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     cpu, gpu = records.load_preset("cpu"), records.load_preset("gpu")
     b2, b3 = records.budget(cpu, 2, smoke=False), records.budget(cpu, 3, smoke=False)
     assert b2["trainer"]["max_steps"] != b3["trainer"]["max_steps"]
-    assert b3["data"]["patch_size"] == [64, 64, 64] and b2["data"]["preset"] == "cpu"
+    assert len(b3["data"]["patch_size"]) == 3 and len(b2["data"]["patch_size"]) == 2
+    assert b2["data"]["preset"] == "cpu" and b2["trainer"]["accelerator"] == "cpu"
     smoke = records.budget(cpu, 2, smoke=True)
     assert smoke["trainer"]["max_steps"] <= 10 and smoke["trainer"]["accelerator"] == "cpu"
+    assert smoke["data"]["patch_size"] != b2["data"]["patch_size"]  # smoke's dims layer wins
+    resnet = "models.resnet_unet.ResNetUNet"  # per-model layer, by class or registry name
+    assert records.budget(cpu, 2, smoke=True, class_path=resnet)["model"]["pretrained"] == "none"
+    assert "pretrained" not in records.budget(cpu, 2, smoke=False, class_path=resnet)["model"]
     g = records.budget(gpu, 2, smoke=False)  # the paper's recipe
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
@@ -170,3 +189,55 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "--modalities" in capsys.readouterr().err
     assert runner.main(["--suite", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "missing.yaml: file not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke suite: all six paper variants on the CT phantom, logged to W&B offline."""
+    out = tmp_path_factory.mktemp("smoke")
+    start = time.monotonic()
+    code = runner.main(["--suite", "smoke", "--modalities", "ct", "--out", str(out), "--wandb", "offline"])
+    return out, code, time.monotonic() - start
+
+
+def test_smoke_suite_runs_every_paper_variant(smoke):
+    out, code, seconds = smoke
+    assert code == 0
+    variants = [e["variant"] for e in records.load_suite("smoke")["entries"]]
+    assert len(variants) == 6
+    for variant in variants:
+        r = result(out, "smoke", variant)
+        assert r["status"] == "ok", r.get("error")
+        folder = records.run_dir(out, "smoke", variant, "ct", 0)
+        assert {"result.json", "per_case.csv", "model.ckpt", "split.json"} <= {p.name for p in folder.iterdir()}
+        assert 0.0 <= r["metrics"]["dice"] <= 1.0 and r["metrics"]["cases"] >= 1
+        assert r["preset"] == "cpu" and r["config"]["trainer"]["max_steps"] <= 10
+        assert r["timing"]["volume_ms"] > 0 and r["timing"]["model_volume_ms"] > 0
+        is_2d = r["config"]["data"]["init_args"]["dims"] == 2
+        assert (r["timing"]["slice_ms"] is not None) == is_2d
+        assert r["preprocessing"]["modality"] == "ct"
+    print(f"smoke suite (6 runs, CT): {seconds:.0f} s")
+
+
+def test_smoke_runs_are_logged_to_wandb_offline(smoke):
+    from wandb_offline import find_offline_runs
+
+    out, _, _ = smoke
+    runs = find_offline_runs(out / "smoke")
+    per_run = {r.config["variant"]: r for r in runs if r.job_type == "ct"}
+    assert len(per_run) == 6 and all(r.group == "smoke" for r in runs)
+    for variant, run in per_run.items():
+        record = result(out, "smoke", variant)
+        assert set(run.tags) == {record["model"], variant}
+        assert run.config["config"]["trainer"]["max_steps"] == record["config"]["trainer"]["max_steps"]
+        assert run.summary["test/dice"] == pytest.approx(record["metrics"]["dice"])
+        assert run.summary["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
+        assert run.summary["params"] == record["params"]
+        assert any("val/dice" in row for row in run.history)  # Lightning's own logging
+        folder = records.run_dir(out, "smoke", variant, "ct", 0)
+        cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
+        assert [row[0] for row in run.table("test/per_case")["data"]] == cases
+        assert run.images() and run.exit_code == 0
+    (summary,) = [r for r in runs if r.job_type == "summary"]
+    assert len(summary.table("leaderboard")["data"]) == 6
+    assert len(summary.table("accuracy_vs_time_table")["data"]) == 6
