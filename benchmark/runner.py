@@ -6,6 +6,8 @@ killed runs restart clean, a failing run is recorded and the suite goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
@@ -141,7 +143,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress)
         durations["test_s"] = time.perf_counter() - clock
         progress.set_run_stage("timing")
         clock = time.perf_counter()
-        record.update(measure(module, preprocessing, config, spec.modality, datamodule.test_records, folder))
+        record.update(measure(module, preprocessing, config, spec.modality, datamodule.test_records))
         durations["timing_s"] = time.perf_counter() - clock
         record["preprocessing"] = preprocessing
         record["status"] = "ok"
@@ -150,7 +152,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress)
         raise
     except Exception as exc:  # recorded; the suite goes on
         record.update(rec.failure_fields(exc))
-        progress.log(f"[red]{spec.name} failed[/red]: {record['error']}")
+        progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
     record["finished"] = rec.now()
     durations["total_s"] = time.perf_counter() - started
     try:
@@ -170,9 +172,6 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from benchmark.lightning_cli import LiverBenchCLI
-
-    import contextlib
-    import io
 
     errors = io.StringIO()
     try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
@@ -267,21 +266,28 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
     return rows, overlays
 
 
-def _timing_input(timing: dict, modality: str, test_records, folder: Path) -> tuple[Path, bool]:
+def _timing_input(timing: dict, modality: str, test_records) -> tuple[Path, str]:
     """The volume timed end to end: a reference phantom of a fixed size (so numbers compare across
-    datasets, e.g. CT 512x512x100 at 0.8 mm) or the first test case. Returns (path, is_temporary)."""
+    datasets, e.g. CT 512x512x100 at 0.8 mm; made once into the cache) or the first test case."""
     ref = (timing.get("reference") or {}).get(modality)
     if timing.get("volume", "reference") != "reference" or not ref:
-        return Path(test_records[0].image_path), False
+        return Path(test_records[0].image_path), "first test case"
     import nibabel as nib
     import numpy as np
 
+    from datamodules.datasets import default_cache_root
     from datamodules.files import atomic_save_nifti
     from datamodules.phantom import generate_case
 
-    case = generate_case(int(ref.get("seed", 1000)), "ct" if modality == "ct" else "t1", spacing=ref["spacing"])
+    shape, spacing, seed = [int(v) for v in ref["shape"]], [float(v) for v in ref["spacing"]], int(ref.get("seed", 1000))
+    tag = "x".join(map(str, shape)) + "_" + "x".join(f"{v:g}" for v in spacing)
+    path = default_cache_root() / "timing" / f"{modality}_{tag}_seed{seed}.nii.gz"
+    label = f"reference phantom {tag} mm"
+    if path.is_file():
+        return path, label
+    case = generate_case(seed, "ct" if modality == "ct" else "t1", spacing=spacing)
     image = case.image
-    for axis, size in enumerate(ref["shape"]):  # centre crop / pad to the exact reference shape
+    for axis, size in enumerate(shape):  # centre crop / pad to the exact reference shape
         have = image.shape[axis]
         if have > size:
             start = (have - size) // 2
@@ -290,12 +296,11 @@ def _timing_input(timing: dict, modality: str, test_records, folder: Path) -> tu
             pad = [(0, 0)] * 3
             pad[axis] = ((size - have) // 2, size - have - (size - have) // 2)
             image = np.pad(image, pad, mode="constant", constant_values=image.min())
-    path = folder / "timing_input.nii.gz"
     atomic_save_nifti(nib.Nifti1Image(np.ascontiguousarray(image), case.affine), path)
-    return path, True
+    return path, label
 
 
-def measure(module, preprocessing: dict, config: dict, modality: str, test_records, folder: Path) -> dict:
+def measure(module, preprocessing: dict, config: dict, modality: str, test_records) -> dict:
     """Time per volume end to end (Predictor on a file) and model-only, per slice (2D), FLOPs."""
     import torch
 
@@ -307,32 +312,28 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
     accelerator = config["trainer"].get("accelerator", "cpu")
     device = "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
     precision, warmup, repeats = t.get("precision", "fp32"), int(t.get("warmup", 1)), int(t.get("repeats", 3))
-    path, temporary = _timing_input(t, modality, test_records, folder)
-    try:
-        module = module.to(device).eval()
-        predictor = Predictor(module, preprocessing)
-        preprocessed = build_preprocessing(preprocessing, keys=("image",))({"image": str(path)})["image"]
+    path, what = _timing_input(t, modality, test_records)
+    module = module.to(device).eval()
+    predictor = Predictor(module, preprocessing, device=device)
+    preprocessed = build_preprocessing(preprocessing, keys=("image",))({"image": str(path)})["image"]
 
-        def end_to_end():
-            with T.autocast_context(device, precision):
-                return predictor.predict_file(path)
+    def end_to_end():
+        with T.autocast_context(device, precision):
+            return predictor.predict_file(path)
 
-        with T.track_peak_memory(device) as mem:
-            e2e = T.time_callable(end_to_end, device=device, warmup=warmup, repeats=repeats)
-        model = T.time_model(module, tuple(preprocessed.shape[1:]), device=device, precision=precision,
-                             warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
-        import nibabel as nib
+    with T.track_peak_memory(device) as mem:
+        e2e = T.time_callable(end_to_end, device=device, warmup=warmup, repeats=repeats)
+    model = T.time_model(module, tuple(preprocessed.shape[1:]), device=device, precision=precision,
+                         warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
+    import nibabel as nib
 
-        input_shape = list(nib.load(str(path)).shape)
-    finally:
-        if temporary:
-            path.unlink(missing_ok=True)
+    input_shape = list(nib.load(str(path)).shape)
     timing = {
         "volume_ms": e2e["median_ms"], "volume_ms_iqr": e2e["iqr_ms"], "volume_ms_min": e2e["min_ms"],
         "model_volume_ms": model["model_volume_ms"], "model_volume_ms_iqr": model["model_volume_ms_iqr"],
         "slice_ms": model["slice_ms"], "slice_ms_iqr": model["slice_ms_iqr"], "device": e2e["device"],
         "precision": precision, "batch_size": 1, "peak_memory_mb": max(mem["peak_memory_mb"], model["peak_memory_mb"]),
-        "repeats": repeats, "warmup": warmup, "input": "reference phantom" if temporary else str(path),
+        "repeats": repeats, "warmup": warmup, "input": what, "input_path": str(path),
         "input_shape": input_shape, "preprocessed_shape": list(preprocessed.shape[1:]),
         "threads": torch.get_num_threads(),
     }

@@ -72,7 +72,8 @@ class SegmentationModule(L.LightningModule):
     """
 
     spatial_dims: int = 2
-    size_divisor: int = 1
+    size_divisor: int = 1  # forward pads each spatial axis to a multiple of this...
+    min_size: int = 1  # ...and to at least this (e.g. instance norm needs > 1 voxel at the bottleneck)
     default_roi_size: tuple[int, ...] = (64, 64, 64)
     model_name: Optional[str] = None  # set by @register_model
     # Arguments that fetch initial weights, and their "off" value: a checkpoint's own weights
@@ -146,6 +147,17 @@ class SegmentationModule(L.LightningModule):
                              weights_only: Optional[bool] = True, **kwargs):
         """Lightning's loader, safe by default (`weights_only=True`; our checkpoints hold plain values),
         with weight-fetching arguments switched off (see `weight_init_off`)."""
+        if cls.build_network is SegmentationModule.build_network:  # the base class: use the saved model's class
+            from models.checkpoint import read_checkpoint
+            from models.registry import get_model_class
+
+            name = read_checkpoint(checkpoint_path).get("liverbench_model")
+            if not name:
+                from datamodules.files import DataError
+
+                raise DataError(checkpoint_path, "not a LiverBench checkpoint (no 'liverbench_model' entry)")
+            return get_model_class(name).load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs)
         overrides = {**cls.weight_init_off, **kwargs}
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,
                                             weights_only=weights_only, **overrides)
@@ -156,7 +168,7 @@ class SegmentationModule(L.LightningModule):
 
     # ---- forward and whole-volume inference -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for any spatial size: pads to a multiple of `size_divisor`, then crops back."""
+        """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back."""
         x = torch.as_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
         expected = self.spatial_dims + 2
         if x.ndim != expected:
@@ -165,7 +177,8 @@ class SegmentationModule(L.LightningModule):
                 f"(B, C, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), got shape {tuple(x.shape)}"
             )
         spatial = x.shape[2:]
-        pads = [math.ceil(s / self.size_divisor) * self.size_divisor - s for s in spatial]
+        div = self.size_divisor
+        pads = [max(math.ceil(s / div) * div, self.min_size) - s for s in spatial]
         if any(pads):
             x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
         out = self.net(x)

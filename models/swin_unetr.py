@@ -12,6 +12,7 @@ class SwinUNETR(SegmentationModule):
 
     spatial_dims = 3
     size_divisor = 32  # patch size 2 and four merging stages
+    min_size = 64  # the bottleneck's instance norm needs more than one voxel
     requires = ("einops",)
 
     def __init__(self, spatial_dims: int = 3, feature_size: int = 12, dropout: float = 0.0, **kwargs):

@@ -81,14 +81,24 @@ def result(out: Path, suite: str, variant: str, modality="ct") -> dict:
     return json.loads((records.run_dir(out, suite, variant, modality, 0) / "result.json").read_text())
 
 
-def test_failing_entry_is_recorded_and_the_suite_goes_on(blobs, tmp_path):
-    suite = write_suite(tmp_path / "suite", "fails", {"broken": BAD_MODEL, "tiny": TINY_UNET})
+def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
+    """A bad entry fails, the others (2D and 3D paper variants on the MRI phantom) complete and are
+    logged to W&B offline; a plain re-run keeps the failure, --resume retries it."""
+    suite = write_suite(tmp_path / "suite", "fails", {"broken": BAD_MODEL, "unet": PAPER / "unet_baseline.yaml",
+                                                      "cnn3d": PAPER / "cnn3d.yaml"})
     out = tmp_path / "out"
-    assert runner.main(run_args(suite, blobs, out, "--strict")) == 1  # one run failed
-    bad, good = result(out, "fails", "broken"), result(out, "fails", "tiny")
+    args = run_args(suite, "phantom", out, modality="mri")
+    args[args.index("--wandb") + 1] = "offline"
+
+    def record(variant):
+        return result(out, "fails", variant, "mri")
+
+    assert runner.main([*args, "--strict"]) == 1  # one run failed
+    bad, good = record("broken"), record("unet")
     assert bad["status"] == "failed" and "NoSuchNet" in bad["error"] and "Traceback" in bad["traceback"]
-    assert good["status"] == "ok" and good["model"] == "unet2d"
-    folder = records.run_dir(out, "fails", "tiny", "ct", 0)
+    assert good["status"] == "ok" and good["model"] == "unet2d" and record("cnn3d")["model"] == "unet3d"
+    assert record("cnn3d")["config"]["data"]["class_path"].endswith("MRIDataModule")
+    folder = records.run_dir(out, "fails", "unet", "mri", 0)
     for name in ("model.ckpt", "split.json", "per_case.csv", "result.json"):
         assert (folder / name).is_file(), name
     rows = list(csv.DictReader((folder / "per_case.csv").open()))
@@ -96,15 +106,16 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(blobs, tmp_path):
     assert [r["case"] for r in rows] == split["test"] and rows
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
-    assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] == str(blobs)
+    assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
+    check_wandb_runs(out, "fails", ["unet", "cnn3d"], "mri")
 
-    # a plain re-run keeps both records; --resume retries only the failed one
+    # a plain re-run keeps every record; --resume retries only the failed one
     finished = good["finished"]
-    assert runner.main(run_args(suite, blobs, out)) == 0  # not --strict: some runs are ok
-    assert result(out, "fails", "broken")["finished"] == bad["finished"]
-    assert runner.main(run_args(suite, blobs, out, "--resume")) == 0
-    assert result(out, "fails", "broken")["started"] > bad["finished"]
-    assert result(out, "fails", "tiny")["finished"] == finished
+    assert runner.main(args) == 0  # not --strict: some runs are ok
+    assert record("broken")["finished"] == bad["finished"]
+    assert runner.main([*args, "--resume"]) == 0
+    assert record("broken")["started"] > bad["finished"]
+    assert record("unet")["finished"] == finished
 
 
 def _wait_for(predicate, proc, timeout=150.0):
@@ -119,19 +130,18 @@ def _wait_for(predicate, proc, timeout=150.0):
     raise AssertionError("timed out waiting for the suite")
 
 
-def test_killed_suite_resumes_cleanly(tmp_path):
+def test_killed_suite_resumes_cleanly(blobs, tmp_path):
     """SIGINT stops the suite (exit 130, finished results kept); SIGKILL mid-run leaves a stale
-    folder that the next run cleans and redoes; finished runs are never redone.
-    Also the MRI check: 2D and 3D paper variants on the MRI phantom (smoke budget)."""
-    suite = write_suite(tmp_path / "suite", "kill", {"a": PAPER / "unet_baseline.yaml", "b": PAPER / "cnn3d.yaml",
-                                                     "c": PAPER / "unet_augmentation.yaml"})
+    folder that the next run cleans and redoes; finished runs are never redone."""
+    suite = write_suite(tmp_path / "suite", "kill", {"a": TINY_UNET, "b": TINY_UNET, "c": TINY_UNET})
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmark.cli", "run", *run_args(suite, "phantom", out, modality="mri")]
+    args = run_args(suite, blobs, out)
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    folder = {v: records.run_dir(out, "kill", v, "mri", 0) for v in "abc"}
+    folder = {v: records.run_dir(out, "kill", v, "ct", 0) for v in "abc"}
 
     def record(variant):
-        return result(out, "kill", variant, "mri")
+        return result(out, "kill", variant)
 
 
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -151,13 +161,37 @@ def test_killed_suite_resumes_cleanly(tmp_path):
     assert not (folder["c"] / "result.json").exists()
     (folder["c"] / "leftover.tmp").write_text("from the killed run")
 
-    assert runner.main(run_args(suite, "phantom", out, "--resume", modality="mri")) == 0
+    assert runner.main([*args, "--resume"]) == 0
     assert record("a") == first  # untouched
     assert record("c")["status"] == "ok"
     assert not (folder["c"] / "leftover.tmp").exists()  # the stale folder was emptied first
-    models = {v: record(v)["model"] for v in "abc"}
-    assert models == {"a": "unet2d", "b": "unet3d", "c": "unet2d"}
-    assert record("b")["config"]["data"]["class_path"].endswith("MRIDataModule")
+    assert record("b")["config"]["data"]["init_args"]["data_dir"] == str(blobs)
+
+
+def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
+    """Each finished run's offline W&B run holds its record's numbers, table, images; plus the
+    suite's summary run. Runs of killed attempts were removed with their stale folders."""
+    from wandb_offline import find_offline_runs
+
+    for variant in variants:
+        folder = records.run_dir(out, suite, variant, modality, 0)
+        record = json.loads((folder / "result.json").read_text())
+        (run,) = find_offline_runs(folder)
+        assert (run.group, run.job_type, set(run.tags)) == (suite, modality, {record["model"], variant})
+        assert run.config["variant"] == variant and run.config["config"] == record["config"]
+        assert run.summary["test/dice"] == pytest.approx(record["metrics"]["dice"])
+        if record["metrics"]["hd95"] is not None:  # null when every prediction was empty
+            assert run.summary["test/hd95"] == pytest.approx(record["metrics"]["hd95"])
+        assert run.summary["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
+        assert run.summary["params"] == record["params"]
+        assert any("val/dice" in row for row in run.history)  # Lightning's own logging
+        cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
+        assert [row[0] for row in run.table("test/per_case")["data"]] == cases
+        assert run.images() and run.exit_code == 0
+    summaries = [r for r in find_offline_runs(out / suite / "wandb") if r.job_type == "summary"]
+    runs = [p for p in (out / suite).iterdir() if (p / "result.json").is_file()]
+    assert len(summaries[-1].table("leaderboard")["data"]) == len(runs)  # failed runs too
+    assert len(summaries[-1].table("accuracy_vs_time_table")["data"]) == len(variants)
 
 
 def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
@@ -193,10 +227,10 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The smoke suite: all six paper variants on the CT phantom, logged to W&B offline."""
+    """The smoke suite: all six paper variants on the CT phantom (W&B: see the kill/resume test)."""
     out = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
-    code = runner.main(["--suite", "smoke", "--modalities", "ct", "--out", str(out), "--wandb", "offline"])
+    code = runner.main(["--suite", "smoke", "--modalities", "ct", "--out", str(out), "--wandb", "disabled"])
     return out, code, time.monotonic() - start
 
 
@@ -217,27 +251,3 @@ def test_smoke_suite_runs_every_paper_variant(smoke):
         assert (r["timing"]["slice_ms"] is not None) == is_2d
         assert r["preprocessing"]["modality"] == "ct"
     print(f"smoke suite (6 runs, CT): {seconds:.0f} s")
-
-
-def test_smoke_runs_are_logged_to_wandb_offline(smoke):
-    from wandb_offline import find_offline_runs
-
-    out, _, _ = smoke
-    runs = find_offline_runs(out / "smoke")
-    per_run = {r.config["variant"]: r for r in runs if r.job_type == "ct"}
-    assert len(per_run) == 6 and all(r.group == "smoke" for r in runs)
-    for variant, run in per_run.items():
-        record = result(out, "smoke", variant)
-        assert set(run.tags) == {record["model"], variant}
-        assert run.config["config"]["trainer"]["max_steps"] == record["config"]["trainer"]["max_steps"]
-        assert run.summary["test/dice"] == pytest.approx(record["metrics"]["dice"])
-        assert run.summary["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
-        assert run.summary["params"] == record["params"]
-        assert any("val/dice" in row for row in run.history)  # Lightning's own logging
-        folder = records.run_dir(out, "smoke", variant, "ct", 0)
-        cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
-        assert [row[0] for row in run.table("test/per_case")["data"]] == cases
-        assert run.images() and run.exit_code == 0
-    (summary,) = [r for r in runs if r.job_type == "summary"]
-    assert len(summary.table("leaderboard")["data"]) == 6
-    assert len(summary.table("accuracy_vs_time_table")["data"]) == 6
