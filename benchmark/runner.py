@@ -47,7 +47,9 @@ def _csv(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    command = " ".join(["liverbench", "run", *argv])
     try:
         suite = load_suite(args.suite)
         preset = load_preset(args.preset)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.finish_run()
                 continue
             try:
-                results.append(execute_run(spec, mode, args.project, progress))
+                results.append(execute_run(spec, mode, args.project, progress, command))
             except KeyboardInterrupt:
                 interrupted = True
                 progress.log(f"interrupted during {spec.name}; finished results are kept, "
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if (all(ok) if args.strict else any(ok)) else 1
 
 
-def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress) -> dict:
+def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "") -> dict:
     """One run, start to record. Exceptions become a `failed` record; Ctrl-C propagates."""
     from benchmark.wandb_logging import abort_run, log_result, make_logger
 
@@ -113,7 +115,8 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress)
               "label": spec.label, "model": None, "modality": spec.modality, "seed": spec.seed,
               "preset": spec.preset_name, "data": spec.data, "config": None, "metrics": None,
               "timing": None, "params": None, "flops": None, "device": None,
-              "versions": rec.package_versions(), "git_commit": rec.git_commit(), "started": rec.now()}
+              "versions": rec.package_versions(), "git_commit": rec.git_commit(), "command": command,
+              "started": rec.now()}
     logger, per_case, overlays = None, [], []
     durations = record["durations"] = {}  # wall-clock seconds per stage, for budgeting
     started = time.perf_counter()

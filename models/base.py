@@ -189,7 +189,8 @@ class SegmentationModule(L.LightningModule):
     @property
     def roi_size(self) -> tuple[int, ...]:
         roi = self.hparams.get("roi_size") or self.default_roi_size
-        return tuple(int(r) for r in ([roi] * 3 if isinstance(roi, int) else roi))
+        roi = [roi] * 3 if isinstance(roi, int) else roi
+        return tuple(max(int(r), self.min_size) for r in roi)  # smaller windows would be padded anyway
 
     @torch.no_grad()
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
