@@ -126,7 +126,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         record["model"] = rec.model_name(config["model"]["class_path"])
         logger = make_logger(mode, project, spec.suite, record, folder)
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
-        callbacks = [StepProgress(progress), _plain_eval_batches()]
+        callbacks = [StepProgress(progress)]
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()
@@ -212,23 +212,6 @@ def fit(trainer, model, datamodule) -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt from exc
         raise
-
-
-def _plain_eval_batches():
-    """ADAPTER (remove when models.base strips MetaTensors itself): validation batches are MONAI
-    MetaTensors; `torch.as_tensor` keeps them MetaTensors, so 3D sliding-window logits and the
-    logged `val/dice` become MetaTensors, which end up in `model.ckpt` (ModelCheckpoint's best
-    score) and make it unloadable with `weights_only=True`. Plain tensors in, plain metrics out."""
-    from lightning.pytorch.callbacks import Callback
-
-    class PlainEvalBatches(Callback):
-        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-            if isinstance(batch, dict):
-                for key, value in batch.items():
-                    if hasattr(value, "as_tensor"):
-                        batch[key] = value.as_tensor()
-
-    return PlainEvalBatches()
 
 
 def ensure_checkpoint(trainer, path: Path) -> dict:

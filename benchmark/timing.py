@@ -177,7 +177,7 @@ def time_model(module: torch.nn.Module, volume_shape: Sequence[int], *, device="
     out.update(model_volume_ms=vol["median_ms"], model_volume_ms_iqr=vol["iqr_ms"], repeats=repeats,
                peak_memory_mb=mem["peak_memory_mb"], slice_ms=None, slice_ms_iqr=None)
     if getattr(module, "spatial_dims", 3) == 2:
-        slice_ = volume[..., 0]
+        slice_ = volume[..., 0].contiguous()
 
         def run_slice():
             with torch.inference_mode(), autocast_context(device, precision):

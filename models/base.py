@@ -53,6 +53,12 @@ def _stage_metrics(stage: str) -> MetricCollection:
     return MetricCollection({m: MeanMetric() for m in METRICS}, prefix=f"{stage}/")
 
 
+def plain_tensor(x) -> torch.Tensor:
+    """A plain torch.Tensor, also from a MONAI MetaTensor (`torch.as_tensor` keeps MetaTensors, whose
+    metadata would leak into logged metrics and checkpoints that `weights_only=True` cannot load)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
 class SegmentationModule(L.LightningModule):
     """Binary liver segmentation: logits `(B, num_classes, *spatial)`, class 1 = liver.
 
@@ -169,7 +175,7 @@ class SegmentationModule(L.LightningModule):
     # ---- forward and whole-volume inference -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back."""
-        x = torch.as_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
+        x = plain_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
         expected = self.spatial_dims + 2
         if x.ndim != expected:
             raise ValueError(
@@ -199,7 +205,7 @@ class SegmentationModule(L.LightningModule):
         2D models run the axial slices (last axis) in batches; 3D models use MONAI's
         Gaussian-weighted sliding window with the training patch size.
         """
-        image = torch.as_tensor(image)
+        image = plain_tensor(image)
         if image.ndim != 5 or image.shape[0] != 1:
             raise ValueError(f"predict_volume expects one volume (1, C, X, Y, Z), got {tuple(image.shape)}")
         if self.spatial_dims == 3:
@@ -216,7 +222,7 @@ class SegmentationModule(L.LightningModule):
 
     # ---- training, validation, test -------------------------------------------------------
     def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        label = torch.as_tensor(label)
+        label = plain_tensor(label)
         if self.loss_fn is not None:
             return self.loss_fn(logits, (label > 0.5).float())
         return F.cross_entropy(logits, (label[:, 0] > 0.5).long())
@@ -237,7 +243,7 @@ class SegmentationModule(L.LightningModule):
                 self.hparams["roi_size"] = [int(p) for p in patch]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        image, label = torch.as_tensor(batch["image"]), torch.as_tensor(batch["label"])
+        image, label = plain_tensor(batch["image"]), plain_tensor(batch["label"])
         logits = self(image)
         loss = self.compute_loss(logits, label)
         n = image.shape[0]
@@ -249,7 +255,7 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        image, label = torch.as_tensor(batch["image"]), torch.as_tensor(batch["label"])
+        image, label = plain_tensor(batch["image"]), plain_tensor(batch["label"])
         logits = self.predict_volume(image)
         loss = self.compute_loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)

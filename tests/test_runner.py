@@ -107,6 +107,12 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
     assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
+    # Checkpoints of 2D and 3D runs load as untrusted files (no MetaTensor leaked into them).
+    from models import load_module
+
+    for variant, model in (("unet", "unet2d"), ("cnn3d", "unet3d")):
+        module, preprocessing = load_module(records.run_dir(out, "fails", variant, "mri", 0) / "model.ckpt")
+        assert module.model_name == model and preprocessing["modality"] == "mri"
     check_wandb_runs(out, "fails", ["unet", "cnn3d"], "mri")
 
     # a plain re-run keeps every record; --resume retries only the failed one
