@@ -58,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         LiverBenchCLI(args=argv)
     except Exception as err:
-        cause = _user_error(err)
+        cause = user_error(err)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)
@@ -66,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def _user_error(err: BaseException) -> Optional[BaseException]:
+def user_error(err: BaseException) -> Optional[BaseException]:
     """Bad input or unavailable weights, possibly wrapped by jsonargparse's instantiation errors."""
     seen = set()
     while err is not None and id(err) not in seen:

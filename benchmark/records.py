@@ -58,7 +58,7 @@ def now() -> str:
 def write_per_case(folder: str | os.PathLike, rows: list[dict]) -> Path:
     buf = io.StringIO()
     extra = [k for k in ("tp", "fp", "fn") if rows and k in rows[0]]
-    writer = csv.DictWriter(buf, fieldnames=["case", *METRICS, *extra], extrasaction="ignore",
+    writer = csv.DictWriter(buf, fieldnames=["case", "patient", *METRICS, *extra], extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -193,7 +193,7 @@ def load_preset(name_or_path: str) -> dict:
     preset = _yaml(path)
     preset.setdefault("name", path.stem)
     unknown = set(preset) - {"name", "description", "trainer", "model", "models", "data", "dims", "timing",
-                             "smoke"}
+                             "evaluation", "smoke"}
     if unknown:
         raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
     preset["path"] = str(path)
@@ -267,8 +267,12 @@ def _model_keys(class_path: str) -> set[str]:
     return keys
 
 
+SECTIONS = ("trainer", "model", "data", "timing", "evaluation")
+RUNNER_ONLY = ("timing", "evaluation")  # preset sections the runner uses itself, not LightningCLI
+
+
 def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
-    """The preset's `trainer`/`model`/`data`/`timing` for one dimensionality, then its per-model
+    """The preset's `trainer`/`model`/`data`/`timing`/`evaluation` for one dimensionality, then its per-model
     `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models."""
 
     def by_dims(layer):
@@ -286,7 +290,7 @@ def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
         layers += [s, by_dims(s), by_model(s)]
     out: dict = {}
     for layer in layers:
-        for section in ("trainer", "model", "data", "timing"):
+        for section in SECTIONS:
             out[section] = deep_merge(out.get(section, {}), (layer or {}).get(section))
     return out
 
@@ -310,5 +314,6 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     trainer.update(default_root_dir=str(folder), logger=False, enable_progress_bar=False,
                    enable_model_summary=False)
     config["trainer"] = trainer
-    config["timing"] = b["timing"]  # not a LightningCLI key: removed before instantiation
+    config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
+    config["evaluation"] = {"largest_component": False, **b["evaluation"]}
     return config

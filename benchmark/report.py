@@ -279,6 +279,9 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], now: dt.d
         f"data: {_values(ok, 'data')}; seeds: {_values(ok, 'seed')}; git commit: {_values(ok, 'git_commit')}",
         "- DSC etc.: mean ± std over seeds of each run's per-case mean (test split, original geometry, 3D). "
         "HD95/ASSD in mm, MONAI surface convention (mask XOR 6-connected erosion); failed = empty prediction.",
+        "- Post-processing: largest connected component only: "
+        + (", ".join(sorted({"yes" if (r.get("postprocessing") or {}).get("largest_component") else "no"
+                             for r in ok})) or "–") + ".",
         "- Time per volume: end-to-end (read → preprocess → model → resample to original grid), median over "
         "repeats; model-only and per-slice (2D models) times in the Cost table.",
     ]

@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = load_preset(args.preset)
         seeds = [int(s) for s in _csv(args.seeds)]
         runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from benchmark.wandb_logging import log_suite_summary, resolve_mode, sync_hint
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "") -> dict:
     """One run, start to record. Exceptions become a `failed` record; Ctrl-C propagates."""
-    from benchmark.wandb_logging import abort_run, log_result, make_logger
+    from benchmark.wandb_logging import abort_run, log_result, make_logger, validation_overlays
 
     folder = rec.prepare_run_dir(spec.folder)
     record = {"status": None, "error": None, "suite": spec.suite, "variant": spec.variant,
@@ -126,7 +123,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         record["model"] = rec.model_name(config["model"]["class_path"])
         logger = make_logger(mode, project, spec.suite, record, folder)
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
-        callbacks = [StepProgress(progress)]
+        callbacks = [StepProgress(progress)] + ([validation_overlays()] if logger is not None else [])
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()
@@ -138,8 +135,11 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         module, preprocessing = load_best(folder / "model.ckpt")
         progress.set_run_stage("test")
         clock = time.perf_counter()
+        largest = bool(config["evaluation"]["largest_component"])
         per_case, overlays = evaluate(module, preprocessing, datamodule.test_records,
-                                      getattr(datamodule, "liver_labels", None), log_images=logger is not None)
+                                      getattr(datamodule, "liver_labels", None), log_images=logger is not None,
+                                      largest_component=largest)
+        record["postprocessing"] = {"largest_component": largest}
         rec.write_per_case(folder, per_case)
         record["metrics"] = {k: v for k, v in summarise(per_case).items() if k != "convention"}
         record["metrics_convention"] = SURFACE_CONVENTION
@@ -174,17 +174,22 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     drift); then the run's W&B logger, progress callback and checkpoint location are attached."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from benchmark.lightning_cli import LiverBenchCLI
+    from benchmark.lightning_cli import LiverBenchCLI, user_error
 
     errors = io.StringIO()
     try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
         with contextlib.redirect_stderr(errors), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k != "timing"}, run=False)
+            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k not in rec.RUNNER_ONLY}, run=False)
     except SystemExit:
         message = errors.getvalue()
         message = message[message.find("error:"):] if "error:" in message else message
         raise ValueError(f"invalid run config: {message.strip()}") from None
+    except Exception as exc:  # record the user's problem (bad data, no weights), not jsonargparse's wrapper
+        cause = user_error(exc)
+        if cause is None or cause is exc:
+            raise
+        raise cause from exc
     trainer = cli.trainer
     if logger is not None:
         trainer.logger = logger
@@ -231,8 +236,10 @@ def load_best(path: Path):
     return module.eval(), preprocessing
 
 
-def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3):
-    """Per-case metrics on the held-out patients, in 3D, in each file's original geometry."""
+def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3,
+             largest_component=False):
+    """Per-case metrics on the held-out patients, in 3D, in each file's original geometry
+    (optionally after keeping only the prediction's largest connected component)."""
     from benchmark.inference import Predictor
     from benchmark.wandb_logging import overlay_image
     from datamodules.readers import load_case
@@ -244,7 +251,7 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
         pred, _ = predictor.predict_file(record.image_path)
         if pred.shape != case.mask.shape:
             raise DataError(record.image_path, f"prediction shape {pred.shape} != label shape {case.mask.shape}")
-        rows.append({"case": record.case, **case_metrics(pred > 0, case.mask, case.spacing)})
+        rows.append({"case": record.case, "patient": record.patient, **case_metrics(pred > 0, case.mask, case.spacing, largest_component=largest_component)})
         if log_images and len(overlays) < n_images:
             overlays.append(overlay_image(case.image, pred > 0, case.mask, record.case))
     if not rows:

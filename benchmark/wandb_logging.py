@@ -113,6 +113,36 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, caption: 
     })
 
 
+def validation_overlays(n_images: int = 2):
+    """A Lightning callback: after training, the first `n_images` validation volumes' prediction and
+    ground truth as `val/overlays` in the run's W&B logger (what the trained model does, at a glance)."""
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from models.base import plain_tensor
+
+    class ValidationOverlays(Callback):
+        def on_fit_end(self, trainer, pl_module):
+            logger, dm = trainer.logger, trainer.datamodule
+            if logger is None or dm is None or not trainer.is_global_zero:
+                return
+            images, training = [], pl_module.training
+            pl_module.eval()
+            with torch.no_grad():
+                for i, batch in enumerate(dm.val_dataloader()):
+                    if i >= n_images:
+                        break
+                    image = plain_tensor(batch["image"]).to(pl_module.device)
+                    pred = pl_module.predict_volume(image).argmax(1)[0].cpu().numpy()
+                    gt = plain_tensor(batch["label"])[0, 0].numpy() > 0.5
+                    images.append(overlay_image(image[0, 0].cpu().numpy(), pred, gt, str(batch["case"][0])))
+            pl_module.train(training)
+            if images:
+                logger.experiment.log({"val/overlays": images})
+
+    return ValidationOverlays()
+
+
 def log_result(logger, record: dict, per_case: list[dict], overlays: list | None = None) -> None:
     """Summary keys, the per-case table and overlays for one finished run; then close the run."""
     if logger is None:

@@ -104,8 +104,10 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     rows = list(csv.DictReader((folder / "per_case.csv").open()))
     split = json.loads((folder / "split.json").read_text())
     assert [r["case"] for r in rows] == split["test"] and rows
+    assert all(r["case"].startswith(r["patient"]) for r in rows)  # MRI: <patient>_t1 / <patient>_t2
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
+    assert good["postprocessing"] == {"largest_component": False}
     assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
     # Checkpoints of 2D and 3D runs load as untrusted files (no MetaTensor leaked into them).
     from models import load_module
@@ -194,6 +196,8 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
         cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
         assert [row[0] for row in run.table("test/per_case")["data"]] == cases
         assert run.images() and run.exit_code == 0
+        logged = {key for row in run.history for key in row}
+        assert {"val/overlays", "test/overlays"} <= logged  # validation overlays after fit, test overlays
     summaries = [r for r in find_offline_runs(out / suite / "wandb") if r.job_type == "summary"]
     runs = [p for p in (out / suite).iterdir() if (p / "result.json").is_file()]
     assert len(summaries[-1].table("leaderboard")["data"]) == len(runs)  # failed runs too
@@ -216,6 +220,10 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
     assert g["data"]["preset"] == "gpu"
+    assert b2["evaluation"] == {"largest_component": False}  # post-processing recipe switch
+    lcc = tmp_path / "lcc.yaml"
+    lcc.write_text("evaluation: {largest_component: true}\n")
+    assert records.budget(records.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is True
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
     with pytest.raises(records.DataError, match="unknown preset keys: budgets"):

@@ -5,7 +5,6 @@ import argparse
 import sys
 import time
 
-from ..files import DataError
 from .writer import write_phantom_dataset
 
 
@@ -49,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                     sequences=args.sequences, progress=progress, phase=args.phase,
                                     noise=args.noise, lesions=args.lesions, fov=args.fov, bias=args.bias,
                                     randomised=args.randomised)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
