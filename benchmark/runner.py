@@ -9,7 +9,9 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = resolve_mode(args.wandb)
     results: list[dict] = []
     interrupted = False
-    with SuiteProgress(len(runs)) as progress:
+    with SuiteProgress(len(runs)) as progress, interruptible():
         progress.log(f"suite {suite['name']}: {len(runs)} runs, preset {preset['name']}, W&B {mode}, out {args.out}")
         for spec in runs:
             previous = rec.read_result(spec.folder)
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                              "re-run the same command to continue")
                 break
             progress.finish_run()
+            if _STOP.is_set():  # Ctrl-C after the run's record was written: stop before the next
+                interrupted = True
+                progress.log("interrupted; finished results are kept, re-run the same command to continue")
+                break
     console = Console(stderr=False, width=max(Console().width, 130))
     console.print(summary_table(results, title=f"LiverBench: suite {suite['name']} ({args.out})"))
     for line in failures(results):
@@ -149,6 +155,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         record.update(measure(module, preprocessing, config, spec.modality, datamodule.test_records))
         durations["timing_s"] = time.perf_counter() - clock
         record["preprocessing"] = preprocessing
+        stop_if_interrupted()
         record["status"] = "ok"
     except KeyboardInterrupt:
         abort_run(logger)
@@ -203,20 +210,50 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     return cli.model, cli.datamodule, trainer
 
 
+_STOP = threading.Event()  # set by Ctrl-C even where Python swallows the KeyboardInterrupt
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C: remember it, then interrupt. A KeyboardInterrupt raised inside a finaliser (`__del__`
+    during garbage collection) is printed and ignored by Python; the flag still stops the suite."""
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def stop_if_interrupted() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Install the suite's Ctrl-C handler for the duration of `liverbench run` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _STOP.clear()
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def fit(trainer, model, datamodule) -> None:
     """`trainer.fit`; Lightning turns Ctrl-C into `sys.exit(1)` (and ignores further Ctrl-C):
     give the suite its KeyboardInterrupt back so it stops cleanly."""
-    import signal
-
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             trainer.fit(model, datamodule=datamodule)
     except SystemExit as exc:
         if trainer.interrupted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _STOP.set()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, _on_sigint)
             raise KeyboardInterrupt from exc
         raise
+    stop_if_interrupted()
 
 
 def ensure_checkpoint(trainer, path: Path) -> dict:

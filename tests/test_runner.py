@@ -265,3 +265,44 @@ def test_smoke_suite_runs_every_paper_variant(smoke):
         assert (r["timing"]["slice_ms"] is not None) == is_2d
         assert r["preprocessing"]["modality"] == "ct"
     print(f"smoke suite (6 runs, CT): {seconds:.0f} s")
+
+
+def test_run_accepts_a_converted_dataset(blobs, tmp_path):
+    """`liverbench data convert` output feeds `liverbench run --data DIR` directly (here: a LiTS layout)."""
+    from datamodules.convert import main as convert_main
+
+    lits = tmp_path / "lits"
+    lits.mkdir()
+    for i in range(6):  # LiTS names, liver 1 + tumour 2 (tumour inside the liver)
+        image = nib.load(blobs / "imagesTr" / f"b{i}_0000.nii.gz")
+        label = np.asarray(nib.load(blobs / "labelsTr" / f"b{i}.nii.gz").dataobj).astype(np.uint8)
+        label[(label == 1) & (np.asarray(image.dataobj) > 140)] = 2
+        nib.save(image, lits / f"volume-{i}.nii")
+        nib.save(nib.Nifti1Image(label, image.affine), lits / f"segmentation-{i}.nii")
+    converted = tmp_path / "converted"
+    assert convert_main(["--format", "lits", str(lits), str(converted)]) == 0
+    suite = write_suite(tmp_path / "suite", "converted", {"unet": PAPER / "unet_baseline.yaml"})
+    out = tmp_path / "out"
+    assert runner.main(run_args(suite, converted, out)) == 0
+    record = result(out, "converted", "unet")
+    assert record["status"] == "ok" and record["data"] == str(converted.resolve())
+    assert record["metrics"]["cases"] >= 1 and 0.0 <= record["metrics"]["dice"] <= 1.0
+
+
+def test_ctrl_c_swallowed_by_a_finaliser_still_stops_the_suite():
+    """Python ignores a KeyboardInterrupt raised inside `__del__` (seen in CI: Lightning's profiler
+    finaliser ate a Ctrl-C); the runner's handler remembers it and stops at the next check."""
+    import time
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here and its KeyboardInterrupt is swallowed
+
+    with runner.interruptible():
+        runner.stop_if_interrupted()  # nothing pending yet
+        obj = Finaliser()
+        del obj
+        with pytest.raises(KeyboardInterrupt):
+            runner.stop_if_interrupted()
+    runner._STOP.clear()
