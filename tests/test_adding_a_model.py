@@ -12,16 +12,25 @@ import models
 from benchmark.cli import main as liverbench
 from models import registry
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "models.md"]  # both show the worked example
 
 
-def _example_blocks() -> dict[str, str]:
-    """The fenced blocks of the 'Adding a model' section, by language (first of each)."""
-    section = DOC.read_text().split("## Adding a model", 1)[1]
-    blocks: dict[str, str] = {}
+def _example_blocks(doc: Path = DOCS[0], every: bool = False) -> dict:
+    """The fenced blocks of the 'Adding a model' section, by language (first of each, or all)."""
+    section = doc.read_text().split("## Adding a model", 1)[1].split("\n## ", 1)[0]
+    blocks: dict = {}
     for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
-        blocks.setdefault(lang, body)
-    return blocks
+        blocks.setdefault(lang, []).append(body)
+    return blocks if every else {lang: bodies[0] for lang, bodies in blocks.items()}
+
+
+def test_readme_and_docs_show_the_same_code():
+    readme, docs = (_example_blocks(doc) for doc in DOCS)
+    assert readme["text"].split() == docs["text"].split()
+    code = [[line for line in b["python"].splitlines() if line.strip() and not line.strip().startswith('"')]
+            for b in (readme, docs)]
+    assert code[0] == [line for line in code[1] if line in code[0]]  # docs/models.md only adds docstring lines
 
 
 @pytest.fixture
@@ -47,7 +56,7 @@ def test_example_registers_and_appears_in_liverbench_models(example, capsys):
     params = sum(p.numel() for p in model.parameters())
     assert line.split() == ["tiny_fcn", "2D", f"{params:,}", "tiny_fcn.TinyFCN"]
     documented = _example_blocks()["text"].split()
-    assert documented == line.split(), "docs/models.md shows the real `liverbench models` line"
+    assert documented == line.split(), "README.md shows the real `liverbench models` line"
 
 
 def test_example_runs_from_a_suite_config(example, tmp_path):
@@ -58,3 +67,24 @@ def test_example_runs_from_a_suite_config(example, tmp_path):
             "--data.init_args.patch_size=[64,64]", f"--trainer.default_root_dir={tmp_path}"]
     assert liverbench(["fit", *args]) == 0
     assert liverbench(["test", *args]) == 0
+
+
+def test_example_runs_in_a_suite(example, tmp_path):
+    """The README's suite file, with the runner's smoke budget: the new model is benchmarked and scored."""
+    import json
+
+    import yaml
+
+    from benchmark import runner
+
+    config_yaml, suite_yaml = _example_blocks(every=True)["yaml"][:2]
+    (tmp_path / "my_suite").mkdir()
+    (tmp_path / "my_suite" / "tiny_fcn.yaml").write_text(config_yaml)
+    suite = yaml.safe_load(suite_yaml)
+    suite["budget"] = "smoke"  # a few steps on a tiny phantom instead of the cpu preset's budget
+    (tmp_path / "my_suite.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "results"
+    assert runner.main(["--suite", str(tmp_path / "my_suite.yaml"), "--modalities", "ct", "--out", str(out),
+                        "--wandb", "disabled"]) == 0
+    record = json.loads((out / "my_suite" / "tiny_fcn__ct__seed0" / "result.json").read_text())
+    assert record["status"] == "ok" and record["model"] == "tiny_fcn" and 0 <= record["metrics"]["dice"] <= 1
