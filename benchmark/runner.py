@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from benchmark import records as rec
-from benchmark.records import RunSpec, build_config, load_preset, load_suite, plan_runs
+from benchmark.plan import RUNNER_ONLY, RunSpec, build_config, load_preset, load_suite, model_name, plan_runs
 from rich.console import Console
 
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
@@ -126,7 +126,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
     try:
         config = build_config(spec, folder)
         record["config"] = config
-        record["model"] = rec.model_name(config["model"]["class_path"])
+        record["model"] = model_name(config["model"]["class_path"])
         logger = make_logger(mode, project, spec.suite, record, folder)
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
         callbacks = [StepProgress(progress)] + ([validation_overlays()] if logger is not None else [])
@@ -187,7 +187,7 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
         with contextlib.redirect_stderr(errors), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k not in rec.RUNNER_ONLY}, run=False)
+            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k not in RUNNER_ONLY}, run=False)
     except SystemExit:
         message = errors.getvalue()
         message = message[message.find("error:"):] if "error:" in message else message

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmark import records, runner
+from benchmark import plan, records, runner
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_UNET = """\
@@ -205,31 +205,31 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
 
 
 def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
-    cpu, gpu = records.load_preset("cpu"), records.load_preset("gpu")
-    b2, b3 = records.budget(cpu, 2, smoke=False), records.budget(cpu, 3, smoke=False)
+    cpu, gpu = plan.load_preset("cpu"), plan.load_preset("gpu")
+    b2, b3 = plan.budget(cpu, 2, smoke=False), plan.budget(cpu, 3, smoke=False)
     assert b2["trainer"]["max_steps"] != b3["trainer"]["max_steps"]
     assert len(b3["data"]["patch_size"]) == 3 and len(b2["data"]["patch_size"]) == 2
     assert b2["data"]["preset"] == "cpu" and b2["trainer"]["accelerator"] == "cpu"
-    smoke = records.budget(cpu, 2, smoke=True)
+    smoke = plan.budget(cpu, 2, smoke=True)
     assert smoke["trainer"]["max_steps"] <= 10 and smoke["trainer"]["accelerator"] == "cpu"
     assert smoke["data"]["patch_size"] != b2["data"]["patch_size"]  # smoke's dims layer wins
     resnet = "models.resnet_unet.ResNetUNet"  # per-model layer, by class or registry name
-    assert records.budget(cpu, 2, smoke=True, class_path=resnet)["model"]["pretrained"] == "none"
-    assert "pretrained" not in records.budget(cpu, 2, smoke=False, class_path=resnet)["model"]
-    g = records.budget(gpu, 2, smoke=False)  # the paper's recipe
+    assert plan.budget(cpu, 2, smoke=True, class_path=resnet)["model"]["pretrained"] == "none"
+    assert "pretrained" not in plan.budget(cpu, 2, smoke=False, class_path=resnet)["model"]
+    g = plan.budget(gpu, 2, smoke=False)  # the paper's recipe
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
     assert g["data"]["preset"] == "gpu"
     assert b2["evaluation"] == {"largest_component": False}  # post-processing recipe switch
     lcc = tmp_path / "lcc.yaml"
     lcc.write_text("evaluation: {largest_component: true}\n")
-    assert records.budget(records.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is True
+    assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is True
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
-    with pytest.raises(records.DataError, match="unknown preset keys: budgets"):
-        records.load_preset(str(bad))
-    with pytest.raises(records.DataError, match="no suite named 'nope'"):
-        records.load_suite("nope")
+    with pytest.raises(plan.DataError, match="unknown preset keys: budgets"):
+        plan.load_preset(str(bad))
+    with pytest.raises(plan.DataError, match="no suite named 'nope'"):
+        plan.load_suite("nope")
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -251,7 +251,7 @@ def smoke(tmp_path_factory):
 def test_smoke_suite_runs_every_paper_variant(smoke):
     out, code, seconds = smoke
     assert code == 0
-    variants = [e["variant"] for e in records.load_suite("smoke")["entries"]]
+    variants = [e["variant"] for e in plan.load_suite("smoke")["entries"]]
     assert len(variants) == 6
     for variant in variants:
         r = result(out, "smoke", variant)

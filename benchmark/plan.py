@@ -1,0 +1,217 @@
+"""The run plan: suite x modality x seed, each with its LightningCLI config after the preset's layers.
+
+Suites and presets are plain YAML (`benchmark/suites/`, `benchmark/presets/`); `build_config` turns
+one suite entry into the exact config `liverbench fit` would take, plus the runner-only sections.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.records import run_dir, run_name
+from datamodules.files import DataError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATAMODULES = {"ct": "datamodules.datamodule.CTDataModule", "mri": "datamodules.datamodule.MRIDataModule"}
+
+
+@dataclass
+class RunSpec:
+    """One run to do: which entry, modality, seed, budget, and where its folder is."""
+
+    suite: str
+    variant: str
+    label: str
+    entry_config: Path
+    modality: str
+    seed: int
+    preset: dict
+    data: str  # "phantom" or a dataset folder
+    folder: Path
+    smoke: bool = False
+
+    @property
+    def name(self) -> str:
+        return run_name(self.variant, self.modality, self.seed)
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset["name"]
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a YAML mapping at the top level")
+    return data
+
+
+def _named_file(name_or_path: str, folder: str) -> Path:
+    """`paper` -> benchmark/<folder>/paper.yaml; anything with a suffix or a slash is a path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return Path(name_or_path).expanduser().resolve()
+    path = PACKAGE_DIR / folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (PACKAGE_DIR / folder).glob("*.yaml"))
+        raise DataError(path, f"no {folder[:-1]} named {name_or_path!r} (known: {', '.join(known) or 'none'})")
+    return path
+
+
+def load_suite(name_or_path: str) -> dict:
+    """`{name, description, entries: [{variant, label, config}]}`; config paths made absolute."""
+    path = _named_file(name_or_path, "suites")
+    suite = _yaml(path)
+    entries = suite.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise DataError(path, "a suite needs a non-empty list `entries`")
+    suite.setdefault("name", path.stem)
+    variants = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "variant" not in entry or "config" not in entry:
+            raise DataError(path, f"entry {i} needs `variant` and `config`")
+        if entry["variant"] in variants:
+            raise DataError(path, f"variant {entry['variant']!r} appears twice")
+        variants.add(entry["variant"])
+        entry["config"] = (path.parent / entry["config"]).resolve()
+        entry.setdefault("label", entry["variant"])
+    suite["path"] = path
+    return suite
+
+
+def load_preset(name_or_path: str) -> dict:
+    path = _named_file(name_or_path, "presets")
+    preset = _yaml(path)
+    preset.setdefault("name", path.stem)
+    unknown = set(preset) - {"name", "description", "trainer", "model", "models", "data", "dims", "timing",
+                             "evaluation", "smoke"}
+    if unknown:
+        raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
+    preset["path"] = str(path)
+    return preset
+
+
+def _data_dirs(data: str, modalities: list[str]) -> dict[str, str]:
+    if data == "phantom":
+        return {m: "phantom" for m in modalities}
+    if "=" in data:
+        pairs = dict(part.split("=", 1) for part in data.split(","))
+        missing = [m for m in modalities if m not in pairs]
+        if missing:
+            raise ValueError(f"--data gives no folder for {', '.join(missing)}")
+        dirs = {m: pairs[m] for m in modalities}
+    else:
+        dirs = {m: data for m in modalities}
+    for d in dirs.values():
+        if not Path(d).is_dir():
+            raise DataError(d, "data folder not found (use --data phantom for the generated phantom)")
+    return {m: str(Path(d).resolve()) for m, d in dirs.items()}
+
+
+def plan_runs(suite: dict, preset: dict, modalities: list[str], seeds: list[int], data: str,
+              out: str | os.PathLike) -> list[RunSpec]:
+    bad = [m for m in modalities if m not in DATAMODULES]
+    if bad or not modalities:
+        raise ValueError(f"--modalities must be a comma list of {', '.join(DATAMODULES)}, got {modalities}")
+    if not seeds:
+        raise ValueError("--seeds needs at least one integer seed")
+    dirs = _data_dirs(data, modalities)
+    smoke = suite["name"] == "smoke" or suite.get("budget") == "smoke"
+    return [
+        RunSpec(suite["name"], e["variant"], e["label"], Path(e["config"]), m, seed, preset, dirs[m],
+                run_dir(out, suite["name"], e["variant"], m, seed), smoke)
+        for e in suite["entries"] for m in modalities for seed in seeds
+    ]
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def model_name(class_path: str) -> str:
+    """Registry name of a model class path (`models.unet2d.UNet2D` -> `unet2d`), else the class name."""
+    name = class_path.rsplit(".", 1)[-1]
+    try:
+        import models
+
+        return next((n for n in models.list_models() if models.get_model_class(n).__name__ == name), name)
+    except Exception:  # unknown class: the CLI reports it when the run starts
+        return name
+
+
+def _model_keys(class_path: str) -> set[str]:
+    """Names a preset's `models:` section may use for a model: class name or registry name."""
+    name = class_path.rsplit(".", 1)[-1]
+    keys = {name.lower()}
+    try:
+        import models
+
+        keys |= {n.lower() for n in models.list_models() if models.get_model_class(n).__name__ == name}
+    except Exception:  # unknown class: the CLI reports it when the run starts
+        pass
+    return keys
+
+
+SECTIONS = ("trainer", "model", "data", "timing", "evaluation")
+RUNNER_ONLY = ("timing", "evaluation")  # preset sections the runner uses itself, not LightningCLI
+
+
+def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
+    """The preset's `trainer`/`model`/`data`/`timing`/`evaluation` for one dimensionality, then its per-model
+    `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models."""
+
+    def by_dims(layer):
+        d = (layer or {}).get("dims") or {}
+        return d.get(dims) or d.get(str(dims))
+
+    def by_model(layer):
+        keys = _model_keys(class_path) if class_path else set()
+        found = {k.lower(): v for k, v in ((layer or {}).get("models") or {}).items()}
+        return next((found[k] for k in sorted(keys) if k in found), None)
+
+    layers = [preset, by_dims(preset), by_model(preset)]
+    if smoke:
+        s = preset.get("smoke") or {}
+        layers += [s, by_dims(s), by_model(s)]
+    out: dict = {}
+    for layer in layers:
+        for section in SECTIONS:
+            out[section] = deep_merge(out.get(section, {}), (layer or {}).get(section))
+    return out
+
+
+def build_config(spec: RunSpec, folder: Path) -> dict:
+    """The entry's LightningCLI config with the modality's DataModule, the preset, data and seed."""
+    config = _yaml(spec.entry_config)
+    for section in ("model", "data"):
+        if not isinstance(config.get(section), dict) or "class_path" not in config[section]:
+            raise DataError(spec.entry_config, f"needs `{section}:` with class_path and init_args")
+    data_args = dict(config["data"].get("init_args") or {})
+    dims = int(data_args.get("dims", 2))
+    b = budget(spec.preset, dims, spec.smoke, config["model"]["class_path"])
+    config["seed_everything"] = spec.seed
+    config["model"]["init_args"] = deep_merge(config["model"].get("init_args") or {}, b["model"])
+    data_args = deep_merge(data_args, b["data"])
+    data_args["data_dir"] = None if spec.data == "phantom" else spec.data
+    data_args["split_file"] = str(folder / "split.json")  # the DataModule saves its split there
+    config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
+    trainer = deep_merge(config.get("trainer") or {}, b["trainer"])
+    trainer.update(default_root_dir=str(folder), logger=False, enable_progress_bar=False,
+                   enable_model_summary=False)
+    config["trainer"] = trainer
+    config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
+    config["evaluation"] = {"largest_component": False, **b["evaluation"]}
+    return config
