@@ -10,7 +10,6 @@ import argparse
 import csv
 import io
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -19,21 +18,11 @@ import numpy as np
 
 from benchmark.metrics import METRIC_KEYS, case_metrics, summarise
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
+from datamodules.readers import case_name
 
 CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn")
-_CHANNEL = re.compile(r"_\d{4}$")
 AFFINE_ATOL_MM = 1e-3
 AFFINE_RTOL = 1e-4
-
-
-def case_name(path: Path) -> str:
-    """`liver_3_0000.nii.gz` -> `liver_3`; `liver_3.nii` -> `liver_3`."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return _CHANNEL.sub("", name)
 
 
 def nifti_files(folder: Path) -> dict[str, Path]:

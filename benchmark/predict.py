@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmark.inference import Predictor, is_nifti
 from datamodules.files import DataError
+from datamodules.readers import case_name
 
 
 def is_dicom_dir(folder: Path) -> bool:
@@ -24,14 +25,6 @@ def is_dicom_dir(folder: Path) -> bool:
             if head[128:132] == b"DICM":
                 return True
     return False
-
-
-def case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name[:-5] if name.endswith("_0000") else name
 
 
 def plan(input_path: Path, output: Path) -> list[tuple[Path, Path]]:

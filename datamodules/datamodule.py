@@ -16,7 +16,7 @@ from monai.data import DataLoader
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
                                   default_cache_root, file_key)
 from datamodules.files import DataError
-from datamodules.readers import CaseRecord, dataset_modality, load_case, read_dataset, read_header
+from datamodules.readers import CaseRecord, dataset_modality, load_case, ras_spacing, read_dataset, read_header
 from datamodules.splits import load_split, save_split, split_patients
 from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
                                     preprocessing_config)
@@ -137,9 +137,9 @@ class LiverDataModule(L.LightningDataModule):
         def compute():
             samples = (foreground_sample(c.image, c.mask, seed=i)
                        for i, c in enumerate(load_case(r, self.liver_labels) for r in train)) if need_intensity else ()
-            return fit_fingerprint([read_header(r.image_path)[2] for r in train], samples)
+            return fit_fingerprint([ras_spacing(*read_header(r.image_path)[1:]) for r in train], samples)
 
-        key = "fingerprint-" + file_key(self.liver_labels, need_intensity,
+        key = "fingerprint-" + file_key("ras-spacing", self.liver_labels, need_intensity,
                                         *[p for r in train for p in (Path(r.image_path), Path(r.label_path))])
         root = default_cache_root() / "preprocessed" if hp.cache == "disk" else None
         fingerprint = cached_json(root, key, compute)

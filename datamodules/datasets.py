@@ -39,9 +39,11 @@ class Volume:
     label: np.ndarray
     affine: np.ndarray
     liver_voxels: np.ndarray = field(init=False, repr=False)  # flat indices, for oversampling
+    pad_value: float = field(init=False, repr=False)  # background value for crops past the border
 
     def __post_init__(self):
         self.liver_voxels = np.flatnonzero(np.asarray(self.label).reshape(-1))
+        self.pad_value = float(np.min(self.image))  # once: not a full-volume scan per training sample
 
     def liver_slices(self) -> np.ndarray:
         return np.flatnonzero(np.asarray(self.label).any(axis=(0, 1)))
@@ -179,9 +181,17 @@ class _TrainDataset(Randomizable, torch.utils.data.Dataset):
         self.volumes, self.patch_size = volumes, tuple(int(s) for s in patch_size)
         self.samples_per_epoch, self.liver_oversample = int(samples_per_epoch), float(liver_oversample)
         self.augment = augment
-        self.set_random_state(seed)
+        Randomizable.set_random_state(self, seed)
         if augment is not None:
             augment.set_random_state(seed + 1)
+
+    def set_random_state(self, seed=None, state=None):
+        """Also reseed the augmentation: MONAI's `worker_init_fn` reseeds only this dataset (the
+        first Randomizable it finds), so without this every worker would draw the same augmentations."""
+        super().set_random_state(seed, state)
+        if self.augment is not None:
+            self.augment.set_random_state(seed=int(self.R.randint(2**31 - 1)))
+        return self
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -236,7 +246,7 @@ class PatchDataset(_TrainDataset):
             center = np.unravel_index(vol.liver_voxels[self.R.randint(len(vol.liver_voxels))], vol.label.shape)
         else:
             center = _random_center(self.R, vol.image.shape, self.patch_size)
-        return crop_window(vol.image, center, self.patch_size, float(vol.image.min())), \
+        return crop_window(vol.image, center, self.patch_size, vol.pad_value), \
             crop_window(vol.label, center, self.patch_size, 0)
 
 

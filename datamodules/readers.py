@@ -102,6 +102,14 @@ def _strip_nifti(name: str) -> str | None:
     return None
 
 
+def case_name(path: str | Path) -> str:
+    """Case id of a NIfTI file name: `liver_3_0000.nii.gz` -> `liver_3`, `amos_0001.nii.gz` -> `amos_0001`
+    (only nnU-Net's channel-0 tag `_0000` is a channel; other 4-digit suffixes are part of the id)."""
+    name = Path(path).name
+    name = _strip_nifti(name) or name
+    return name[: -len("_0000")] if name.endswith("_0000") else name
+
+
 def _visible_niftis(folder: Path) -> dict[str, Path]:
     """stem -> path for NIfTI files, skipping macOS `._*` and other hidden files."""
     out: dict[str, Path] = {}
@@ -198,6 +206,18 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
     spacing = tuple(float(s) for s in image_img.header.get_zooms()[:3])
     return LoadedCase(record, image, mask, np.asarray(image_img.affine, dtype=np.float64), spacing,
                       [int(v) for v in np.unique(label)])
+
+
+def ras_spacing(affine: np.ndarray, spacing: Sequence[float]) -> tuple[float, ...]:
+    """Voxel spacing in RAS axis order (x, y, z), the order `Spacingd` sees after `Orientationd("RAS")`:
+    a sagittal or coronal file stores its axes in another order."""
+    import nibabel as nib
+
+    axes = nib.io_orientation(np.asarray(affine))[:, 0].astype(int)
+    out = [0.0, 0.0, 0.0]
+    for file_axis, ras_axis in enumerate(axes):
+        out[ras_axis] = float(spacing[file_axis])
+    return tuple(out)
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:

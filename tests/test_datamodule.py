@@ -127,6 +127,19 @@ def test_augmentation_changes_training_samples_never_val(dataset):
         assert torch.equal(x["image"].as_tensor(), y["image"].as_tensor()) and x["case"] == y["case"]
 
 
+def test_each_loader_worker_gets_its_own_augmentation_stream(dataset):
+    """MONAI's worker_init_fn reseeds the dataset per worker; the augmentation must follow."""
+    from monai.data.utils import worker_init_fn
+
+    ds = LiverDataModule(str(dataset), augmentation="paper", seed=5, **SMALL).train_dataloader().dataset
+    draws = []
+    for worker_seed in (101, 202, 101):
+        ds.set_random_state(seed=worker_seed)
+        draws.append([ds.augment.R.randint(10**9) for _ in range(4)])
+    assert draws[0] == draws[2] and draws[0] != draws[1]  # follows the worker's seed, and only it
+    assert worker_init_fn.__module__.startswith("monai")  # the mechanism this relies on
+
+
 def test_state_dict_carries_preprocessing_into_a_new_module(dataset):
     dm = LiverDataModule(str(dataset), target_spacing=[4.0, 4.0, 4.0], **SMALL)
     state = dm.state_dict()

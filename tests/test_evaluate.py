@@ -52,6 +52,23 @@ def test_case_names():
     assert case_name(Path("liver_3_0000.nii.gz")) == "liver_3"
     assert case_name(Path("liver_3.nii")) == "liver_3"
     assert case_name(Path("p01_t1.nii.gz")) == "p01_t1"
+    assert case_name(Path("amos_0001.nii.gz")) == "amos_0001"  # a 4-digit id is not a channel tag
+    assert case_name(Path("amos_0001_0000.nii.gz")) == "amos_0001"
+
+
+def test_amos_style_names_match(tmp_path):
+    """AMOS case ids end in 4 digits: predictions and labels still pair up one to one."""
+    import nibabel as nib
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        for i in (1, 2):
+            mask = np.zeros((6, 6, 4), np.uint8)
+            mask[1:4, 1:4, 1:3] = 1
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / folder / f"amos_{i:04d}.nii.gz")
+    rows, unmatched = evaluate_folders(tmp_path / "pred", tmp_path / "gt")
+    assert [r["case"] for r in rows] == ["amos_0001", "amos_0002"] and not any(unmatched.values())
+    assert all(r["dice"] == 1.0 for r in rows)
 
 
 def test_csv_matches_monai_and_hand_counts(folders, capsys):

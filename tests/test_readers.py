@@ -185,3 +185,13 @@ def test_real_mr_sample_lps(real_data, tmp_path, capsys):
     assert case["orientation"] == "LPS" and case["shape"] == [117, 91, 20]
     assert case["liver_voxels"] == 18480
     assert case["liver_ml"] == pytest.approx(18480 * 27 / 1000, rel=1e-4)
+
+
+def test_ras_spacing_reorders_a_sagittal_file():
+    """A file stored (A, S, R) with spacing (0.8, 5.0, 1.2) has RAS spacing (1.2, 0.8, 5.0)."""
+    from datamodules.readers import ras_spacing
+
+    affine = np.zeros((4, 4))
+    affine[1, 0], affine[2, 1], affine[0, 2], affine[3, 3] = 0.8, 5.0, 1.2, 1.0  # axis 0 -> A, 1 -> S, 2 -> R
+    assert ras_spacing(affine, (0.8, 5.0, 1.2)) == (1.2, 0.8, 5.0)
+    assert ras_spacing(np.diag([-0.7, -0.7, 3.0, 1.0]), (0.7, 0.7, 3.0)) == (0.7, 0.7, 3.0)  # LPS: same order
