@@ -50,7 +50,8 @@ class LiverDataModule(L.LightningDataModule):
         seed: split shuffling and sampling.
         val_fraction, test_fraction: patient fractions; num_folds/fold: k-fold after the test hold-out.
         split_file: JSON split to load if it exists, else where to save the new split.
-        liver_labels: label values that count as liver; None = every label > 0.
+        liver_labels: label values that count as liver; None = those named in dataset.json
+            (liver, lesion, tumour), or every label > 0 when it declares no labels.
         phantom_cases: patients in the default phantom (None: 20 CT / 10 MRI patients = 20 cases).
         phantom_spacing: its voxel spacing (None: 3 mm CT, 3x3x6 mm MRI for preset cpu, else native).
         phantom_seed: the phantom's seed (fixed, so `seed` varies training, not the data).
@@ -115,6 +116,8 @@ class LiverDataModule(L.LightningDataModule):
         if declared is not None and declared != self.modality:
             warnings.warn(f"{self.data_dir}: dataset.json declares {declared!r}, using modality {self.modality!r}")
         self.records = read_dataset(self.data_dir, self.liver_labels)
+        if self.liver_labels is None and self.records[0].liver_labels is not None:
+            self.liver_labels = list(self.records[0].liver_labels)  # named in dataset.json
         self.split = self._restored.get("split") or self._make_split()
         self.preprocessing = self._restored.get("preprocessing") or self._fit_config()
         self._cache = VolumeCache(self.preprocessing, self.liver_labels, hp.cache)

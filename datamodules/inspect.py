@@ -37,7 +37,8 @@ def inspect_dataset(root: str | Path, liver_labels: Sequence[int] | None = None)
     cases = [inspect_case(r, liver_labels) for r in records]
     liver = [c["liver_ml"] for c in cases]
     if not any(c["liver_voxels"] for c in cases):
-        which = "labels > 0" if liver_labels is None else f"labels {list(liver_labels)}"
+        used = liver_labels if liver_labels is not None else records[0].liver_labels
+        which = "labels > 0" if used is None else f"labels {sorted(used)}"
         raise DataError(root, f"no liver voxels ({which}) in any of {len(cases)} case(s)")
     totals = {"cases": len(cases), "patients": len({c["patient"] for c in cases}),
               "liver_ml_total": round(float(np.sum(liver)), 3), "liver_ml_mean": round(float(np.mean(liver)), 3),

@@ -15,19 +15,21 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from datamodules.files import DataError
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-AFFINE_ATOL = 1e-3  # mm; header round-off between an image and its label is fine
+from datamodules.volumes import (NIFTI_SUFFIXES, check_same_grid, liver_labels_from_dataset_json, parse_labels,
+                                 read_geometry, read_volume)
+from datamodules.volumes import liver_mask as _liver_mask
 
 
 @dataclass(frozen=True)
 class CaseRecord:
-    """One labelled case on disk; `patient` groups cases that must share a split."""
+    """One labelled case on disk; `patient` groups cases that must share a split; `liver_labels`
+    the label values that are liver (from dataset.json by name; None = every label > 0)."""
 
     case: str
     patient: str
     image_path: Path
     label_path: Path | None
+    liver_labels: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -43,11 +45,20 @@ class LoadedCase:
 
 
 def liver_mask(label_array: np.ndarray, liver_labels: Iterable[int] | None = None) -> np.ndarray:
-    """Binary liver mask: every label > 0 by default (liver ∪ lesion, as LiTS/MSD define it)."""
-    label_array = np.asarray(label_array)
-    if liver_labels is None:
-        return label_array > 0
-    return np.isin(label_array, np.asarray(list(liver_labels)))
+    """Binary liver mask (see `datamodules.volumes.liver_mask`): None = every label > 0."""
+    return _liver_mask(label_array, liver_labels)
+
+
+def dataset_liver_labels(root: str | Path, meta: dict[str, Any] | None = None) -> tuple[int, ...] | None:
+    """Liver label values of a dataset, by name from its dataset.json `labels` (liver, lesion,
+    tumour...); None when dataset.json declares no labels (then every label > 0 is liver)."""
+    meta = read_dataset_json(root) if meta is None else meta
+    if "labels" not in meta:
+        return None
+    try:
+        return tuple(sorted(liver_labels_from_dataset_json(meta)))
+    except DataError as exc:
+        raise DataError(Path(root) / "dataset.json", exc.problem) from None
 
 
 def read_dataset_json(root: str | Path) -> dict[str, Any]:
@@ -62,27 +73,6 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataError(path, "expected a JSON object")
     return data
-
-
-def parse_labels(meta: dict[str, Any], path: str | Path = "dataset.json") -> dict[str, list[int]]:
-    """Label name -> label values, from nnU-Net (`{"liver": 1}` or regions `{"liver": [1, 2]}`)
-    or MSD (`{"1": "liver"}`) style."""
-    labels = meta.get("labels", {})
-    if not isinstance(labels, dict):
-        raise DataError(path, "'labels' must be an object")
-    out: dict[str, list[int]] = {}
-    for key, value in labels.items():
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", str(key)):  # MSD: "1": "liver"
-            out[value] = [int(key)]
-        elif isinstance(value, bool):
-            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
-        elif isinstance(value, int):
-            out[str(key)] = [value]
-        elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            out[str(key)] = [int(v) for v in value]
-        else:
-            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
-    return out
 
 
 def dataset_modality(root: str | Path) -> str | None:
@@ -128,10 +118,10 @@ def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) ->
     """All labelled training cases of `root` (imagesTr/labelsTr), sorted by case id.
 
     Both `<case>_0000.nii.gz` (nnU-Net) and `<case>.nii.gz` (MSD) image names work; only
-    channel 0 is used. `liver_labels` is accepted for symmetry with `load_case` (listing
-    does not decode labels). An image without a label raises `DataError` naming the image.
+    channel 0 is used. Each record carries its liver labels: `liver_labels` when given, else
+    those named in dataset.json (`dataset_liver_labels`). An image without a label raises
+    `DataError` naming the image.
     """
-    del liver_labels
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder does not exist")
@@ -140,6 +130,8 @@ def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) ->
         raise DataError(images_dir, "missing: expected the nnU-Net raw layout imagesTr/ + labelsTr/")
     meta = read_dataset_json(root)
     parse_labels(meta, root / "dataset.json")  # validate early, with the file name
+    liver = tuple(sorted({int(v) for v in liver_labels})) if liver_labels is not None \
+        else dataset_liver_labels(root, meta)
     patient_ids = meta.get("patient_ids") or {}
     if not isinstance(patient_ids, dict):
         raise DataError(root / "dataset.json", "'patient_ids' must map case -> patient")
@@ -153,58 +145,34 @@ def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) ->
         label_path = labels.get(case)
         if label_path is None:
             raise DataError(image_path, f"no label: expected {labels_dir / (case + '.nii.gz')}")
-        records.append(CaseRecord(case, str(patient_ids.get(case, case)), image_path, label_path))
+        records.append(CaseRecord(case, str(patient_ids.get(case, case)), image_path, label_path, liver))
     if not records:
         raise DataError(images_dir, "no NIfTI images (*.nii.gz) found")
     return sorted(records, key=lambda r: r.case)
 
 
-def _load_nifti(path: Path):
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for truncated/corrupt files
-        raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(path, f"expected a 3D volume, got shape {tuple(data.shape)}")
-    return img, data
-
-
-def check_geometry(image_path: Path, label_path: Path, image_shape, image_affine, label_shape, label_affine) -> None:
-    """Raise `DataError` naming the label when it is not on its image's voxel grid."""
-    if tuple(image_shape) != tuple(label_shape):
-        raise DataError(label_path, f"label shape {tuple(label_shape)} differs from image shape "
-                                    f"{tuple(image_shape)} ({image_path.name})")
-    if not np.allclose(image_affine, label_affine, atol=AFFINE_ATOL):
-        raise DataError(label_path, f"label affine differs from the affine of {image_path.name}:\n"
-                                    f"{np.round(label_affine, 4)}\nvs\n{np.round(image_affine, 4)}")
-
-
 def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
               require_liver: bool = True) -> LoadedCase:
-    """Decode image and label; validate label presence, geometry and liver content."""
+    """Decode image and label; validate label presence, geometry and liver content.
+    `liver_labels` overrides the record's own (dataset.json) liver labels."""
     if record.label_path is None or not Path(record.label_path).is_file():
         raise DataError(record.image_path, f"no label file (expected {record.label_path})")
-    image_img, image = _load_nifti(Path(record.image_path))
-    label_img, label = _load_nifti(Path(record.label_path))
-    check_geometry(Path(record.image_path), Path(record.label_path), image.shape, image_img.affine,
-                   label.shape, label_img.affine)
+    image = read_volume(record.image_path)
+    label_vol = read_volume(record.label_path)
+    check_same_grid(label_vol, image, record.label_path, Path(record.image_path).name, "label ")
+    label = label_vol.array
     if not np.issubdtype(label.dtype, np.integer):
         rounded = np.rint(label)
         if not np.allclose(rounded, label):
             raise DataError(record.label_path, "label has non-integer values")
         label = rounded.astype(np.int32)
-    mask = liver_mask(label, liver_labels)
+    labels = liver_labels if liver_labels is not None else record.liver_labels
+    mask = liver_mask(label, labels)
     if require_liver and not mask.any():
-        which = "labels > 0" if liver_labels is None else f"labels {list(liver_labels)}"
+        which = "labels > 0" if labels is None else f"labels {sorted(int(v) for v in labels)}"
         raise DataError(record.label_path, f"no liver voxels ({which}); values present: "
                                            f"{np.unique(label).tolist()}")
-    spacing = tuple(float(s) for s in image_img.header.get_zooms()[:3])
-    return LoadedCase(record, image, mask, np.asarray(image_img.affine, dtype=np.float64), spacing,
+    return LoadedCase(record, image.array, mask, image.affine, image.spacing,
                       [int(v) for v in np.unique(label)])
 
 
@@ -222,10 +190,5 @@ def ras_spacing(affine: np.ndarray, spacing: Sequence[float]) -> tuple[float, ..
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:
     """(shape, affine, spacing) from the header only: no voxel decoding."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:
-        raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
-    return tuple(img.shape[:3]), np.asarray(img.affine), tuple(float(s) for s in img.header.get_zooms()[:3])
+    vol = read_geometry(path)
+    return vol.shape, vol.affine, vol.spacing

@@ -1,0 +1,53 @@
+"""Fit stage: train, keep the best-by-val/dice checkpoint as `model.ckpt`, save the split, reload the best."""
+from __future__ import annotations
+
+import signal
+import threading
+import warnings
+from pathlib import Path
+
+from benchmark.stages.interrupt import STOP, on_sigint, stop_if_interrupted
+from datamodules.files import atomic_write_json
+
+
+def fit_stage(trainer, model, datamodule, folder: Path, record: dict):
+    """Train, then (module in eval mode, its preprocessing config) from the selected checkpoint."""
+    fit(trainer, model, datamodule)
+    record["checkpoint"] = ensure_checkpoint(trainer, folder / "model.ckpt")
+    if not (folder / "split.json").is_file():
+        atomic_write_json(folder / "split.json", datamodule.split)
+    return load_best(folder / "model.ckpt")
+
+
+def fit(trainer, model, datamodule) -> None:
+    """`trainer.fit`; Lightning turns Ctrl-C into `sys.exit(1)` (and ignores further Ctrl-C):
+    give the suite its KeyboardInterrupt back so it stops cleanly."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            trainer.fit(model, datamodule=datamodule)
+    except SystemExit as exc:
+        if trainer.interrupted:
+            STOP.set()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, on_sigint)
+            raise KeyboardInterrupt from exc
+        raise
+    stop_if_interrupted()
+
+
+def ensure_checkpoint(trainer, path: Path) -> dict:
+    """`model.ckpt` is the best by val/dice; if validation never ran, the final weights."""
+    callback = trainer.checkpoint_callback
+    if path.is_file():
+        score = callback.best_model_score if callback is not None else None
+        return {"path": path.name, "selected_by": "val/dice", "val_dice": float(score) if score is not None else None}
+    trainer.save_checkpoint(path)
+    return {"path": path.name, "selected_by": "last step (no validation ran)", "val_dice": None}
+
+
+def load_best(path: Path):
+    from models import load_module
+
+    module, preprocessing = load_module(path)
+    return module.eval(), preprocessing

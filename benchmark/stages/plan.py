@@ -1,0 +1,51 @@
+"""Plan stage: a run's config (exactly what `liverbench fit` would take) -> model, DataModule, Trainer."""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from benchmark.plan import RUNNER_ONLY, RunSpec, build_config, model_name
+
+
+def plan(spec: RunSpec, folder: Path, record: dict) -> dict:
+    """The run's full config; fills `record["config"]` and `record["model"]` (registry name)."""
+    config = build_config(spec, folder)
+    record["config"] = config
+    record["model"] = model_name(config["model"]["class_path"])
+    return config
+
+
+def instantiate(config: dict, logger, callbacks: list, folder: Path):
+    """Model, DataModule and Trainer through `liverbench fit`'s LightningCLI (runner and CLI cannot
+    drift); then the run's W&B logger, progress callback and checkpoint location are attached."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from benchmark.lightning_cli import LiverBenchCLI, user_error
+
+    errors = io.StringIO()
+    try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
+        with contextlib.redirect_stderr(errors), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k not in RUNNER_ONLY}, run=False)
+    except SystemExit:
+        message = errors.getvalue()
+        message = message[message.find("error:"):] if "error:" in message else message
+        raise ValueError(f"invalid run config: {message.strip()}") from None
+    except Exception as exc:  # record the user's problem (bad data, no weights), not jsonargparse's wrapper
+        cause = user_error(exc)
+        if cause is None or cause is exc:
+            raise
+        raise cause from exc
+    trainer = cli.trainer
+    if logger is not None:
+        trainer.logger = logger
+    checkpoints = trainer.checkpoint_callbacks
+    if not checkpoints:
+        checkpoints = [ModelCheckpoint(monitor="val/dice", mode="max")]
+        trainer.callbacks.append(checkpoints[0])
+    for cb in checkpoints:  # the CLI's best-by-val/dice checkpoint, saved as OUT/.../model.ckpt
+        cb.dirpath, cb.filename, cb.save_last, cb.save_top_k = str(folder), "model", False, 1
+    trainer.callbacks[:0] = callbacks
+    return cli.model, cli.datamodule, trainer

@@ -1,0 +1,35 @@
+"""Record stage: the run's `result.json` skeleton, and at the end W&B logging then the atomic write
+(written last: a result.json marks the run as finished)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from benchmark import records as rec
+from benchmark.plan import RunSpec
+
+
+def new_record(spec: RunSpec, command: str = "") -> dict:
+    """Every field of result.json, unset until its stage fills it."""
+    return {"status": None, "error": None, "suite": spec.suite, "variant": spec.variant,
+            "label": spec.label, "model": None, "modality": spec.modality, "seed": spec.seed,
+            "preset": spec.preset_name, "data": spec.data, "config": None, "metrics": None,
+            "timing": None, "params": None, "flops": None, "device": None,
+            "versions": rec.package_versions(), "git_commit": rec.git_commit(), "command": command,
+            "started": rec.now(), "durations": {}}
+
+
+def finish_record(folder: Path, record: dict, logger, per_case: list, overlays: list, name: str) -> dict:
+    """Log an ok run to W&B (or abort its W&B run), then write result.json. W&B trouble never loses it."""
+    from benchmark.wandb_logging import abort_run, log_result
+
+    record["finished"] = rec.now()
+    try:
+        if record["status"] == "ok":
+            log_result(logger, record, per_case, overlays)
+        else:
+            abort_run(logger)
+    except Exception as exc:
+        warnings.warn(f"W&B logging failed for {name}: {exc}")
+    rec.write_result(folder, record)
+    return record
