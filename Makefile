@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: test test-all bench install clean
+# `make bench EXTERNAL="ct=DIR,mri=DIR"` also scores every run on real sets (see docs/runner.md);
+# `make devset` writes data/devset/{ct,mri} from the shared real samples (REAL=... to move them).
+EXTERNAL ?=
+REAL     ?= ../shared/data/real
+
+.PHONY: test test-all bench devset install clean
 
 install: $(STAMP)
 
@@ -24,8 +29,11 @@ test-all: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/liverbench run --suite paper --data phantom --modalities ct,mri --seeds 0 --preset cpu --out results --resume
+	$(VENV)/bin/liverbench run --suite paper --data phantom --modalities ct,mri --seeds 0 --preset cpu --out results --resume $(if $(EXTERNAL),--external "$(EXTERNAL)")
 	$(VENV)/bin/liverbench report --results results --out leaderboard.md
+
+devset: $(STAMP)
+	$(VENV)/bin/liverbench data devset --real "$(REAL)" --out data/devset
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -13,8 +13,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("benchmark.report:main", "turn result records into leaderboard.md"),
     "evaluate": ("benchmark.evaluate:main", "score a folder of NIfTI predictions against ground truth"),
     "predict": ("benchmark.predict:main", "segment a scan with a checkpoint (or LightningCLI predict with --config)"),
+    "external-eval": ("benchmark.external_eval:main", "score a checkpoint on a real dataset (per case + mean)"),
     "models": ("models.registry:main", "list registered models with parameter counts"),
-    "data": ("datamodules.cli:main", "phantom | inspect | convert | download"),
+    "data": ("datamodules.cli:main", "phantom | inspect | convert | download | devset"),
     "fit": ("benchmark.lightning_cli:main", "LightningCLI: train one model (--config ...)"),
     "validate": ("benchmark.lightning_cli:main", "LightningCLI: validate one model"),
     "test": ("benchmark.lightning_cli:main", "LightningCLI: test one model"),
@@ -23,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: liverbench <command> [options]", "", "commands:"]
-    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `liverbench <command> --help` for a command's options."]
     return "\n".join(lines)
 

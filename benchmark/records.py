@@ -54,14 +54,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def write_per_case(folder: str | os.PathLike, rows: list[dict]) -> Path:
+def write_per_case(folder: str | os.PathLike, rows: list[dict], name: str = "per_case.csv") -> Path:
     buf = io.StringIO()
     extra = [k for k in ("tp", "fp", "fn") if rows and k in rows[0]]
     writer = csv.DictWriter(buf, fieldnames=["case", "patient", *METRICS, *extra], extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return atomic_write_text(Path(folder) / "per_case.csv", buf.getvalue())
+    return atomic_write_text(Path(folder) / name, buf.getvalue())
 
 
 def json_safe(value):

@@ -31,6 +31,7 @@ class Run:
     path: Path
     record: dict
     cases: dict = field(default_factory=dict)  # case -> {"dice": float, ..., "patient": str}
+    external_cases: dict = field(default_factory=dict)  # the same for the external set
 
     def get(self, *keys, default=None):
         value = self.record
@@ -73,6 +74,8 @@ def load_runs(results: Path) -> list[Run]:
         run = Run(path.parent, record)
         if record.get("status") == "ok":
             run.cases = read_per_case(path.parent / "per_case.csv")
+            if (record.get("external") or {}).get("metrics"):
+                run.external_cases = read_per_case(path.parent / "external_per_case.csv")
         runs.append(run)
     return runs
 
@@ -113,12 +116,35 @@ def summarise_group(runs: list[Run]) -> dict:
     cases = sorted(g["case_dice"])
     g["ci"] = bootstrap_ci([g["case_dice"][c] for c in cases], [patient[c] for c in cases]) if cases else (math.nan, math.nan)
     g["n_patients"] = len({patient[c] for c in cases})
+    g["external"] = summarise_external(runs)
     first = runs[0]
     for key in ("params", "flops", "preset", "data", "device"):
         g[key] = first.get(key)
     g["device"] = g["device"] or first.get("timing", "device")
     g["compute_precision"] = first.get("timing", "precision")
     return g
+
+
+def summarise_external(runs: list[Run]) -> dict | None:
+    """External set of one (variant, modality): seed statistics of its Dice, per-case Dice averaged over
+    seeds with a bootstrap CI over cases, failed cases (mean over seeds); None when no run has one."""
+    scored = [r for r in runs if r.get("external", "metrics")]
+    errors = [r.get("external", "error") for r in runs if r.get("external", "error")]
+    if not scored and not errors:
+        return None
+    per_case: dict[str, list[float]] = defaultdict(list)
+    for run in scored:
+        for case, row in run.external_cases.items():
+            per_case[case].append(row["dice"])
+    case_dice = {c: sum(v) / len(v) for c, v in per_case.items()}
+    cases = sorted(case_dice)
+    names = sorted({str(r.get("external", "name")) for r in runs if r.get("external", "name")})
+    return {"name": ", ".join(names) or "–", "n": len(cases), "runs": len(scored), "errors": errors,
+            "dice": mean_std([r.get("external", "metrics", "dice", default=math.nan) for r in scored]),
+            "case_mean": sum(case_dice.values()) / len(cases) if cases else math.nan,
+            "min": min(case_dice.values()) if cases else math.nan,
+            "ci": bootstrap_ci([case_dice[c] for c in cases]) if cases else (math.nan, math.nan),
+            "failed": mean_std([r.get("external", "failed", default=math.nan) for r in scored])}
 
 
 def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list, dict, dict]:
@@ -154,6 +180,8 @@ def table1(order, labels, groups, modalities) -> str:
     """The paper's Table 1 layout: overlap metrics per modality, then time per volume."""
     headers = ["Variant"] + [f"{MODALITY_NAMES.get(m, m)} {k}" for m in modalities
                              for k in ("DSC", "Jaccard", "Precision", "Recall")]
+    external = [m for m in modalities if any(g.get("external") for (_, gm), g in groups.items() if gm == m)]
+    headers += [f"{MODALITY_NAMES.get(m, m)} external DSC (real scans)" for m in external]
     headers += [f"{MODALITY_NAMES.get(m, m)} time/volume (s)" for m in modalities]
     rows = []
     for v in order:
@@ -161,6 +189,9 @@ def table1(order, labels, groups, modalities) -> str:
         for m in modalities:
             g = groups.get((v, m))
             row += [_fmt(*g[k][:2]) if g else "–" for k in OVERLAP]
+        for m in external:
+            ext = (groups.get((v, m)) or {}).get("external")
+            row.append(_fmt(*ext["dice"][:2]) if ext and ext["runs"] else "–")
         for m in modalities:
             g = groups.get((v, m))
             row.append(_fmt(g["volume_ms"][0] / 1000, g["volume_ms"][1] / 1000, 2) if g else "–")
@@ -168,7 +199,7 @@ def table1(order, labels, groups, modalities) -> str:
     paper = ["**Paper (quoted, not measured)**"]
     for m in modalities:
         paper += [PAPER.get(f"{m}_dice", "–"), "–", "–", "–"]
-    paper += [PAPER["time"]] * len(modalities)
+    paper += ["–"] * len(external) + [PAPER["time"]] * len(modalities)
     return _md(headers, rows + [paper])
 
 
@@ -194,6 +225,28 @@ def detail_tables(order, labels, groups, modalities) -> str:
     c = _md(["Variant", "Modality", "Volume end-to-end (ms)", "Volume model-only (ms)", "Slice model-only (ms)",
              "Params (M)", "GFLOPs/volume", "Peak memory (MB)", "Device", "Precision", "Preset", "Data"], cost)
     return f"### Accuracy\n\n{a}\n\n### Cost\n\n{c}"
+
+
+def external_table(order, labels, groups, modalities) -> str:
+    """The real-scan table: each variant and modality on its external set."""
+    rows = []
+    for m in modalities:
+        for v in order:
+            ext = (groups.get((v, m)) or {}).get("external")
+            if not ext:
+                continue
+            lo, hi = ext["ci"]
+            failed = _fmt(ext["failed"][0], digits=1) if ext["runs"] else "–"
+            if ext["errors"]:
+                failed += f" ({len(ext['errors'])} run(s) not scored: " + \
+                          "; ".join(e.replace("|", "\\|").replace("\n", " ")[:120] for e in ext["errors"]) + ")"
+            rows.append([labels[v], MODALITY_NAMES.get(m, m), ext["name"], ext["n"], ext["runs"],
+                         _fmt(ext["case_mean"]), "–" if math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]",
+                         _fmt(ext["min"]), failed])
+    if not rows:
+        return ""
+    return _md(["Variant", "Modality", "Set", "n cases", "Seeds", "DSC mean", "DSC 95% CI (bootstrap over cases)",
+                "Worst case DSC", "Failed cases (mean over seeds)"], rows)
 
 
 def wilcoxon_table(order, labels, groups, modalities, baseline: str = BASELINE) -> str:
@@ -257,6 +310,17 @@ def _values(runs, *keys) -> str:
     return ", ".join(vals) if vals else "unknown"
 
 
+def real_scan_section(order, labels, groups, modalities) -> list[str]:
+    table = external_table(order, labels, groups, modalities)
+    if not table:
+        return []
+    return ["## Real scans (external validation)", "",
+            "Each run scored on every case of the external real set of its modality (`liverbench run "
+            "--external`), in each scan's original geometry with the test split's metrics; liver label by name "
+            "from the set's dataset.json. Per-case Dice averaged over seeds; CI: percentile bootstrap over "
+            "cases; a failed case is an empty prediction (Dice 0).", "", table, ""]
+
+
 def render(runs: list[Run], results: Path, out: Path, argv: list[str], now: dt.datetime,
            baseline: str = BASELINE) -> str:
     order, labels, groups = build_groups(runs, baseline)
@@ -289,6 +353,7 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], now: dt.d
         "## Table 1 (the paper's layout)", "", table1(order, labels, groups, modalities), "",
         "The paper row is **quoted from the paper, not measured here**: DSC ranges over its variants and "
         "2.4–3.0 s \"per image\" (its hardware and the meaning of \"image\" are not stated).", "",
+        *real_scan_section(order, labels, groups, modalities),
         "## Details", "", detail_tables(order, labels, groups, modalities), "",
         f"## Paired Wilcoxon signed-rank test vs `{baseline}`", "",
         "Per-case Dice averaged over seeds, paired on the test cases both variants share.", "",

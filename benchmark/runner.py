@@ -1,4 +1,4 @@
-"""`liverbench run`: every suite entry x modality x seed: plan -> fit -> test -> timing -> one record.
+"""`liverbench run`: every suite entry x modality x seed: plan -> fit -> test -> external -> timing -> one record.
 
 Runs are sequential, each in its own folder (see `benchmark.records`). Finished runs are skipped,
 killed runs restart clean, a failing run is recorded and the suite goes on. Each stage is a small
@@ -18,6 +18,8 @@ from rich.console import Console
 from benchmark import records as rec
 from benchmark.plan import RunSpec, load_preset, load_suite, plan_runs
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
+from benchmark.external import resolve_external
+from benchmark.stages.external import external_stage
 from benchmark.stages.fit import ensure_checkpoint, fit, fit_stage, load_best  # noqa: F401 (public names)
 from benchmark.stages.interrupt import STOP as _STOP, interruptible, stop_if_interrupted
 from benchmark.stages.plan import instantiate, plan
@@ -32,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="phantom",
                    help="phantom (generated, default) | DIR in nnU-Net raw layout | ct=DIR,mri=DIR")
     p.add_argument("--modalities", default="ct,mri", help="comma list of ct, mri (default: ct,mri)")
+    p.add_argument("--external", default=None,
+                   help="also score each run on a real set of its modality: ct=DIR,mri=DIR or one DIR "
+                        "(nnU-Net raw layout; DIR:N sets the liver label, default by name from dataset.json)")
     p.add_argument("--seeds", default="0", help="comma list of integer seeds (default: 0)")
     p.add_argument("--preset", default="cpu", help="cpu | gpu | path to a preset YAML (default: cpu)")
     p.add_argument("--out", default="results", help="results folder (default: results)")
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = load_preset(args.preset)
         seeds = [int(s) for s in _csv(args.seeds)]
         runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out)
+        external = resolve_external(args.external, _csv(args.modalities))  # checked before any training
     except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     with SuiteProgress(len(runs)) as progress, interruptible():
         progress.log(f"suite {suite['name']}: {len(runs)} runs, preset {preset['name']}, W&B {mode}, out {args.out}")
+        for ext in external.values():
+            progress.log(f"external {ext.modality}: {ext.name}, {ext.n} cases, liver labels {ext.liver_labels}")
         for spec in runs:
             previous = rec.read_result(spec.folder)
             if previous and (previous.get("status") == "ok" or not args.resume):
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress.finish_run()
                 continue
             try:
-                results.append(execute_run(spec, mode, args.project, progress, command))
+                results.append(execute_run(spec, mode, args.project, progress, command,
+                                           external.get(spec.modality)))
             except KeyboardInterrupt:
                 interrupted = True
                 progress.log(f"interrupted during {spec.name}; finished results are kept, "
@@ -110,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if (all(ok) if args.strict else any(ok)) else 1
 
 
-def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "") -> dict:
-    """One run, start to record. Exceptions become a `failed` record; Ctrl-C propagates."""
+def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "",
+                external=None) -> dict:
+    """One run, start to record (`external`: the validated real set of its modality, or None).
+    Exceptions become a `failed` record; Ctrl-C propagates."""
     from benchmark.wandb_logging import abort_run, make_logger, validation_overlays
 
     folder = rec.prepare_run_dir(spec.folder)
     record = new_record(spec, command)
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
-    logger, per_case, overlays = None, [], []
+    logger, per_case, overlays, external_rows = None, [], [], []
     started = clock = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -139,7 +150,13 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         per_case, overlays = score_test_split(module, preprocessing, datamodule, config, folder, record,
                                               log_images=logger is not None)
         lap("test_s")
-        # external stage (issue 8, `--external`): score the same module on a real dataset here
+        if external is not None:
+            progress.set_run_stage("external")
+            largest = bool(config["evaluation"]["largest_component"])
+            record["external"], external_rows = external_stage(module, preprocessing, external, folder, largest)
+            if record["external"].get("error"):
+                progress.log(f"[red]{spec.name}: external set not scored[/red]: {record['external']['error'][:200]}")
+            lap("external_s")
         progress.set_run_stage("timing")
         record.update(measure(module, preprocessing, config, spec.modality, datamodule.test_records))
         lap("timing_s")
@@ -153,4 +170,4 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         record.update(rec.failure_fields(exc))
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
     durations["total_s"] = time.perf_counter() - started
-    return finish_record(folder, record, logger, per_case, overlays, spec.name)
+    return finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)

@@ -87,12 +87,21 @@ def _config(record: dict) -> dict:
     return {k: record.get(k) for k in keys}
 
 
+EXTERNAL_KEYS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "global_dice")
+
+
 def summary_values(record: dict) -> dict:
+    """Flat W&B summary of a record; the external set's means go under `external/<metric>`."""
     out = {}
     for key, (section, name) in SUMMARY_KEYS.items():
         value = (record.get(section) or {}).get(name) if section else record.get(name)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             out[key] = value
+    ext = record.get("external") or {}
+    if ext.get("metrics"):
+        out.update({f"external/{k}": ext["metrics"][k] for k in EXTERNAL_KEYS
+                    if ext["metrics"].get(k) is not None and not math.isnan(ext["metrics"][k])})
+        out.update({"external/n": ext["n"], "external/failed": ext["failed"], "external/set": ext["name"]})
     return out
 
 
@@ -143,16 +152,24 @@ def validation_overlays(n_images: int = 2):
     return ValidationOverlays()
 
 
-def log_result(logger, record: dict, per_case: list[dict], overlays: list | None = None) -> None:
-    """Summary keys, the per-case table and overlays for one finished run; then close the run."""
-    if logger is None:
-        return
+def _table(rows: list[dict]):
     import wandb
 
+    columns = list(rows[0].keys())
+    return wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+
+
+def log_result(logger, record: dict, per_case: list[dict], overlays: list | None = None,
+               external_rows: list[dict] | None = None) -> None:
+    """Summary keys, the per-case tables (test split, external set) and overlays for one finished
+    run; then close the run."""
+    if logger is None:
+        return
     run = logger.experiment
     if per_case:
-        columns = list(per_case[0].keys())
-        run.log({"test/per_case": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in per_case])})
+        run.log({"test/per_case": _table(per_case)})
+    if external_rows:
+        run.log({"external/per_case": _table(external_rows)})
     if overlays:
         run.log({"test/overlays": overlays})
     for key, value in summary_values(record).items():

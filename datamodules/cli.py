@@ -9,6 +9,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("datamodules.inspect:main", "per-case shape, spacing, orientation, labels, liver ml"),
     "convert": ("datamodules.convert:main", "convert msd|lits|chaos|amos|dicom to the nnU-Net raw layout"),
     "download": ("datamodules.download:main", "download, verify and convert msd-liver|chaos"),
+    "devset": ("datamodules.devset:main", "build the real development sets (CT, MRI) from the shared samples"),
 }
 
 

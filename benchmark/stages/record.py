@@ -14,19 +14,20 @@ def new_record(spec: RunSpec, command: str = "") -> dict:
     return {"status": None, "error": None, "suite": spec.suite, "variant": spec.variant,
             "label": spec.label, "model": None, "modality": spec.modality, "seed": spec.seed,
             "preset": spec.preset_name, "data": spec.data, "config": None, "metrics": None,
-            "timing": None, "params": None, "flops": None, "device": None,
+            "external": None, "timing": None, "params": None, "flops": None, "device": None,
             "versions": rec.package_versions(), "git_commit": rec.git_commit(), "command": command,
             "started": rec.now(), "durations": {}}
 
 
-def finish_record(folder: Path, record: dict, logger, per_case: list, overlays: list, name: str) -> dict:
+def finish_record(folder: Path, record: dict, logger, per_case: list, overlays: list, name: str,
+                  external_rows: list | None = None) -> dict:
     """Log an ok run to W&B (or abort its W&B run), then write result.json. W&B trouble never loses it."""
     from benchmark.wandb_logging import abort_run, log_result
 
     record["finished"] = rec.now()
     try:
         if record["status"] == "ok":
-            log_result(logger, record, per_case, overlays)
+            log_result(logger, record, per_case, overlays, external_rows)
         else:
             abort_run(logger)
     except Exception as exc:

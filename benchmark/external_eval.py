@@ -1,0 +1,67 @@
+"""`liverbench external-eval`: score one checkpoint on an external real set, per case and mean.
+
+The quick check during experiments: loads the model once, predicts every case of DIR in its
+original geometry and scores it exactly as `liverbench run --external` does (same set checks,
+liver label by name from dataset.json, same metrics).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from datamodules.files import DataError
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="liverbench external-eval", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="model.ckpt of a run (or any LiverBench checkpoint)")
+    p.add_argument("--external", required=True,
+                   help="dataset folder in nnU-Net raw layout; DIR:N (or DIR:N+M) sets the liver label(s)")
+    p.add_argument("--out", help="write the per-case metrics to this CSV")
+    p.add_argument("--largest-component", action="store_true", help="keep only the largest component first")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    return p.parse_args(argv)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.external import load_external_set, parse_external, score, summary_block
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    try:
+        (directory, labels), = parse_external(args.external).values()
+        ext = load_external_set(directory, None, labels)
+        if not Path(args.checkpoint).is_file():
+            raise DataError(args.checkpoint, "checkpoint not found")
+        from benchmark.inference import Predictor
+
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=ext.modality)
+        trained = predictor.config.get("modality")
+        if trained and trained != ext.modality:
+            print(f"warning: the checkpoint was trained on {trained.upper()}, the set is {ext.modality.upper()}",
+                  file=sys.stderr)
+        rows = score(predictor.module, predictor.config, ext, args.largest_component)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{ext.name} ({ext.modality.upper()}, liver labels {ext.liver_labels}, {ext.n} cases): {ext.path}")
+    print(f"{'case':<24} {'dice':>6} {'hd95':>8} {'assd':>7} failed")
+    for row in rows:
+        print(f"{row['case']:<24} {row['dice']:6.3f} {_fmt(row['hd95']):>8} {_fmt(row['assd']):>7} {row['failed']}")
+    block = summary_block(ext, rows)
+    m = block["metrics"]
+    print(f"{'mean':<24} {m['dice']:6.3f} {_fmt(m['hd95']):>8} {_fmt(m['assd']):>7} {block['failed']}"
+          f"   (min dice {min(r['dice'] for r in rows):.3f}, {time.perf_counter() - start:.1f} s)")
+    if args.out:
+        from benchmark.records import write_per_case
+
+        write_per_case(Path(args.out).parent, rows, Path(args.out).name)
+        print(f"wrote {args.out}")
+    return 0
