@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        (directory, labels), = parse_external(args.external).values()
-        ext = load_external_set(directory, None, labels)
+        sets = parse_external(args.external)
+        if len(sets) != 1:
+            raise ValueError("external-eval scores one set: --external DIR[:N] or ct=DIR / mri=DIR")
+        ((modality, (directory, labels)),) = sets.items()
+        ext = load_external_set(directory, modality, labels)
         if not Path(args.checkpoint).is_file():
             raise DataError(args.checkpoint, "checkpoint not found")
         from benchmark.inference import Predictor
