@@ -19,7 +19,7 @@ from benchmark import records as rec
 from benchmark.plan import RunSpec, load_preset, load_suite, plan_runs
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
 from benchmark.external import resolve_external
-from benchmark.stages.external import external_stage
+from benchmark.stages.external import external_stage, needs_scoring, score_finished_run
 from benchmark.stages.fit import ensure_checkpoint, fit, fit_stage, load_best  # noqa: F401 (public names)
 from benchmark.stages.interrupt import STOP as _STOP, interruptible, stop_if_interrupted
 from benchmark.stages.plan import instantiate, plan
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             progress.log(f"external {ext.modality}: {ext.name}, {ext.n} cases, liver labels {ext.liver_labels}")
         for spec in runs:
             previous = rec.read_result(spec.folder)
+            if previous and needs_scoring(previous, external.get(spec.modality)):
+                progress.log(f"{spec.name}: finished earlier; scoring its model.ckpt on the external set")
+                previous = score_finished_run(spec.folder, previous, external[spec.modality])
             if previous and (previous.get("status") == "ok" or not args.resume):
                 progress.log(f"skip {spec.name}: already {previous.get('status')}"
                              + ("" if previous.get("status") == "ok" else " (use --resume to retry)"))

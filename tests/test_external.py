@@ -146,6 +146,26 @@ def test_external_eval_matches_the_run(ext_run, ext_ct, tmp_path, capsys):
     assert cli(["external-eval", "--checkpoint", str(tmp_path / "none.ckpt"), "--external", str(ext_ct)]) == 2
 
 
+def test_finished_runs_are_scored_later_without_retraining(ext_run, ext_ct, tmp_path):
+    """`make bench` first, `EXTERNAL=...` later: finished runs get their external scores from model.ckpt."""
+    out, _, folder = ext_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    run = records.run_dir(copy, "ext", "unet", "ct", 0)
+    record = json.loads((run / "result.json").read_text())
+    record["external"] = None
+    (run / "result.json").write_text(json.dumps(record))
+    (run / "external_per_case.csv").unlink()
+    ckpt_mtime = (run / "model.ckpt").stat().st_mtime_ns
+    assert runner.main(["--suite", str(one_entry_suite(tmp_path / "suite")), "--modalities", "ct", "--out",
+                        str(copy), "--wandb", "disabled", "--external", f"ct={ext_ct}"]) == 0
+    again = json.loads((run / "result.json").read_text())
+    assert again["finished"] == record["finished"] and (run / "model.ckpt").stat().st_mtime_ns == ckpt_mtime
+    assert again["external"]["n"] == 2 and again["external"]["metrics"]["dice"] == pytest.approx(
+        json.loads((folder / "result.json").read_text())["external"]["metrics"]["dice"])
+    assert (run / "external_per_case.csv").read_text() == (folder / "external_per_case.csv").read_text()
+
+
 def _bad_sets(ext_ct: Path, tmp: Path) -> list[tuple[str, str]]:
     """(--external value, file the error must name) for each kind of bad set."""
     def copy(name):

@@ -18,3 +18,29 @@ def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
         return {**ext.describe(), "error": failure_fields(exc)["error"]}, []
     write_per_case(folder, rows, "external_per_case.csv")
     return summary_block(ext, rows), rows
+
+
+def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
+    """A run finished earlier without this set's scores (e.g. `make bench` first, `EXTERNAL=...` later):
+    score its `model.ckpt` now and rewrite result.json (atomic), without retraining."""
+    from benchmark.records import write_result
+    from benchmark.stages.fit import load_best
+
+    folder = Path(folder)
+    largest = bool((record.get("postprocessing") or {}).get("largest_component"))
+    try:
+        module, preprocessing = load_best(folder / "model.ckpt")
+    except Exception as exc:
+        record["external"] = {**ext.describe(), "error": failure_fields(exc)["error"]}
+    else:
+        record["external"], _ = external_stage(module, preprocessing, ext, folder, largest)
+    write_result(folder, record)
+    return record
+
+
+def needs_scoring(record: dict, ext: ExternalSet | None) -> bool:
+    """True for an ok record that has no scores for `ext` (none, an error, or another set's)."""
+    if ext is None or record.get("status") != "ok":
+        return False
+    done = record.get("external") or {}
+    return not (done.get("metrics") and done.get("path") == str(ext.path) and done.get("liver_labels") == ext.liver_labels)
