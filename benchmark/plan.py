@@ -30,6 +30,8 @@ class RunSpec:
     data: str  # "phantom" or a dataset folder
     folder: Path
     smoke: bool = False
+    index: int = 0  # position of the entry in the suite: the report's row order
+    dry_run: bool = False  # `--dry-run`: the preset on CPU for a few steps (see `cpu_dry_run`)
 
     @property
     def name(self) -> str:
@@ -116,7 +118,7 @@ def _data_dirs(data: str, modalities: list[str]) -> dict[str, str]:
 
 
 def plan_runs(suite: dict, preset: dict, modalities: list[str], seeds: list[int], data: str,
-              out: str | os.PathLike) -> list[RunSpec]:
+              out: str | os.PathLike, dry_run: bool = False) -> list[RunSpec]:
     bad = [m for m in modalities if m not in DATAMODULES]
     if bad or not modalities:
         raise ValueError(f"--modalities must be a comma list of {', '.join(DATAMODULES)}, got {modalities}")
@@ -126,8 +128,8 @@ def plan_runs(suite: dict, preset: dict, modalities: list[str], seeds: list[int]
     smoke = suite["name"] == "smoke" or suite.get("budget") == "smoke"
     return [
         RunSpec(suite["name"], e["variant"], e["label"], Path(e["config"]), m, seed, preset, dirs[m],
-                run_dir(out, suite["name"], e["variant"], m, seed), smoke)
-        for e in suite["entries"] for m in modalities for seed in seeds
+                run_dir(out, suite["name"], e["variant"], m, seed), smoke, i, dry_run)
+        for i, e in enumerate(suite["entries"]) for m in modalities for seed in seeds
     ]
 
 
@@ -166,7 +168,7 @@ def _model_keys(class_path: str) -> set[str]:
 
 
 SECTIONS = ("trainer", "model", "data", "timing", "evaluation")
-RUNNER_ONLY = ("timing", "evaluation")  # preset sections the runner uses itself, not LightningCLI
+RUNNER_ONLY = ("timing", "evaluation", "dry_run")  # runner-only sections, not LightningCLI keys
 
 
 def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
@@ -214,4 +216,31 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     config["trainer"] = trainer
     config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
     config["evaluation"] = {"largest_component": False, **b["evaluation"]}
-    return config
+    return cpu_dry_run(config) if spec.dry_run else config
+
+
+DRY_RUN_STEPS = 2
+
+
+def cpu_dry_run(config: dict) -> dict:
+    """The same run on one CPU process for a few steps: catches a broken (e.g. gpu) preset without a GPU.
+
+    Only where the run happens and how long changes (accelerator, devices, nodes, strategy, steps,
+    validation batches, timing repeats); precision, batch and patch sizes, loss, lr, resampling and
+    the other preset settings stay as they are. bf16 mixed precision runs on CPUs too.
+    """
+    trainer = dict(config["trainer"])
+    steps = trainer.get("max_steps") or -1
+    trainer.update(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", max_epochs=-1,
+                   max_steps=min(steps, DRY_RUN_STEPS) if steps > 0 else DRY_RUN_STEPS,
+                   check_val_every_n_epoch=None, limit_val_batches=1)
+    trainer["val_check_interval"] = trainer["max_steps"]  # validate (and checkpoint) once, at the end
+    if trainer.get("precision") == "16-mixed":  # fp16 autocast is GPU-only in Lightning
+        trainer["precision"] = "bf16-mixed"
+    timing = {**config.get("timing", {}), "warmup": 0, "repeats": 1, "flops": False}
+    if timing.get("precision") == "fp16":
+        timing["precision"] = "bf16"
+    data = dict(config["data"]["init_args"])
+    data["num_workers"] = 0  # the CPU test machines have 2 cores
+    return {**config, "trainer": trainer, "timing": timing,
+            "data": {**config["data"], "init_args": data}, "dry_run": True}

@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import json
 import math
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -162,7 +163,15 @@ def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list, dict,
     suite_start: dict = {}
     for (suite, _), t in start.items():
         suite_start[suite] = min(suite_start.get(suite, t), t)
-    order = sorted(start, key=lambda k: (suite_start[k[0]], k[0], k[1] != baseline, start[k], k[1]))
+    # Within a suite: the suite file's entry order (`entry`), so sharded and single-process runs give
+    # the same tables; records without it (older runs) by start time.
+    entry: dict = {}
+    for (vkey, _), rs in by_key.items():
+        for r in rs:
+            if isinstance(r.get("entry"), int):
+                entry[vkey] = min(entry.get(vkey, r.get("entry")), r.get("entry"))
+    position = {k: (0, entry[k], "") if k in entry else (1, 0, start[k]) for k in start}
+    order = sorted(start, key=lambda k: (suite_start[k[0]], k[0], k[1] != baseline, position[k], k[1]))
     several = len(suite_start) > 1
     labels = {}
     for k in order:
@@ -370,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results"), help="folder searched for result.json")
     parser.add_argument("--out", type=Path, default=Path("leaderboard.md"), help="markdown file to write")
     parser.add_argument("--baseline", default=BASELINE, help="variant id the paired tests compare against")
+    parser.add_argument("--wandb", nargs="?", const="auto", default=None,
+                        choices=["auto", "disabled", "offline", "online"],
+                        help="also log one W&B summary run per suite (after all shards are done); "
+                             "mode as for `liverbench run` (default: online with an API key, else offline)")
+    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "liverbench"), help="W&B project")
     args = parser.parse_args(argv)
     try:
         if not args.results.is_dir():
@@ -383,4 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     atomic_write_text(args.out, text)
     print(f"wrote {args.out} ({len(runs)} runs)")
+    if args.wandb:
+        log_summaries(runs, args.results, args.wandb, args.project)
     return 0
+
+
+def log_summaries(runs: list[Run], results: Path, mode: str, project: str) -> None:
+    """One W&B summary run per suite over every record (all shards'), in `RESULTS/<suite>/wandb`."""
+    from benchmark.wandb_logging import log_suite_summary, resolve_mode
+
+    mode = resolve_mode(None if mode == "auto" else mode)
+    suites: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        if run.get("suite"):
+            suites[str(run.get("suite"))].append(run.record)
+    for suite, records in sorted(suites.items()):
+        log_suite_summary(mode, project, suite, records, results / suite)
+        print(f"W&B summary run {suite}__summary ({mode}): {len(records)} runs")

@@ -2,12 +2,16 @@
 
 Runs are sequential, each in its own folder (see `benchmark.records`). Finished runs are skipped,
 killed runs restart clean, a failing run is recorded and the suite goes on. Each stage is a small
-function in `benchmark.stages`; `execute_run` reads top to bottom.
+function in `benchmark.stages`; `execute_run` reads top to bottom. `--shard K/N` runs one part of the
+plan; shard processes share one results folder, each run under its own lock (`benchmark.shard`,
+`benchmark.locks`, docs/cluster.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
 import sys
 import time
 import warnings
@@ -15,11 +19,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from benchmark import locks
 from benchmark import records as rec
 from benchmark.plan import RunSpec, load_preset, load_suite, plan_runs
+from benchmark.shard import claim, finished, is_rank_zero, parse_shard, shard_runs
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
 from benchmark.external import resolve_external
-from benchmark.stages.external import external_stage, needs_scoring, score_finished_run
+from benchmark.stages.external import external_stage
 from benchmark.stages.fit import ensure_checkpoint, fit, fit_stage, load_best  # noqa: F401 (public names)
 from benchmark.stages.interrupt import STOP as _STOP, interruptible, stop_if_interrupted
 from benchmark.stages.plan import instantiate, plan
@@ -47,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also retry runs recorded as failed (finished runs are always skipped)")
     p.add_argument("--report", action="store_true", help="refresh OUT/leaderboard.md after the suite")
     p.add_argument("--strict", action="store_true", help="exit 1 if any run failed (default: only if all failed)")
+    p.add_argument("--shard", default=None, metavar="K/N|auto",
+                   help="run part K of N (0 <= K < N) of the plan, split by expected cost; auto: from the "
+                        "SLURM array (SLURM_ARRAY_TASK_ID/COUNT). Shards share --out; see docs/cluster.md")
+    p.add_argument("--dry-run", action="store_true",
+                   help="the preset on one CPU process for a few steps (checks e.g. the gpu preset without a GPU)")
     return p.parse_args(argv)
 
 
@@ -62,74 +73,116 @@ def main(argv: list[str] | None = None) -> int:
         suite = load_suite(args.suite)
         preset = load_preset(args.preset)
         seeds = [int(s) for s in _csv(args.seeds)]
-        runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out)
+        shard = parse_shard(args.shard)
+        runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out, args.dry_run)
+        planned = len(runs)
+        runs = shard_runs(runs, *shard) if shard else runs
         external = resolve_external(args.external, _csv(args.modalities))  # checked before any training
     except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    rank_zero = is_rank_zero()  # ranks >= 1 of a DDP run train along, nothing else (see benchmark.shard)
+    with contextlib.ExitStack() as held:
+        try:  # a plain run alone in --out, shard processes together (docs/cluster.md)
+            if rank_zero:
+                held.enter_context(locks.results_folder(args.out, shard is not None, command))
+        except locks.LockHeld as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return _run_suite(args, suite, preset, runs, planned, shard, rank_zero, command, external)
+
+
+def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: int, shard, rank_zero: bool,
+               command: str, external: dict) -> int:
     from benchmark.wandb_logging import log_suite_summary, resolve_mode, sync_hint
 
     mode = resolve_mode(args.wandb)
     results: list[dict] = []
     interrupted = False
+    where = {"shard": f"{shard[0]}/{shard[1]}" if shard else None, "host": socket.gethostname(), "pid": os.getpid()}
+    since = rec.now()
     with SuiteProgress(len(runs)) as progress, interruptible():
-        progress.log(f"suite {suite['name']}: {len(runs)} runs, preset {preset['name']}, W&B {mode}, out {args.out}")
+        part = f" (shard {where['shard']} of {planned} planned)" if shard else ""
+        progress.log(f"suite {suite['name']}: {len(runs)} runs{part}, preset {preset['name']}, W&B {mode}, out {args.out}")
         for ext in external.values():
             progress.log(f"external {ext.modality}: {ext.name}, {ext.n} cases, liver labels {ext.liver_labels}")
         for spec in runs:
-            previous = rec.read_result(spec.folder)
-            if previous and needs_scoring(previous, external.get(spec.modality)):
-                progress.log(f"{spec.name}: finished earlier; scoring its model.ckpt on the external set")
-                previous = score_finished_run(spec.folder, previous, external[spec.modality])
-            if previous and (previous.get("status") == "ok" or not args.resume):
-                progress.log(f"skip {spec.name}: already {previous.get('status')}"
-                             + ("" if previous.get("status") == "ok" else " (use --resume to retry)"))
-                results.append(previous)
+            if rank_zero:
+                lock, previous, note = claim(spec, args.out, args.resume, command, since)
+                skip = lock is None
+            else:  # a DDP follower: rank zero decides from the same records
+                lock, previous, note = None, rec.read_result(spec.folder), "already done"
+                skip = finished(previous, args.resume)
+            if skip:
+                progress.log(f"skip {spec.name}: {note}")
+                if previous:
+                    results.append(previous)
                 progress.finish_run()
                 continue
+            if rank_zero:
+                progress.log(f"start {spec.name}" + (f" ({note})" if note else ""))
             try:
-                results.append(execute_run(spec, mode, args.project, progress, command,
-                                           external.get(spec.modality)))
+                record = execute_run(spec, mode, args.project, progress, command, external.get(spec.modality),
+                                     where=where, rank_zero=rank_zero)
+                results.extend([record] if record else [])
             except KeyboardInterrupt:
                 interrupted = True
                 progress.log(f"interrupted during {spec.name}; finished results are kept, "
                              "re-run the same command to continue")
                 break
+            finally:
+                if lock is not None:
+                    lock.release()
+                    if lock.lost:
+                        warnings.warn(f"{spec.name}: its lock {lock.path} was broken by another process "
+                                      f"(heartbeat older than {lock.stale_after_s:.0f} s)")
             progress.finish_run()
             if _STOP.is_set():  # Ctrl-C after the run's record was written: stop before the next
                 interrupted = True
                 progress.log("interrupted; finished results are kept, re-run the same command to continue")
                 break
+    if not rank_zero:
+        return 0
     console = Console(stderr=False, width=max(Console().width, 130))
     console.print(summary_table(results, title=f"LiverBench: suite {suite['name']} ({args.out})"))
     for line in failures(results):
         console.print(f"[red]failed[/red] {line}", highlight=False)
     suite_dir = Path(args.out) / suite["name"]
-    if not interrupted:
+    if shard:  # the summary run is made once, from every shard's records, by `report --wandb`
+        if mode != "disabled":
+            console.print(f"shard {where['shard']}: once every shard is done, `liverbench report --results "
+                          f"{args.out} --wandb` makes the suite's W&B summary run", highlight=False)
+    elif not interrupted:
         try:
             log_suite_summary(mode, args.project, suite["name"], results, suite_dir)
         except Exception as exc:  # W&B trouble must not lose the benchmark
             warnings.warn(f"W&B summary run failed: {exc}")
-        if args.report:
-            from benchmark import report
+    if not interrupted and args.report:
+        from benchmark import report
 
-            report.main(["--results", str(args.out), "--out", str(Path(args.out) / "leaderboard.md")])
+        report.main(["--results", str(args.out), "--out", str(Path(args.out) / "leaderboard.md")])
     if mode == "offline":
         console.print(sync_hint(args.out), highlight=False)
     if interrupted:
         return 130
     ok = [r.get("status") == "ok" for r in results]
+    if not runs:  # more shards than runs: this one has nothing to do
+        return 0
     return 0 if (all(ok) if args.strict else any(ok)) else 1
 
 
 def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "",
-                external=None) -> dict:
+                external=None, where: dict | None = None, rank_zero: bool = True) -> dict | None:
     """One run, start to record (`external`: the validated real set of its modality, or None).
-    Exceptions become a `failed` record; Ctrl-C propagates."""
+    Exceptions become a `failed` record; Ctrl-C propagates.
+
+    On DDP ranks >= 1 (`rank_zero=False`) only the fit runs, with the same checkpoint logic (its
+    saving is collective): no folder clean-up, W&B, test, timing or record; returns None."""
     from benchmark.wandb_logging import abort_run, make_logger, validation_overlays
 
-    folder = rec.prepare_run_dir(spec.folder)
-    record = new_record(spec, command)
+    folder = rec.prepare_run_dir(spec.folder) if rank_zero else spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    record = new_record(spec, command, where)
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
     logger, per_case, overlays, external_rows = None, [], [], []
     started = clock = time.perf_counter()
@@ -141,13 +194,18 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
 
     try:
         config = plan(spec, folder, record)
-        logger = make_logger(mode, project, spec.suite, record, folder)
+        logger = make_logger(mode, project, spec.suite, record, folder) if rank_zero else None
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
         callbacks = [StepProgress(progress)] + ([validation_overlays()] if logger is not None else [])
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()
+        if not rank_zero:  # a DDP follower: train along; saving a checkpoint is collective
+            fit(trainer, model, datamodule)
+            ensure_checkpoint(trainer, folder / "model.ckpt")
+            return None
         module, preprocessing = fit_stage(trainer, model, datamodule, folder, record)
+        record["world_size"] = trainer.world_size
         lap("fit_s")
         progress.set_run_stage("test")
         per_case, overlays = score_test_split(module, preprocessing, datamodule, config, folder, record,
@@ -170,6 +228,9 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         abort_run(logger)
         raise
     except Exception as exc:  # recorded; the suite goes on
+        if not rank_zero:
+            progress.log(f"{spec.name} failed on this rank: {exc}")
+            return None
         record.update(rec.failure_fields(exc))
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
     durations["total_s"] = time.perf_counter() - started

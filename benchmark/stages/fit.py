@@ -39,7 +39,7 @@ def fit(trainer, model, datamodule) -> None:
 def ensure_checkpoint(trainer, path: Path) -> dict:
     """`model.ckpt` is the best by val/dice; if validation never ran, the final weights."""
     callback = trainer.checkpoint_callback
-    if path.is_file():
+    if callback is not None and callback.best_model_path:  # the same on every DDP rank
         score = callback.best_model_score if callback is not None else None
         return {"path": path.name, "selected_by": "val/dice", "val_dice": float(score) if score is not None else None}
     trainer.save_checkpoint(path)

@@ -9,14 +9,14 @@ from benchmark import records as rec
 from benchmark.plan import RunSpec
 
 
-def new_record(spec: RunSpec, command: str = "") -> dict:
-    """Every field of result.json, unset until its stage fills it."""
-    return {"status": None, "error": None, "suite": spec.suite, "variant": spec.variant,
+def new_record(spec: RunSpec, command: str = "", where: dict | None = None) -> dict:
+    """Every field of result.json, unset until its stage fills it; `where`: shard, host, pid."""
+    return {"status": None, "error": None, "suite": spec.suite, "entry": spec.index, "variant": spec.variant,
             "label": spec.label, "model": None, "modality": spec.modality, "seed": spec.seed,
             "preset": spec.preset_name, "data": spec.data, "config": None, "metrics": None,
             "external": None, "timing": None, "params": None, "flops": None, "device": None,
             "versions": rec.package_versions(), "git_commit": rec.git_commit(), "command": command,
-            "started": rec.now(), "durations": {}}
+            **(where or {}), "started": rec.now(), "durations": {}}
 
 
 def finish_record(folder: Path, record: dict, logger, per_case: list, overlays: list, name: str,

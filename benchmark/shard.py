@@ -1,0 +1,141 @@
+"""Spreading one suite over processes: `--shard K/N` (or `auto`), a cost-balanced split, DDP ranks.
+
+The split is a pure function of the plan and N: runs are sorted by expected cost (largest first,
+ties by plan position) and each goes to the shard with the least total so far (LPT greedy), then
+every shard runs its share in plan order. Same plan + same N = same split, on every node.
+
+Cost model (relative units, roughly CPU seconds on the cpu preset, see docs/cluster.md):
+`cost = OVERHEAD + steps x STEP[dims] x MODALITY[modality]`, where `steps` is the run's
+`trainer.max_steps` (or `max_epochs x EPOCH_STEPS` when training is epoch-based).
+"""
+from __future__ import annotations
+
+import os
+
+from datamodules.files import DataError
+
+OVERHEAD = 20.0  # test + timing + start-up of one run, in step-units of a 2D step
+STEP = {2: 0.3, 3: 0.45}  # measured seconds per optimiser step on the cpu preset (docs/runner.md)
+MODALITY = {"ct": 1.0, "mri": 1.0}  # same patch budget for both; kept as a knob
+EPOCH_STEPS = 50  # assumed steps per epoch when only max_epochs is known (the gpu preset)
+
+
+def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int] | None:
+    """`"K/N"` (0 <= K < N) -> (K, N); `"auto"` from the SLURM array; None -> not sharded.
+
+    `auto` uses `SLURM_ARRAY_TASK_ID` - `SLURM_ARRAY_TASK_MIN` of `SLURM_ARRAY_TASK_COUNT`
+    (so `--array=1-8` works as well as `0-7`); outside a SLURM array it is `0/1`. torchrun's and
+    Lightning's RANK/LOCAL_RANK are *not* shard numbers: those processes are the DDP ranks of one
+    run and must all take the same runs (see `is_rank_zero`).
+    """
+    if text is None:
+        return None
+    env = os.environ if environ is None else environ
+    if text == "auto":
+        if "SLURM_ARRAY_TASK_ID" not in env:
+            return 0, 1
+        try:
+            task, low = int(env["SLURM_ARRAY_TASK_ID"]), int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            count = int(env.get("SLURM_ARRAY_TASK_COUNT") or int(env["SLURM_ARRAY_TASK_MAX"]) - low + 1)
+        except (KeyError, ValueError):
+            raise ValueError("--shard auto: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT are not integers") from None
+        k, n = task - low, count
+    else:
+        try:
+            k, n = (int(p) for p in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must be K/N (e.g. 0/4) or auto, got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--shard {k}/{n}: need 0 <= K < N (shards are numbered from 0)")
+    return k, n
+
+
+def expected_cost(spec) -> float:
+    """The run's expected cost from its final config (preset layers applied); 1 step if unreadable."""
+    from benchmark.plan import build_config
+
+    try:
+        config = build_config(spec, spec.folder)
+    except (ValueError, OSError):  # a broken entry fails fast when it runs
+        return OVERHEAD
+    trainer = config.get("trainer") or {}
+    dims = int((config["data"].get("init_args") or {}).get("dims", 2))
+    steps = trainer.get("max_steps") or -1
+    if steps < 0:
+        epochs = trainer.get("max_epochs") or 1
+        steps = (epochs if epochs > 0 else 1) * EPOCH_STEPS
+    return OVERHEAD + steps * STEP.get(dims, STEP[3]) * MODALITY.get(spec.modality, 1.0)
+
+
+def split(costs: list[float], n: int) -> list[list[int]]:
+    """Plan indices per shard: longest-processing-time-first greedy, deterministic, each in plan order."""
+    loads, parts = [0.0] * n, [[] for _ in range(n)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        k = min(range(n), key=lambda k: (loads[k], k))
+        loads[k] += costs[i]
+        parts[k].append(i)
+    return [sorted(p) for p in parts]
+
+
+def shard_runs(runs: list, k: int, n: int) -> list:
+    """This shard's runs, in plan order."""
+    if n == 1:
+        return list(runs)
+    return [runs[i] for i in split([expected_cost(r) for r in runs], n)[k]]
+
+
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def is_rank_zero(environ: dict | None = None) -> bool:
+    """True unless a launcher (torchrun, Lightning's DDP launcher, srun) made this a non-zero rank.
+
+    Lightning's own DDP launcher re-runs `liverbench run` for ranks >= 1 with LOCAL_RANK set;
+    those processes train with rank zero but never lock, test, time, record or log to W&B.
+    """
+    env = os.environ if environ is None else environ
+    for key in RANK_VARS:
+        value = env.get(key)
+        if value not in (None, ""):
+            try:
+                if int(value) != 0:
+                    return False
+            except ValueError:
+                raise DataError(key, f"environment variable is not an integer rank: {value!r}") from None
+    return True
+
+
+def finished(record: dict | None, resume: bool, since: str | None = None) -> bool:
+    """Skip a run whose record is ok, or failed without --resume, or written by another process
+    after `since` (this invocation's start: it was just retried elsewhere)."""
+    if not record:
+        return False
+    if record.get("status") == "ok" or not resume:
+        return True
+    return since is not None and str(record.get("finished") or "") > since
+
+
+def claim(spec, out, resume: bool, command: str, since: str | None = None):
+    """`(lock, None, note)` when this process should run `spec` now (holding its run lock);
+    `(None, record_or_None, reason)` when it should skip it (finished, or running elsewhere)."""
+    from benchmark import locks
+    from benchmark.records import read_result
+
+    previous = read_result(spec.folder)
+    if finished(previous, resume):
+        return None, previous, f"already {previous.get('status')}" + (
+            "" if previous.get("status") == "ok" else " (use --resume to retry)")
+    lock = locks.run_lock(out, spec.suite, spec.name, command)
+    try:
+        lock.acquire()
+    except locks.LockHeld as exc:
+        h = exc.holder
+        return None, None, f"running elsewhere (PID {h.get('pid')} on host {h.get('host')})"
+    previous = read_result(spec.folder)  # finished by another process between our check and the lock
+    if finished(previous, resume, since):
+        lock.release()
+        return None, previous, f"already {previous.get('status')} (finished by another process)"
+    note = None
+    if lock.broke:
+        note = f"took over the stale lock of PID {lock.broke.get('pid')} on host {lock.broke.get('host')}"
+    return lock, None, note
