@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 EXTERNAL ?=
 REAL     ?= ../shared/data/real
 
-.PHONY: test test-all bench devset install clean
+.PHONY: test test-all bench devset gpu-check install clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ bench: $(STAMP)
 
 devset: $(STAMP)
 	$(VENV)/bin/liverbench data devset --real "$(REAL)" --out data/devset
+
+# On a lent GPU machine (<= 8 min on one GPU): writes docs/gpu/gpu_check.{json,md}.
+# DRY_RUN=1: the same script on the CPU at tiny sizes (CI), writes docs/gpu/dry_run.{json,md}.
+gpu-check: $(STAMP)
+	WANDB_MODE=disabled $(PY) -m benchmark.gpu_check $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

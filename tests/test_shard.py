@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import locks, plan, records, runner, shard
-from test_runner import REPO, TINY_UNET, _wait_for, blobs, result, run_args, write_suite  # noqa: F401
+from test_runner import REPO, TINY_UNET, _wait_for, blobs, result, run_args, smoke, write_suite  # noqa: F401
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -174,3 +174,53 @@ def test_rank_nonzero_process_trains_but_never_records(blobs, tmp_path, monkeypa
     assert not (folder / "result.json").exists() and not (folder / "per_case.csv").exists()
     assert not (folder / "wandb").exists() and not (out / "follow" / "wandb").exists()
     assert not locks.locks_dir(out).exists()
+
+
+def _comparable(report: str) -> str:
+    """The report without wall-clock and timing content: generation time, run times, time columns."""
+    keep, skipping = [], False
+    for line in report.splitlines():
+        if line.startswith("### Cost"):
+            skipping = True
+        elif line.startswith("## "):
+            skipping = False
+        if skipping or "UTC" in line or line.startswith("- Runs:") or ".png" in line:
+            continue
+        if "time/volume" in line or line.startswith("| U-Net") or line.startswith("| 3D") or line.startswith("| ResNet") \
+                or line.startswith("| **Paper"):
+            line = line.rsplit("|", 2)[0] + "|"  # Table 1's last column: time per volume
+        keep.append(line)
+    return "\n".join(keep)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_shards_on_the_smoke_suite_equal_one_process(smoke, tmp_path):
+    """Shards 0/2 and 1/2 started together into one folder: the same runs, the same Dice and per-case
+    rows as one process, and the same report (timing and wall-clock aside)."""
+    from benchmark import report
+
+    single, code, _ = smoke
+    assert code == 0
+    shared = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", "--suite", "smoke", "--modalities", "ct",
+           "--out", str(shared), "--wandb", "disabled", "--shard"]
+    procs = [subprocess.Popen([*cmd, f"{k}/2"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for k in range(2)]
+    outputs = [p.communicate(timeout=800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    names = sorted(p.parent.name for p in (single / "smoke").glob("*/result.json"))
+    assert names == sorted(p.parent.name for p in (shared / "smoke").glob("*/result.json")) and len(names) == 6
+    shards = {}
+    for name in names:
+        a = json.loads((single / "smoke" / name / "result.json").read_text())
+        b = json.loads((shared / "smoke" / name / "result.json").read_text())
+        assert a["status"] == b["status"] == "ok"
+        assert a["metrics"] == b["metrics"], name  # bit-identical Dice, HD95, ...
+        assert (single / "smoke" / name / "per_case.csv").read_text() == \
+            (shared / "smoke" / name / "per_case.csv").read_text()
+        shards.setdefault(b["shard"], []).append(name)
+    assert sorted(shards) == ["0/2", "1/2"] and all(shards.values())  # both shards did work
+    for out in (single, shared):
+        assert report.main(["--results", str(out), "--out", str(out / "leaderboard.md")]) == 0
+    assert _comparable((single / "leaderboard.md").read_text()) == _comparable((shared / "leaderboard.md").read_text())
