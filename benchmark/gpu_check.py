@@ -95,7 +95,7 @@ def predict_timing(work: Path, dry_run: bool, device: str, repeats: int) -> dict
     """End-to-end and model-only predict per CT volume, every variant with a smoke checkpoint, bf16."""
     from benchmark import timing as T
     from benchmark.inference import Predictor
-    from benchmark.runner import _timing_input
+    from benchmark.stages.timing import _timing_input
     from datamodules.transforms import PRESET_SPACING, build_preprocessing
     from models import load_module
 
