@@ -47,11 +47,15 @@ def test_heartbeat_is_renewed_and_a_broken_lock_is_not_recreated(tmp_path):
     path = tmp_path / "hb.lock"
     lock = locks.FileLock(path, heartbeat_s=0.05).acquire()
     before = json.loads(path.read_text())["heartbeat"]
-    time.sleep(0.3)
-    assert json.loads(path.read_text())["heartbeat"] > before
-    path.unlink()  # someone judged it stale and broke it
+    end = time.monotonic() + 10
+    while json.loads(path.read_text())["heartbeat"] <= before and time.monotonic() < end:
+        time.sleep(0.05)
+    assert json.loads(path.read_text())["heartbeat"] > before  # the thread beats
+    lock.release()
+    lock = locks.FileLock(path, heartbeat_s=3600).acquire()
+    path.unlink()  # someone judged it stale and broke it, then took it
     write_lock(path, token="other")
-    time.sleep(0.2)
+    lock.renew()
     assert lock.lost and json.loads(path.read_text())["token"] == "other"
     lock.release()
     assert path.exists()  # not ours: left alone
