@@ -224,3 +224,20 @@ def test_two_shards_on_the_smoke_suite_equal_one_process(smoke, tmp_path):
     for out in (single, shared):
         assert report.main(["--results", str(out), "--out", str(out / "leaderboard.md")]) == 0
     assert _comparable((single / "leaderboard.md").read_text()) == _comparable((shared / "leaderboard.md").read_text())
+
+
+def test_report_wandb_makes_one_summary_run_per_suite_from_every_record(tmp_path, capsys):
+    """`liverbench report --wandb`: the W&B summary run, made once after the shards, over all records."""
+    from benchmark import report
+    from test_report import _write_run
+    from wandb_offline import find_offline_runs
+
+    for variant in ("unet_baseline", "unet3d"):
+        for seed in (0, 1):  # as if written by different shards
+            _write_run(tmp_path, variant, "ct", seed)
+    _write_run(tmp_path, "unet_baseline", "ct", 0, suite="smoke")
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "lb.md"), "--wandb", "offline"]) == 0
+    assert "W&B summary run paper__summary (offline): 4 runs" in capsys.readouterr().out
+    for suite, n in (("paper", 4), ("smoke", 1)):
+        (run,) = [r for r in find_offline_runs(tmp_path / suite / "wandb") if r.job_type == "summary"]
+        assert run.group == suite and len(run.table("leaderboard")["data"]) == n
