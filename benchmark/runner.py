@@ -25,7 +25,7 @@ from benchmark.plan import RunSpec, load_preset, load_suite, plan_runs
 from benchmark.shard import claim, finished, is_rank_zero, parse_shard, shard_runs
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
 from benchmark.external import resolve_external
-from benchmark.stages.external import external_stage
+from benchmark.stages.external import external_stage, needs_scoring, score_finished_run
 from benchmark.stages.fit import ensure_checkpoint, fit, fit_stage, load_best  # noqa: F401 (public names)
 from benchmark.stages.interrupt import STOP as _STOP, interruptible, stop_if_interrupted
 from benchmark.stages.plan import instantiate, plan
@@ -113,6 +113,9 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
             else:  # a DDP follower: rank zero decides from the same records
                 lock, previous, note = None, rec.read_result(spec.folder), "already done"
                 skip = finished(previous, args.resume)
+            if skip and rank_zero and previous and needs_scoring(previous, external.get(spec.modality)):
+                progress.log(f"{spec.name}: finished earlier; scoring its model.ckpt on the external set")
+                previous = score_finished_run(spec.folder, previous, external[spec.modality])
             if skip:
                 progress.log(f"skip {spec.name}: {note}")
                 if previous:
