@@ -19,10 +19,9 @@ import numpy as np
 from benchmark.metrics import METRIC_KEYS, case_metrics, summarise
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.readers import case_name
+from datamodules.volumes import Volume, check_same_grid, liver_mask, read_volume
 
 CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn")
-AFFINE_ATOL_MM = 1e-3
-AFFINE_RTOL = 1e-4
 
 
 def nifti_files(folder: Path) -> dict[str, Path]:
@@ -50,44 +49,20 @@ def parse_labels(text: str | None) -> list[int] | None:
         raise SystemExit(f"error: labels must be comma-separated integers, got {text!r}") from None
 
 
-def _load_mask(path: Path, labels: list[int] | None):
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise DataError(path, f"cannot read NIfTI: {exc}") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(path, f"expected a 3-D label volume, got shape {data.shape}")
-    mask = np.isin(data, labels) if labels else data > 0
-    return mask, img.affine
-
-
-def check_geometry(pred_path: Path, pred_shape, pred_affine, gt_path: Path, gt_shape, gt_affine) -> None:
-    """Raise DataError naming both files when shape or affine differ beyond tolerance."""
-    if tuple(pred_shape) != tuple(gt_shape):
-        raise DataError(pred_path, f"shape {tuple(pred_shape)} differs from ground truth {gt_path} shape {tuple(gt_shape)}")
-    if not np.allclose(pred_affine, gt_affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        raise DataError(
-            pred_path,
-            f"affine differs from ground truth {gt_path}:\n{np.round(pred_affine, 4)}\nvs\n{np.round(gt_affine, 4)}",
-        )
+def _load_mask(path: Path, labels: list[int] | None) -> tuple[np.ndarray, Volume]:
+    vol = read_volume(path)
+    return liver_mask(vol.array, labels), vol
 
 
 def score_case(pred_path: Path, gt_path: Path, liver_labels=None, pred_labels=None, largest_component=False) -> dict:
-    """Load one prediction/ground-truth pair, check geometry and score it (distances in mm)."""
-    import nibabel as nib
-
-    gt, gt_affine = _load_mask(gt_path, liver_labels)
-    pred, pred_affine = _load_mask(pred_path, pred_labels)
-    check_geometry(pred_path, pred.shape, pred_affine, gt_path, gt.shape, gt_affine)
+    """Load one prediction/ground-truth pair, check geometry and score it (distances in mm,
+    spacing from the ground truth's affine)."""
+    gt, gt_vol = _load_mask(gt_path, liver_labels)
+    pred, pred_vol = _load_mask(pred_path, pred_labels)
+    check_same_grid(pred_vol, gt_vol, pred_path, f"ground truth {gt_path}")
     if not gt.any():
         raise DataError(gt_path, f"no liver voxel (labels {liver_labels or '> 0'}): nothing to score against")
-    spacing = nib.affines.voxel_sizes(gt_affine)
-    return case_metrics(pred, gt, spacing, largest_component=largest_component)
+    return case_metrics(pred, gt, gt_vol.spacing, largest_component=largest_component)
 
 
 def evaluate_folders(pred_dir, gt_dir, liver_labels=None, pred_labels=None, largest_component=False):

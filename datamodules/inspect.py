@@ -19,14 +19,14 @@ from datamodules.readers import dataset_modality, load_case, read_dataset
 
 
 def inspect_case(record, liver_labels: Sequence[int] | None = None) -> dict[str, Any]:
-    import nibabel as nib
+    from datamodules.volumes import orientation
 
     case = load_case(record, liver_labels, require_liver=False)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     liver_voxels = int(case.mask.sum())
     return {"case": record.case, "patient": record.patient, "shape": list(case.image.shape),
             "spacing": [round(s, 4) for s in case.spacing],
-            "orientation": "".join(nib.aff2axcodes(case.affine)), "labels": case.label_values,
+            "orientation": orientation(case.affine), "labels": case.label_values,
             "liver_voxels": liver_voxels, "liver_ml": round(liver_voxels * voxel_ml, 3),
             "image": str(record.image_path), "label": str(record.label_path)}
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from datamodules.files import DataError
 from datamodules.volumes import (NIFTI_SUFFIXES, check_same_grid, liver_labels_from_dataset_json, parse_labels,
-                                 read_geometry, read_volume)
+                                 ras_spacing, read_geometry, read_volume)  # noqa: F401 (re-exported)
 from datamodules.volumes import liver_mask as _liver_mask
 
 
@@ -174,18 +174,6 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
                                            f"{np.unique(label).tolist()}")
     return LoadedCase(record, image.array, mask, image.affine, image.spacing,
                       [int(v) for v in np.unique(label)])
-
-
-def ras_spacing(affine: np.ndarray, spacing: Sequence[float]) -> tuple[float, ...]:
-    """Voxel spacing in RAS axis order (x, y, z), the order `Spacingd` sees after `Orientationd("RAS")`:
-    a sagittal or coronal file stores its axes in another order."""
-    import nibabel as nib
-
-    axes = nib.io_orientation(np.asarray(affine))[:, 0].astype(int)
-    out = [0.0, 0.0, 0.0]
-    for file_axis, ras_axis in enumerate(axes):
-        out[ras_axis] = float(spacing[file_axis])
-    return tuple(out)
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:

@@ -124,6 +124,41 @@ def check_same_grid(a, b, path: str | Path, other: str | Path, what: str = "") -
                               f"{np.round(aa, 4)}\nvs\n{np.round(ab, 4)}")
 
 
+def orientation(affine: np.ndarray) -> str:
+    """Axis codes of an affine, e.g. "RAS" or "LPS"."""
+    import nibabel as nib
+
+    return "".join(nib.aff2axcodes(np.asarray(affine)))
+
+
+def ras_spacing(affine: np.ndarray, spacing) -> tuple[float, ...]:
+    """Voxel spacing in RAS axis order (x, y, z), the order `Spacingd` sees after `Orientationd("RAS")`:
+    a sagittal or coronal file stores its axes in another order."""
+    import nibabel as nib
+
+    axes = nib.io_orientation(np.asarray(affine))[:, 0].astype(int)
+    out = [0.0, 0.0, 0.0]
+    for file_axis, ras_axis in enumerate(axes):
+        out[ras_axis] = float(spacing[file_axis])
+    return tuple(out)
+
+
+def align_to_grid(data: np.ndarray, affine: np.ndarray, ref_shape, ref_affine, path) -> np.ndarray:
+    """Reorder axes/flips of `data` so it lies on the reference grid; refuse a different grid."""
+    import nibabel.orientations as nio
+
+    transform = nio.ornt_transform(nio.io_orientation(affine), nio.io_orientation(ref_affine))
+    out = nio.apply_orientation(data, transform)
+    new_affine = affine @ nio.inv_ornt_aff(transform, data.shape)
+    if tuple(out.shape) != tuple(ref_shape):
+        raise DataError(path, f"mask shape {tuple(out.shape)} (after reorientation) does not match the "
+                              f"image shape {tuple(ref_shape)}")
+    if not same_grid((out.shape, new_affine), (ref_shape, ref_affine)):
+        raise DataError(path, "mask geometry (affine) does not match the image: max difference "
+                              f"{np.abs(new_affine - np.asarray(ref_affine)).max():.3g} mm (tolerance {GRID_ATOL_MM} mm)")
+    return np.ascontiguousarray(out)
+
+
 def parse_labels(meta: dict[str, Any], path: str | Path = "dataset.json") -> dict[str, list[int]]:
     """Label name -> label values, from nnU-Net (`{"liver": 1}` or regions `{"liver": [1, 2]}`)
     or MSD (`{"1": "liver"}`) style."""
@@ -220,6 +255,7 @@ def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
     if isinstance(header, nib.nifti1.Nifti1Header):
         codes = (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
     img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=codes[0])
     img.set_sform(affine, code=codes[1])
     return save_nifti(img, path)

@@ -11,7 +11,9 @@ from typing import Iterable
 
 import numpy as np
 
-from datamodules.files import DataError, atomic_path, atomic_save_nifti, atomic_write_json
+from datamodules.files import DataError, atomic_path, atomic_write_json
+from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, read_geometry, read_volume, same_grid,
+                                 write_mask, write_volume)
 
 CHANNEL = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
 
@@ -82,19 +84,20 @@ class DatasetWriter:
     def label_path(self, case: str) -> Path:
         return self.root / "labelsTr" / f"{case}.nii.gz"
 
-    def add(self, case: str, image, mask: np.ndarray, patient: str | None = None) -> None:
-        """`image`: a nibabel image or a NIfTI path (copied byte-exact, gzipped if needed)."""
-        import nibabel as nib
-
+    def add(self, case: str, image: Volume | str | Path, mask: np.ndarray, patient: str | None = None) -> None:
+        """`image`: a `Volume` or a NIfTI path (copied byte-exact, gzipped if needed). The label gets
+        the image's affine and qform/sform codes, so readers see identical geometry."""
+        if isinstance(image, (str, Path)):
+            like = read_geometry(image)
+        else:
+            like = image
+        if tuple(mask.shape) != tuple(like.shape):
+            raise DataError(self.image_path(case), f"mask shape {mask.shape} != image shape {like.shape}")
         if isinstance(image, (str, Path)):
             copy_nifti(Path(image), self.image_path(case))
-            img = nib.load(str(image))
         else:
-            img = image
-            atomic_save_nifti(img, self.image_path(case))
-        if tuple(mask.shape) != tuple(img.shape[:3]):
-            raise DataError(self.image_path(case), f"mask shape {mask.shape} != image shape {img.shape}")
-        atomic_save_nifti(_label_image(mask, img), self.label_path(case))
+            write_volume(self.image_path(case), image.array, image)
+        write_mask(self.label_path(case), mask, like)
         if case not in self.cases:
             self.cases.append(case)
         if patient is not None:
@@ -119,19 +122,6 @@ class DatasetWriter:
         return self.root
 
 
-def _label_image(mask: np.ndarray, img):
-    """Label image with the image's affine and qform/sform codes, so readers see identical geometry."""
-    import nibabel as nib
-
-    lab = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
-    hdr = getattr(img, "header", None)
-    qcode = int(hdr["qform_code"]) if hdr is not None and "qform_code" in hdr else 1
-    scode = int(hdr["sform_code"]) if hdr is not None and "sform_code" in hdr else 1
-    lab.set_qform(img.affine, code=qcode or 1)
-    lab.set_sform(img.affine, code=scode or 1)
-    return lab
-
-
 def copy_nifti(src: Path, dst: Path) -> None:
     """Copy a NIfTI as `.nii.gz` without decoding it (gzip of a `.nii` is a valid `.nii.gz`)."""
     with atomic_path(dst, suffix=".nii.gz") as tmp:
@@ -143,27 +133,17 @@ def copy_nifti(src: Path, dst: Path) -> None:
 
 
 def load_label_on_image(label_path: Path, image_path: Path) -> np.ndarray:
-    """A label volume checked against its image (shape; affine within 1e-3 mm after reorientation)."""
-    import nibabel as nib
-
-    from datamodules.dicom import align_to_grid
-
-    try:
-        img = nib.load(str(image_path))
-        lab = nib.load(str(label_path))
-        data = np.asarray(lab.dataobj)
-    except Exception as exc:
-        raise DataError(label_path, f"cannot read label/image pair ({exc})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.shape == img.shape[:3] and not np.allclose(lab.affine, img.affine, atol=1e-2):
+    """A label volume checked against its image (shape; the one grid tolerance after reorientation)."""
+    img = read_geometry(image_path)
+    lab = read_volume(label_path)
+    if lab.shape == img.shape and not same_grid(lab, img):
         # LiTS: some segmentation headers lack the image's orientation; trust voxel order
         # when the shapes agree and the voxel sizes match.
-        if np.allclose(lab.header.get_zooms()[:3], img.header.get_zooms()[:3], atol=1e-2):
+        if np.allclose(lab.spacing, img.spacing, rtol=0, atol=GRID_ATOL_MM):
             warnings.warn(f"{label_path}: affine differs from {image_path.name}; using voxel order "
                           "(same shape and voxel size)", stacklevel=2)
-            return data
-    return align_to_grid(data, lab.affine, img.shape[:3], img.affine, label_path)
+            return np.asarray(lab.array)
+    return align_to_grid(np.asarray(lab.array), lab.affine, img.shape, img.affine, label_path)
 
 
 def print_summary(root: Path, n: int) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.convert.common import DatasetWriter, binarize
-from datamodules.dicom import read_dicom_series, read_mask, seg_liver_value, series_to_nifti
+from datamodules.dicom import read_dicom_series, read_mask, seg_liver_value, series_volume
 from datamodules.files import DataError
 
 
@@ -31,6 +31,6 @@ def convert(src: str | Path, dst: str | Path, mask: str | Path | None = None, ca
     liver = binarize(labels, liver_labels, mask)
     writer = DatasetWriter(dst, channel, name="DICOM", append=True)
     name = case or src.resolve().name
-    writer.add(name, series_to_nifti(series), liver)
+    writer.add(name, series_volume(series), liver)
     print(f"  {name}: {series.image.shape}, {int(np.sum(liver))} liver voxels", flush=True)
     return writer.finish(source="DICOM series")
