@@ -65,8 +65,25 @@ def _pixels(ds, path: Path) -> np.ndarray:
     return arr.astype(np.float32) * slope + intercept
 
 
-def read_dicom_series(source: str | Path | list) -> DicomSeries:
+def _pick_series(datasets: list, kept: list, where: Path, series: str | None) -> tuple[list, list]:
+    """One SeriesInstanceUID: refuse a folder mixing several unless `series` names one of them."""
+    groups: dict[str, list[int]] = {}
+    for i, ds in enumerate(datasets):
+        groups.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append(i)
+    if series is None and len(groups) == 1:
+        return datasets, kept
+    listing = "; ".join(f"{uid or '(no UID)'} ({getattr(datasets[idx[0]], 'SeriesDescription', '') or 'no description'}, "
+                        f"{len(idx)} slices)" for uid, idx in groups.items())
+    if series is None:
+        raise DataError(where, f"holds {len(groups)} DICOM series: {listing}; pick one with --series UID")
+    if series not in groups:
+        raise DataError(where, f"no DICOM series {series!r} here; series present: {listing}")
+    return [datasets[i] for i in groups[series]], [kept[i] for i in groups[series]]
+
+
+def read_dicom_series(source: str | Path | list, series: str | None = None) -> DicomSeries:
     """Read one DICOM series (a folder of any file names, or a list of files), sorted by position.
+    A folder with several SeriesInstanceUIDs is an error unless `series` picks one.
 
     Callers pairing slices with per-file data (CHAOS PNG masks) use `order`: slice k came from
     input file `order[k]`.
@@ -89,6 +106,7 @@ def read_dicom_series(source: str | Path | list) -> DicomSeries:
     where = paths[0].parent if paths else Path(str(source))
     if not datasets:
         raise DataError(where, "no DICOM image files found")
+    datasets, kept = _pick_series(datasets, kept, where, series)
     for ds, p in zip(datasets, kept):
         for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if tag not in ds:
