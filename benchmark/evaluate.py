@@ -10,7 +10,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,8 @@ from benchmark.metrics import METRIC_KEYS, case_metrics, summarise
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.labels import parse_labels as label_names
 from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
-from datamodules.volumes import NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, read_volume
+from datamodules.volumes import (NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, nan_policy_env,
+                                 read_volume)
 
 CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn", "missing")
 
@@ -180,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nan-policy", choices=NAN_POLICIES, default=None, help="NaN/Inf voxels in a file: error (default) or fill")
     parser.add_argument("--out", type=Path, default=None, help="per-case CSV to write (a summary JSON is written beside it)")
     args = parser.parse_args(argv)
-    if args.nan_policy:
-        os.environ["LIVERBENCH_NAN_POLICY"] = args.nan_policy
+    with nan_policy_env(args.nan_policy):
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     try:
         rows, unmatched = evaluate_folders(args.pred, args.gt, parse_labels(args.liver_labels),
                                            parse_labels(args.pred_labels), args.largest_component,

@@ -29,14 +29,15 @@ class Scan:
     volume: Any = None
 
 
-def read_scan(path: str | Path) -> Scan:
-    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine), via `read_volume`."""
+def read_scan(path: str | Path, series: str | None = None) -> Scan:
+    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine), via `read_volume`
+    (validated there: NaN/Inf per --nan-policy, spacing, size, one DICOM series or `series`)."""
     path = Path(path)
     if not path.is_dir() and path.is_file() and not is_nifti(path):
         raise DataError(path, "input must be a .nii/.nii.gz file or a DICOM series folder")
     if not path.exists():
         raise DataError(path, "input does not exist")
-    vol = read_volume(path, dtype=np.float32)
+    vol = read_volume(path, dtype=np.float32, series=series)
     return Scan(vol.array, vol.affine, path, vol)
 
 
@@ -105,15 +106,15 @@ class Predictor:
             raise RuntimeError(f"inverted mask affine differs from the input's:\n{out_affine}\n!=\n{affine}")
         return mask, affine
 
-    def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def predict_file(self, path: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 mask in the input's original grid, its affine) for a NIfTI or DICOM folder."""
-        scan = read_scan(path)
+        scan = read_scan(path, series)
         return self.predict_image(scan.image, scan.affine)
 
-    def predict_to_file(self, path: str | Path, output: str | Path) -> dict[str, Any]:
+    def predict_to_file(self, path: str | Path, output: str | Path, series: str | None = None) -> dict[str, Any]:
         """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds."""
         start = time.perf_counter()
-        scan = read_scan(path)
+        scan = read_scan(path, series)
         mask, affine = self.predict_image(scan.image, scan.affine)
         write_mask(output, mask, scan.volume)
         return {"input": str(path), "output": str(output), "liver_ml": liver_ml(mask, affine),

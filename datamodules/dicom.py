@@ -243,7 +243,7 @@ def read_mask(path: str | Path, shape, affine, series: DicomSeries | None = None
         raise DataError(path, "mask file does not exist")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        vol = read_volume(path)
+        vol = read_volume(path, nan="error")
         return align_to_grid(np.asarray(vol.array), vol.affine, shape, affine, path)
     if name.endswith((".nrrd", ".nhdr")):
         data, naff = read_nrrd(path)

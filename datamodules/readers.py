@@ -15,8 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from datamodules.files import DataError
-from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid, liver_labels_from_dataset_json, parse_labels,
-                                 ras_spacing, read_geometry, read_volume)  # noqa: F401 (re-exported)
+from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid,  # noqa: F401 (re-exported)
+                                 liver_labels_from_dataset_json, parse_labels, ras_spacing, read_geometry, read_volume)
 from datamodules.volumes import liver_mask as _liver_mask
 
 
@@ -160,7 +160,7 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
     if record.label_path is None or not Path(record.label_path).is_file():
         raise DataError(record.image_path, f"no label file (expected {record.label_path})")
     image = read_volume(record.image_path)
-    label_vol = read_volume(record.label_path)
+    label_vol = read_volume(record.label_path, nan="error")
     check_same_grid(label_vol, image, record.label_path, Path(record.image_path).name, "label ")
     label = check_labels(label_vol.array, record.label_path, record.declared_labels)
     labels = liver_labels if liver_labels is not None else record.liver_labels

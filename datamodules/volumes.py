@@ -5,6 +5,7 @@ one 4D rule, one geometry tolerance, one spacing (always from the affine) and on
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import warnings
@@ -75,7 +76,7 @@ def _check_declared_size(img, path: Path) -> None:
         raise DataError(path, f"header declares {voxels:,} voxels (shape {shape}), more than the "
                               f"{MAX_VOXELS:,} a scan can have: corrupt header")
     header = img.header
-    needed = int(header.get_data_offset()) + voxels * int(np.dtype(header.get_data_dtype()).itemsize)
+    needed = int(getattr(img.dataobj, "offset", 0)) + voxels * int(np.dtype(header.get_data_dtype()).itemsize)
     if str(path).endswith(".gz"):
         with open(path, "rb") as fh:
             fh.seek(-4, os.SEEK_END)
@@ -91,11 +92,17 @@ def _check_declared_size(img, path: Path) -> None:
 
 
 def _check_spacing(img, path: Path) -> None:
-    """Zero, negative or non-finite voxel sizes (header pixdim or affine) make every mm wrong."""
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    """Zero, negative or non-finite voxel sizes make every mm wrong. nibabel silently turns a zero
+    pixdim into 1 mm and a negative one into its absolute value, so the raw header is read too."""
+    import nibabel as nib
+    from nibabel.openers import Opener
+
+    with Opener(str(path)) as fh:
+        raw = type(img.header).from_fileobj(fh, check=False) if isinstance(img.header, nib.Nifti1Header) else img.header
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=float) if "pixdim" in raw else np.ones(3)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0) or (int(raw.get("sform_code", 0)) == 0 and np.any(pixdim < 0)):
+        raise DataError(path, f"zero or negative voxel spacing in the header (pixdim {pixdim.tolist()})")
     spacing = np.asarray(spacing_from_affine(img.affine))
-    if not (np.all(np.isfinite(zooms)) and np.all(zooms > 0)):
-        raise DataError(path, f"zero or negative voxel spacing in the header (pixdim {zooms.tolist()})")
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 1e-6)):
         raise DataError(path, f"zero voxel spacing in the affine ({spacing.tolist()} mm)")
 
@@ -116,6 +123,22 @@ def nan_policy(policy: str | None = None) -> str:
     if policy not in NAN_POLICIES:
         raise DataError("--nan-policy", f"unknown policy {policy!r} (choose {', '.join(NAN_POLICIES)})")
     return policy
+
+
+@contextlib.contextmanager
+def nan_policy_env(policy: str | None):
+    """`--nan-policy` for the duration of a command (an environment variable, so DataLoader worker
+    processes inherit it); restored afterwards."""
+    old = os.environ.get("LIVERBENCH_NAN_POLICY")
+    if policy:
+        os.environ["LIVERBENCH_NAN_POLICY"] = nan_policy(policy)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LIVERBENCH_NAN_POLICY", None)
+        else:
+            os.environ["LIVERBENCH_NAN_POLICY"] = old
 
 
 def check_finite(array: np.ndarray, path: str | Path, policy: str | None = None) -> np.ndarray:

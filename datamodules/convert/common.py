@@ -12,8 +12,8 @@ from typing import Iterable
 import numpy as np
 
 from datamodules.files import DataError, atomic_path, atomic_write_json
-from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, read_geometry, read_volume, same_grid,
-                                 write_mask, write_volume)
+from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
+                                 read_volume, same_grid, write_mask, write_volume)
 
 CHANNEL = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
 
@@ -40,8 +40,8 @@ def parse_labels(text: str | None) -> list[int] | None:
 
 def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndarray:
     """Label map → uint8 0/1 liver mask; refuses an empty result (wrong labels or empty file)."""
-    label = np.asarray(label)
-    mask = label > 0 if liver_labels is None else np.isin(label, liver_labels)
+    label = check_labels(label, path)
+    mask = liver_mask(label, liver_labels)
     if not mask.any():
         found = np.unique(label)[:20].tolist()
         raise DataError(path, f"no liver voxels (liver labels {liver_labels or '>0'}, values found {found})")
@@ -135,7 +135,7 @@ def copy_nifti(src: Path, dst: Path) -> None:
 def load_label_on_image(label_path: Path, image_path: Path) -> np.ndarray:
     """A label volume checked against its image (shape; the one grid tolerance after reorientation)."""
     img = read_geometry(image_path)
-    lab = read_volume(label_path)
+    lab = read_volume(label_path, nan="error")
     if lab.shape == img.shape and not same_grid(lab, img):
         # LiTS: some segmentation headers lack the image's orientation; trust voxel order
         # when the shapes agree and the voxel sizes match.
