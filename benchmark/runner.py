@@ -7,6 +7,7 @@ function in `benchmark.stages`; `execute_run` reads top to bottom.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -26,6 +27,8 @@ from benchmark.stages.plan import instantiate, plan
 from benchmark.stages.record import finish_record, new_record
 from benchmark.stages.test import evaluate, score_test_split  # noqa: F401
 from benchmark.stages.timing import measure
+from datamodules.files import DataError
+from datamodules.volumes import NAN_POLICIES, nan_policy_env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +50,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also retry runs recorded as failed (finished runs are always skipped)")
     p.add_argument("--report", action="store_true", help="refresh OUT/leaderboard.md after the suite")
     p.add_argument("--strict", action="store_true", help="exit 1 if any run failed (default: only if all failed)")
+    p.add_argument("--nan-policy", choices=NAN_POLICIES, default=None,
+                   help="NaN/Inf voxels in a scan: error (default) or fill (minimum finite value)")
     return p.parse_args(argv)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise DataError("--seeds", f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
+def _os_error(exc: OSError) -> str:
+    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first)."""
+    return f"{exc.filename or '?'}: {exc.strerror or exc}"
 
 
 def _csv(text: str) -> list[str]:
@@ -57,11 +74,16 @@ def _csv(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    with nan_policy_env(args.nan_policy):
+        return run_suite(args, argv)
+
+
+def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
     command = " ".join(["liverbench", "run", *argv])
     try:
         suite = load_suite(args.suite)
         preset = load_preset(args.preset)
-        seeds = [int(s) for s in _csv(args.seeds)]
+        seeds = parse_seeds(args.seeds)
         runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out)
         external = resolve_external(args.external, _csv(args.modalities))  # checked before any training
     except ValueError as exc:  # DataError included: names the file and the problem
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = resolve_mode(args.wandb)
     results: list[dict] = []
-    interrupted = False
+    interrupted = disk_error = False
     with SuiteProgress(len(runs)) as progress, interruptible():
         progress.log(f"suite {suite['name']}: {len(runs)} runs, preset {preset['name']}, W&B {mode}, out {args.out}")
         for ext in external.values():
@@ -94,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                 interrupted = True
                 progress.log(f"interrupted during {spec.name}; finished results are kept, "
                              "re-run the same command to continue")
+                break
+            except DataError as exc:  # the run folder holds a finished or unreadable record: left as it is
+                progress.log(f"[red]error[/red]: {exc}")
+                results.append({"suite": spec.suite, "variant": spec.variant, "modality": spec.modality,
+                                "seed": spec.seed, "status": "failed", "error": str(exc)})
+                progress.finish_run()
+                continue
+            except OSError as exc:  # disk full or results folder not writable: stop cleanly
+                print(f"error: {_os_error(exc)}", file=sys.stderr)
+                progress.log(f"stopping the suite: cannot write results ({exc.strerror or exc})")
+                disk_error = True
                 break
             progress.finish_run()
             if _STOP.is_set():  # Ctrl-C after the run's record was written: stop before the next
@@ -118,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(sync_hint(args.out), highlight=False)
     if interrupted:
         return 130
+    if disk_error:
+        return 2
     ok = [r.get("status") == "ok" for r in results]
     return 0 if (all(ok) if args.strict else any(ok)) else 1
 
@@ -133,6 +168,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
     logger, per_case, overlays, external_rows = None, [], [], []
     started = clock = time.perf_counter()
+    fatal = None
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -169,8 +205,14 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
     except KeyboardInterrupt:
         abort_run(logger)
         raise
-    except Exception as exc:  # recorded; the suite goes on
+    except Exception as exc:  # recorded; the suite goes on (unless the disk is full)
         record.update(rec.failure_fields(exc))
+        if isinstance(exc, OSError) and exc.filename:
+            record["error"] = f"error: {_os_error(exc)}"
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
+        fatal = exc if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
     durations["total_s"] = time.perf_counter() - started
-    return finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)
+    finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)  # OSError: stops the suite
+    if fatal is not None:
+        raise fatal
+    return record
