@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,15 @@ def convert(fmt: str, src: str | Path, dst: str | Path, **options) -> Path:
     if not Path(src).exists():
         raise DataError(src, "source does not exist")
     module = importlib.import_module(f"datamodules.convert.{FORMATS[fmt]}")
-    return module.convert(src, dst, **options)
+    try:
+        return module.convert(src, dst, **options)
+    except BaseException:  # a failed conversion leaves no partial dataset (see DatasetWriter)
+        from datamodules.convert.common import PARTIAL
+
+        dst = Path(dst)
+        for partial in [*dst.parent.glob(f".{dst.name}{PARTIAL}{os.getpid()}"), *dst.glob(f".*{PARTIAL}{os.getpid()}")]:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         out = convert(args.format, args.src, args.dst, **options)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only destination
+        print(f"error: {exc.filename or args.dst}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"converted {args.format} → {out} in {time.perf_counter() - start:.1f} s")
     return 0

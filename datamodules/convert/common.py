@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import warnings
@@ -48,33 +49,48 @@ def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndar
     return mask.astype(np.uint8)
 
 
-class DatasetWriter:
-    """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json`.
+PARTIAL = ".partial-"  # temp folders `.<dst>.partial-<pid>` beside the destination, renamed at the end
 
-    Opening an existing dataset of the same channel appends to it (the `dicom` format converts
-    one series per call)."""
+
+def partial_dir(root: Path) -> Path:
+    return root.parent / f".{root.name}{PARTIAL}{os.getpid()}"
+
+
+class DatasetWriter:
+    """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json` into a
+    temp folder beside `root`, renamed over `root` by `finish`: a conversion that fails half-way
+    leaves nothing that looks like a dataset (and an existing dataset untouched).
+
+    `append=True` on an existing dataset of the same channel adds to a copy of it (the `dicom`
+    format converts one series per call)."""
 
     def __init__(self, root: str | Path, channel: str, name: str = "LiverBench", append: bool = False):
-        self.root = Path(root)
+        self.final = Path(root)
         self.channel = CHANNEL.get(channel.lower(), channel)
         self.name = name
         self.cases: list[str] = []
         self.patients: dict[str, str] = {}
         self.extra: dict = {}
-        meta = self.root / "dataset.json"
+        meta = self.final / "dataset.json"
+        self.root = partial_dir(self.final)
+        if self.root.exists():
+            shutil.rmtree(self.root)
         if append and meta.is_file():
-            old = json.loads(meta.read_text())
+            old = _read_meta(meta)
             old_channel = old.get("channel_names", {}).get("0")
             if old_channel != self.channel:
                 raise DataError(meta, f"existing dataset is {old_channel}, cannot add a {self.channel} case")
+            shutil.copytree(self.final, self.root)
             self.cases = sorted(p.name[: -len(".nii.gz")] for p in (self.root / "labelsTr").glob("*.nii.gz"))
             self.patients = dict(old.get("patient_ids", {}))
         elif meta.is_file():
-            old_name = json.loads(meta.read_text()).get("name")
+            old_name = _read_meta(meta).get("name")
             if old_name != name:
-                raise DataError(self.root, f"already holds dataset {old_name!r}; convert into an empty folder")
-        elif any((self.root / "labelsTr").glob("*.nii*")):
-            raise DataError(self.root, "labelsTr/ already holds files; convert into an empty folder")
+                raise DataError(self.final, f"already holds dataset {old_name!r}; convert into an empty folder")
+        elif any((self.final / "labelsTr").glob("*.nii*")):
+            raise DataError(self.final, "labelsTr/ already holds files; convert into an empty folder")
+        elif self.final.is_dir() and any(self.final.iterdir()):
+            raise DataError(self.final, "folder is not empty; convert into an empty or new folder")
         (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
         (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
 
@@ -119,7 +135,24 @@ class DatasetWriter:
         if self.patients and any(self.patients.get(c, c) != c for c in self.cases):
             meta["patient_ids"] = {c: self.patients.get(c, c) for c in sorted(self.cases)}
         atomic_write_json(self.root / "dataset.json", meta)
-        return self.root
+        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.root, self.final)
+        if old.exists():
+            shutil.rmtree(old)
+        return self.final
+
+    def abort(self) -> None:
+        """Remove the temp folder of a failed conversion."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not readable JSON ({exc})") from None
 
 
 def copy_nifti(src: Path, dst: Path) -> None:
