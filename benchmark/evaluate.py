@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.metrics import METRIC_KEYS, case_metrics, summarise
+from benchmark.metrics import METRIC_KEYS, case_metrics, format_metric, summarise
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.labels import parse_labels as label_names
 from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
@@ -129,12 +129,6 @@ def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> s
     return buf.getvalue()
 
 
-def _fmt(value, digits=4) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
 def print_table(rows: Sequence[dict], summary: dict, unmatched: dict, file=None, skip_missing: bool = False) -> None:
     """Per-case table with a mean row (rich), then unmatched files."""
     from rich.console import Console
@@ -142,13 +136,12 @@ def print_table(rows: Sequence[dict], summary: dict, unmatched: dict, file=None,
 
     console = Console(file=file or sys.stdout, width=120)
     table = Table(title="liverbench evaluate (HD95/ASSD in mm, MONAI surface convention)")
-    for col in ("case", "dice", "jaccard", "precision", "recall", "hd95", "assd", "failed"):
+    for col in ("case", *METRIC_KEYS):
         table.add_column(col, justify="left" if col == "case" else "right")
     for row in rows:
-        table.add_row(row["case"], *(_fmt(row[k], 2 if k in ("hd95", "assd") else 4) for k in METRIC_KEYS))
+        table.add_row(row["case"], *(format_metric(k, row[k]) for k in METRIC_KEYS))
     table.add_section()
-    table.add_row(f"mean (n={summary['cases']})",
-                  *(_fmt(summary[k], 2 if k in ("hd95", "assd") else 4) for k in METRIC_KEYS))
+    table.add_row(f"mean (n={summary['cases']})", *(format_metric(k, summary[k]) for k in METRIC_KEYS))
     console.print(table)
     if "global_dice" in summary:
         console.print(f"global Dice (2ΣTP/Σ(2TP+FP+FN)): {summary['global_dice']:.4f}")

@@ -16,9 +16,10 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmark.metrics import METRIC_KEYS
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
 
-METRICS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "failed")
+METRICS = METRIC_KEYS  # per_case.csv columns, from the metric schema (benchmark.metrics.METRICS)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
