@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dicom: ct|mri (default from the DICOM Modality tag)")
     p.add_argument("--mask", help="dicom: mask file (NIfTI, NRRD or DICOM SEG)")
     p.add_argument("--case", help="dicom: case name (default: the series folder name)")
+    p.add_argument("--series", help="dicom: SeriesInstanceUID to convert when the folder holds several")
     p.add_argument("--liver-labels", help="label values that are liver, e.g. 1,2 (default per format)")
     return p
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = {"liver_labels": parse_labels(args.liver_labels), "modality": args.modality}
         if args.format == "dicom":
-            options.update(mask=args.mask, case=args.case)
+            options.update(mask=args.mask, case=args.case, series=args.series)
         elif args.format == "chaos" and args.modality is None:
             options["modality"] = "ct"
         out = convert(args.format, args.src, args.dst, **options)
