@@ -138,7 +138,7 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
     for line in failures(results):
         console.print(f"[red]failed[/red] {line}", highlight=False)
     suite_dir = Path(args.out) / suite["name"]
-    if not interrupted:
+    if not interrupted and not disk_error:  # a full or read-only disk: write nothing more
         try:
             log_suite_summary(mode, args.project, suite["name"], results, suite_dir)
         except Exception as exc:  # W&B trouble must not lose the benchmark
