@@ -16,13 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.metrics import METRIC_KEYS, case_metrics, summarise
+from benchmark.metrics import METRIC_KEYS, case_metrics, format_metric, summarise
 from datamodules.files import DataError, atomic_write_json, atomic_write_text
-from datamodules.readers import case_name
+from datamodules.labels import parse_labels as label_names
+from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
+from datamodules.volumes import (NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, nan_policy_env,
+                                 read_volume)
 
-CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn")
-AFFINE_ATOL_MM = 1e-3
-AFFINE_RTOL = 1e-4
+CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn", "missing")
 
 
 def nifti_files(folder: Path) -> dict[str, Path]:
@@ -50,62 +51,72 @@ def parse_labels(text: str | None) -> list[int] | None:
         raise SystemExit(f"error: labels must be comma-separated integers, got {text!r}") from None
 
 
-def _load_mask(path: Path, labels: list[int] | None):
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for damaged files
-        raise DataError(path, f"cannot read NIfTI: {exc}") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(path, f"expected a 3-D label volume, got shape {data.shape}")
-    mask = np.isin(data, labels) if labels else data > 0
-    return mask, img.affine
+def load_gt(path: Path, liver_labels=None, declared=None) -> tuple[np.ndarray, Volume]:
+    """Ground-truth liver mask: a checked label map (integers, >= 0, declared values only)."""
+    vol = read_volume(path, nan="error")
+    return liver_mask(check_labels(vol.array, path, declared), liver_labels), vol
 
 
-def check_geometry(pred_path: Path, pred_shape, pred_affine, gt_path: Path, gt_shape, gt_affine) -> None:
-    """Raise DataError naming both files when shape or affine differ beyond tolerance."""
-    if tuple(pred_shape) != tuple(gt_shape):
-        raise DataError(pred_path, f"shape {tuple(pred_shape)} differs from ground truth {gt_path} shape {tuple(gt_shape)}")
-    if not np.allclose(pred_affine, gt_affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        raise DataError(
-            pred_path,
-            f"affine differs from ground truth {gt_path}:\n{np.round(pred_affine, 4)}\nvs\n{np.round(gt_affine, 4)}",
-        )
+def prediction_mask(vol: Volume, pred_labels=None, threshold: float | None = None) -> np.ndarray:
+    """Predicted liver mask. Without `pred_labels` or `threshold` it must be binary (0/1): a
+    probability map would otherwise count every voxel above 0 as liver."""
+    data, path = vol.array, vol.source
+    if threshold is not None:
+        return np.asarray(data) > threshold
+    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(np.rint(data), data):
+        raise DataError(path, "prediction is not a binary 0/1 mask: non-integer values (a probability map?); "
+                              "pass --threshold T")
+    labels = check_labels(data, path)
+    if pred_labels is None:
+        extra = sorted(set(np.unique(labels).tolist()) - {0, 1})
+        if extra:
+            raise DataError(path, f"prediction is not a binary 0/1 mask (values {extra[:5]}): pass --threshold T "
+                                  "for a probability map or --pred-labels for a label map")
+    return liver_mask(labels, pred_labels)
 
 
-def score_case(pred_path: Path, gt_path: Path, liver_labels=None, pred_labels=None, largest_component=False) -> dict:
-    """Load one prediction/ground-truth pair, check geometry and score it (distances in mm)."""
-    import nibabel as nib
-
-    gt, gt_affine = _load_mask(gt_path, liver_labels)
-    pred, pred_affine = _load_mask(pred_path, pred_labels)
-    check_geometry(pred_path, pred.shape, pred_affine, gt_path, gt.shape, gt_affine)
+def score_case(pred_path: Path, gt_path: Path, liver_labels=None, pred_labels=None, largest_component=False,
+               threshold: float | None = None, declared=None) -> dict:
+    """Load one prediction/ground-truth pair, check geometry and score it (distances in mm,
+    spacing from the ground truth's affine). `pred_path` None: a missing prediction, failed (Dice 0)."""
+    gt, gt_vol = load_gt(gt_path, liver_labels, declared)
     if not gt.any():
-        raise DataError(gt_path, f"no liver voxel (labels {liver_labels or '> 0'}): nothing to score against")
-    spacing = nib.affines.voxel_sizes(gt_affine)
-    return case_metrics(pred, gt, spacing, largest_component=largest_component)
+        raise DataError(gt_path, f"no liver voxel (labels {sorted(liver_labels) if liver_labels else '> 0'}): "
+                                 "nothing to score against")
+    if pred_path is None:
+        return {**case_metrics(np.zeros_like(gt), gt, gt_vol.spacing), "missing": 1}
+    pred_vol = read_volume(pred_path, nan="error")
+    check_same_grid(pred_vol, gt_vol, pred_path, f"ground truth {gt_path}")
+    pred = prediction_mask(pred_vol, pred_labels, threshold)
+    return {**case_metrics(pred, gt, gt_vol.spacing, largest_component=largest_component), "missing": 0}
 
 
-def evaluate_folders(pred_dir, gt_dir, liver_labels=None, pred_labels=None, largest_component=False):
-    """Score every matched case. Returns (rows, unmatched) with unmatched = {"pred": [...], "gt": [...]}."""
+def evaluate_folders(pred_dir, gt_dir, liver_labels=None, pred_labels=None, largest_component=False,
+                     skip_missing: bool = False, threshold: float | None = None):
+    """Score every ground-truth case. A case without a prediction is failed (Dice 0) unless
+    `skip_missing`. Ground-truth liver labels: `liver_labels`, else those dataset.json names (when
+    `gt_dir` is a dataset root), else every label > 0.
+    Returns (rows, unmatched) with unmatched = {"pred": [...], "gt": [...]}: files without a partner."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    declared = None
     if (gt_dir / "labelsTr").is_dir():  # an nnU-Net raw dataset root
+        meta = read_dataset_json(gt_dir)
+        if liver_labels is None:
+            liver_labels = dataset_liver_labels(gt_dir, meta)
+        if "labels" in meta:
+            declared = {v for vs in label_names(meta, gt_dir / "dataset.json").values() for v in vs}
         gt_dir = gt_dir / "labelsTr"
     preds, gts = nifti_files(pred_dir), nifti_files(gt_dir)
+    if not gts:
+        raise DataError(gt_dir, "no ground-truth NIfTI files")
     matched = sorted(set(preds) & set(gts))
     unmatched = {"pred": sorted(str(preds[c]) for c in set(preds) - set(gts)),
                  "gt": sorted(str(gts[c]) for c in set(gts) - set(preds))}
     if not matched:
         raise DataError(pred_dir, f"no prediction matches a ground-truth file in {gt_dir} by case name")
-    rows = []
-    for case in matched:
-        row = {"case": case, **score_case(preds[case], gts[case], liver_labels, pred_labels, largest_component)}
-        rows.append(row)
-    return rows, unmatched
+    cases = matched if skip_missing else sorted(gts)
+    return [{"case": case, **score_case(preds.get(case), gts[case], liver_labels, pred_labels, largest_component,
+                                        threshold, declared)} for case in cases], unmatched
 
 
 def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
@@ -118,32 +129,26 @@ def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> s
     return buf.getvalue()
 
 
-def _fmt(value, digits=4) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
-def print_table(rows: Sequence[dict], summary: dict, unmatched: dict, file=None) -> None:
+def print_table(rows: Sequence[dict], summary: dict, unmatched: dict, file=None, skip_missing: bool = False) -> None:
     """Per-case table with a mean row (rich), then unmatched files."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=file or sys.stdout, width=120)
     table = Table(title="liverbench evaluate (HD95/ASSD in mm, MONAI surface convention)")
-    for col in ("case", "dice", "jaccard", "precision", "recall", "hd95", "assd", "failed"):
+    for col in ("case", *METRIC_KEYS):
         table.add_column(col, justify="left" if col == "case" else "right")
     for row in rows:
-        table.add_row(row["case"], *(_fmt(row[k], 2 if k in ("hd95", "assd") else 4) for k in METRIC_KEYS))
+        table.add_row(row["case"], *(format_metric(k, row[k]) for k in METRIC_KEYS))
     table.add_section()
-    table.add_row(f"mean (n={summary['cases']})",
-                  *(_fmt(summary[k], 2 if k in ("hd95", "assd") else 4) for k in METRIC_KEYS))
+    table.add_row(f"mean (n={summary['cases']})", *(format_metric(k, summary[k]) for k in METRIC_KEYS))
     console.print(table)
     if "global_dice" in summary:
         console.print(f"global Dice (2ΣTP/Σ(2TP+FP+FN)): {summary['global_dice']:.4f}")
+    fate = {"pred": "not scored", "gt": "skipped (--skip-missing)" if skip_missing else "counted as failed (Dice 0)"}
     for side, other in (("pred", "ground truth"), ("gt", "prediction")):
         if unmatched[side]:
-            console.print(f"[yellow]{len(unmatched[side])} {side} file(s) without a matching {other}, not scored:[/]")
+            console.print(f"[yellow]{len(unmatched[side])} {side} file(s) without a matching {other}, {fate[side]}:[/]")
             for path in unmatched[side]:
                 console.print(f"  {path}")
 
@@ -157,25 +162,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="liverbench evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted masks (NIfTI)")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth labels (or a dataset root with labelsTr/)")
-    parser.add_argument("--liver-labels", default=None, help="ground-truth labels that are liver, e.g. 1,2 (default: every label > 0)")
-    parser.add_argument("--pred-labels", default=None, help="prediction labels that are liver (default: every label > 0)")
+    parser.add_argument("--liver-labels", default=None, help="ground-truth labels that are liver, e.g. 1,2 (default: "
+                        "those dataset.json names liver/lesion/tumour, else every label > 0)")
+    parser.add_argument("--pred-labels", default=None, help="prediction labels that are liver (default: the "
+                        "prediction must be a binary 0/1 mask)")
+    parser.add_argument("--threshold", type=float, default=None, help="probability maps: liver = value > T")
+    parser.add_argument("--skip-missing", action="store_true", help="skip ground-truth cases without a prediction "
+                        "(default: they count as failed, Dice 0)")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each prediction")
+    parser.add_argument("--nan-policy", choices=NAN_POLICIES, default=None, help="NaN/Inf voxels in a file: error (default) or fill")
     parser.add_argument("--out", type=Path, default=None, help="per-case CSV to write (a summary JSON is written beside it)")
     args = parser.parse_args(argv)
+    with nan_policy_env(args.nan_policy):
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     try:
         rows, unmatched = evaluate_folders(args.pred, args.gt, parse_labels(args.liver_labels),
-                                           parse_labels(args.pred_labels), args.largest_component)
+                                           parse_labels(args.pred_labels), args.largest_component,
+                                           args.skip_missing, args.threshold)
+        summary = summarise(rows)
+        print_table(rows, summary, unmatched, skip_missing=args.skip_missing)
+        if args.out is not None:
+            atomic_write_text(args.out, rows_to_csv(rows))
+            atomic_write_json(args.out.with_suffix(".json"), {
+                "pred": str(args.pred), "gt": str(args.gt), "liver_labels": args.liver_labels,
+                "pred_labels": args.pred_labels, "threshold": args.threshold, "skip_missing": args.skip_missing,
+                "largest_component": args.largest_component,
+                "summary": _nan_to_none(summary), "unmatched": unmatched,
+            })
+            print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     except DataError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return 2
-    summary = summarise(rows)
-    print_table(rows, summary, unmatched)
-    if args.out is not None:
-        atomic_write_text(args.out, rows_to_csv(rows))
-        atomic_write_json(args.out.with_suffix(".json"), {
-            "pred": str(args.pred), "gt": str(args.gt), "liver_labels": args.liver_labels,
-            "pred_labels": args.pred_labels, "largest_component": args.largest_component,
-            "summary": _nan_to_none(summary), "unmatched": unmatched,
-        })
-        print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    except OSError as exc:
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    missing = sum(int(r.get("missing", 0)) for r in rows)
+    skipped = len(unmatched["gt"]) if args.skip_missing else 0
+    failed = sum(int(r.get("failed", 0)) for r in rows)
+    print(f"evaluate: {len(rows) - missing} scored, {missing + skipped} missing"
+          f"{' (skipped)' if skipped else ' (counted as failed)' if missing else ''}, {failed} failed",
+          file=sys.stderr)
     return 0

@@ -15,46 +15,30 @@ import numpy as np
 import torch
 
 from datamodules.files import DataError
+from datamodules.volumes import is_nifti, read_volume, same_grid, write_mask
 
 
 @dataclass
 class Scan:
-    """A scan as read from disk: `image` (X, Y, Z) float32, `affine` voxel → RAS mm."""
+    """A scan as read from disk: `image` (X, Y, Z) float32, `affine` voxel -> RAS mm, and the
+    `Volume` it came from (its header is kept for writing the mask)."""
 
     image: np.ndarray
     affine: np.ndarray
     path: Path
-    header: Any = None  # nibabel header of a NIfTI input (kept for writing the mask)
+    volume: Any = None
 
 
-def is_nifti(path: str | Path) -> bool:
-    return str(path).lower().endswith((".nii", ".nii.gz"))
-
-
-def read_scan(path: str | Path) -> Scan:
-    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine)."""
+def read_scan(path: str | Path, series: str | None = None) -> Scan:
+    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine), via `read_volume`
+    (validated there: NaN/Inf per --nan-policy, spacing, size, one DICOM series or `series`)."""
     path = Path(path)
-    if path.is_dir():
-        from datamodules.dicom import read_dicom_series
-
-        series = read_dicom_series(path)
-        return Scan(series.image, series.affine, path)
-    if not path.is_file():
-        raise DataError(path, "input does not exist")
-    if not is_nifti(path):
+    if not path.is_dir() and path.is_file() and not is_nifti(path):
         raise DataError(path, "input must be a .nii/.nii.gz file or a DICOM series folder")
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:
-        raise DataError(path, f"not a readable NIfTI file ({exc})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DataError(path, f"expected a 3D scan, got shape {data.shape}")
-    return Scan(data, np.asarray(img.affine, dtype=np.float64), path, img.header)
+    if not path.exists():
+        raise DataError(path, "input does not exist")
+    vol = read_volume(path, dtype=np.float32, series=series)
+    return Scan(vol.array, vol.affine, path, vol)
 
 
 def liver_ml(mask: np.ndarray, affine: np.ndarray) -> float:
@@ -118,30 +102,20 @@ class Predictor:
         if mask.shape != image.shape:
             raise RuntimeError(f"inverted mask shape {mask.shape} != input shape {image.shape}")
         out_affine = np.asarray(out.affine, dtype=np.float64)
-        if not np.allclose(out_affine, affine, atol=1e-3):
+        if not same_grid((mask.shape, out_affine), (image.shape, affine)):
             raise RuntimeError(f"inverted mask affine differs from the input's:\n{out_affine}\n!=\n{affine}")
         return mask, affine
 
-    def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def predict_file(self, path: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 mask in the input's original grid, its affine) for a NIfTI or DICOM folder."""
-        scan = read_scan(path)
+        scan = read_scan(path, series)
         return self.predict_image(scan.image, scan.affine)
 
-    def predict_to_file(self, path: str | Path, output: str | Path) -> dict[str, Any]:
+    def predict_to_file(self, path: str | Path, output: str | Path, series: str | None = None) -> dict[str, Any]:
         """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds."""
-        import nibabel as nib
-
-        from datamodules.files import atomic_save_nifti
-
         start = time.perf_counter()
-        scan = read_scan(path)
+        scan = read_scan(path, series)
         mask, affine = self.predict_image(scan.image, scan.affine)
-        img = nib.Nifti1Image(mask, affine)
-        codes = (1, 1)
-        if scan.header is not None:
-            codes = (int(scan.header["qform_code"]) or 1, int(scan.header["sform_code"]) or 1)
-        img.set_qform(affine, code=codes[0])
-        img.set_sform(affine, code=codes[1])
-        atomic_save_nifti(img, output)
+        write_mask(output, mask, scan.volume)
         return {"input": str(path), "output": str(output), "liver_ml": liver_ml(mask, affine),
                 "seconds": time.perf_counter() - start, "shape": mask.shape}

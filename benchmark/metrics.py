@@ -9,14 +9,70 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
-from scipy import ndimage
 
-METRIC_KEYS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "failed")
 COUNT_KEYS = ("tp", "fp", "fn")
+
+
+@dataclass(frozen=True)
+class Case:
+    """What every metric function sees for one case: voxel counts and, when the prediction is not
+    empty, the directed surface distances in mm (pred -> gt, gt -> pred)."""
+
+    tp: int
+    fp: int
+    fn: int
+    d_pred: np.ndarray | None
+    d_gt: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the metric schema. `aggregation`: "mean" (every case, a failed case counts with
+    its value), "nanmean" (cases that have a value) or "sum"; `format`: digits in tables."""
+
+    name: str
+    function: Callable[[Case], float]
+    aggregation: str
+    format: str
+    wandb_key: str
+    direction: str  # "max" or "min": which way is better
+
+
+def _hd95(c: Case) -> float:
+    if c.d_pred is None:
+        return math.nan
+    return float(max(np.percentile(c.d_pred, 95), np.percentile(c.d_gt, 95)))
+
+
+def _assd(c: Case) -> float:
+    return math.nan if c.d_pred is None else float(np.concatenate([c.d_pred, c.d_gt]).mean())
+
+
+# The metric schema: per-case CSV columns, summaries, tables and W&B summary keys all derive from it.
+# Adding a metric = one entry here + a test (see docs/evaluation.md).
+METRICS: tuple[Metric, ...] = (
+    Metric("dice", lambda c: 2 * c.tp / (2 * c.tp + c.fp + c.fn), "mean", ".4f", "test/dice", "max"),
+    Metric("jaccard", lambda c: c.tp / (c.tp + c.fp + c.fn), "mean", ".4f", "test/jaccard", "max"),
+    Metric("precision", lambda c: c.tp / (c.tp + c.fp) if c.tp + c.fp else 0.0, "mean", ".4f", "test/precision", "max"),
+    Metric("recall", lambda c: c.tp / (c.tp + c.fn), "mean", ".4f", "test/recall", "max"),
+    Metric("hd95", _hd95, "nanmean", ".2f", "test/hd95", "min"),
+    Metric("assd", _assd, "nanmean", ".2f", "test/assd", "min"),
+    Metric("failed", lambda c: int(c.d_pred is None), "sum", "d", "test/failed", "min"),
+)
+METRIC_KEYS = tuple(m.name for m in METRICS)
+METRIC_BY_NAME = {m.name: m for m in METRICS}
+
+
+def format_metric(name: str, value) -> str:
+    """A value as the schema formats it in tables ("–" for missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    fmt = METRIC_BY_NAME[name].format
+    return f"{int(value):d}" if fmt == "d" else f"{float(value):{fmt}}"
 
 SURFACE_CONVENTION = (
     "MONAI: surface = mask XOR 6-connected binary erosion (border value 0); euclidean distances "
@@ -32,6 +88,8 @@ def largest_connected_component(mask: np.ndarray) -> np.ndarray:
     Same connectivity as MONAI's `KeepLargestConnectedComponent` default; scipy is used
     because it labels a 512x512x100 volume in well under a second on CPU.
     """
+    from scipy import ndimage
+
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask.copy()
@@ -49,6 +107,7 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
     Both masks must be non-empty. Uses MONAI's `get_edge_surface_distance` (crops to the union
     bounding box, erodes, then a KD-tree on CPU or an EDT on GPU).
     """
+    import torch
     from monai.metrics.utils import get_edge_surface_distance
 
     with warnings.catch_warnings():
@@ -92,25 +151,11 @@ def case_metrics(pred, gt, spacing: Sequence[float] | None = None, largest_compo
     tp = int(np.count_nonzero(pred & gt))
     fp = int(np.count_nonzero(pred)) - tp
     fn = int(np.count_nonzero(gt)) - tp
-    out = {
-        "dice": 2 * tp / (2 * tp + fp + fn),
-        "jaccard": tp / (tp + fp + fn),
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn),
-        "hd95": math.nan,
-        "assd": math.nan,
-        "failed": 1,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-    }
+    d_pred = d_gt = None
     if pred.any():
         d_pred, d_gt = surface_distances(pred, gt, spacing)
-        both = np.concatenate([d_pred, d_gt])
-        out["hd95"] = float(max(np.percentile(d_pred, 95), np.percentile(d_gt, 95)))
-        out["assd"] = float(both.mean())
-        out["failed"] = 0
-    return out
+    case = Case(tp, fp, fn, d_pred, d_gt)
+    return {**{m.name: m.function(case) for m in METRICS}, "tp": tp, "fp": fp, "fn": fn}
 
 
 def _mean(values: Iterable[float], skip_nan: bool) -> float:
@@ -127,11 +172,11 @@ def summarise(rows: Sequence[Mapping]) -> dict:
     if not rows:
         raise ValueError("no per-case rows to summarise")
     out: dict = {"cases": len(rows)}
-    for key in ("dice", "jaccard", "precision", "recall"):
-        out[key] = _mean((r[key] for r in rows), skip_nan=False)
-    for key in ("hd95", "assd"):
-        out[key] = _mean((r[key] for r in rows), skip_nan=True)
-    out["failed"] = int(sum(int(float(r.get("failed", 0))) for r in rows))
+    for m in METRICS:
+        if m.aggregation == "sum":
+            out[m.name] = int(sum(int(float(r.get(m.name, 0))) for r in rows))
+        else:
+            out[m.name] = _mean((r[m.name] for r in rows), skip_nan=m.aggregation == "nanmean")
     if all(all(k in r for k in COUNT_KEYS) for r in rows):
         tp, fp, fn = (sum(int(float(r[k])) for r in rows) for k in COUNT_KEYS)
         out["global_dice"] = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan

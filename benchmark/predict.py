@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmark.inference import Predictor, is_nifti
 from datamodules.files import DataError
+from datamodules.volumes import NAN_POLICIES, nan_policy_env
 from datamodules.readers import case_name
 
 
@@ -27,21 +28,45 @@ def is_dicom_dir(folder: Path) -> bool:
     return False
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
 def plan(input_path: Path, output: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: one scan, or every scan in a folder (batch)."""
-    if input_path.is_file() or (input_path.is_dir() and is_dicom_dir(input_path)):
+    """(input, output) pairs: one scan, or every scan in a folder (batch). Refuses an output that
+    would overwrite an input or land inside a DICOM series folder, and a non-NIfTI output name."""
+    single = input_path.is_file() or (input_path.is_dir() and is_dicom_dir(input_path))
+    if output.suffix and not is_nifti(output) and not output.is_dir():
+        raise DataError(output, "output must be a .nii.gz / .nii file (or a folder for batch input)")
+    if single:
         if output.is_dir() or not is_nifti(output):
             output = output / f"{case_name(input_path)}.nii.gz"
-        return [(input_path, output)]
-    if not input_path.is_dir():
+        jobs = [(input_path, output)]
+    elif not input_path.is_dir():
         raise DataError(input_path, "input does not exist")
-    scans = sorted(p for p in input_path.iterdir() if not p.name.startswith(".")
-                   and ((p.is_file() and is_nifti(p)) or (p.is_dir() and is_dicom_dir(p))))
-    if not scans:
-        raise DataError(input_path, "no NIfTI files or DICOM series folders to predict")
-    if is_nifti(output):
-        raise DataError(output, "batch input needs an output folder, not a .nii.gz file")
-    return [(p, output / f"{case_name(p)}.nii.gz") for p in scans]
+    else:
+        scans = sorted(p for p in input_path.iterdir() if not p.name.startswith(".")
+                       and ((p.is_file() and is_nifti(p)) or (p.is_dir() and is_dicom_dir(p))))
+        if not scans:
+            raise DataError(input_path, "no NIfTI files or DICOM series folders to predict")
+        if is_nifti(output):
+            raise DataError(output, "batch input needs an output folder, not a .nii.gz file")
+        jobs = [(p, output / f"{case_name(p)}.nii.gz") for p in scans]
+    inputs = {src.resolve() for src, _ in jobs}
+    for src, dst in jobs:
+        if dst.resolve() in inputs or any(_inside(dst, s) for s, _ in jobs if s.is_dir()):
+            raise DataError(dst, f"output would overwrite or write into the input {src}: choose another --output")
+    return jobs
+
+
+def check_device(device: str | None) -> None:
+    """`--device cuda` on a machine without a usable GPU: a clear error instead of a CUDA traceback."""
+    import torch
+
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError("--device", f"{device} requested but no CUDA GPU is available "
+                                    "(torch.cuda.is_available() is False); use --device cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,18 +77,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--modality", choices=("ct", "mri"), default=None,
                    help="default preprocessing for a checkpoint saved without one")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID to use when a DICOM folder holds several")
+    p.add_argument("--nan-policy", choices=NAN_POLICIES, default=None,
+                   help="NaN/Inf voxels in a scan: error (default) or fill (minimum finite value)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    with nan_policy_env(args.nan_policy):
+        return _predict(args)
+
+
+def _predict(args) -> int:
     try:
         jobs = plan(Path(args.input), Path(args.output))
+        check_device(args.device)
         start = time.perf_counter()
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=args.modality)
         print(f"loaded {args.checkpoint} on {predictor.device} in {time.perf_counter() - start:.2f} s")
-        for src, dst in jobs:
-            r = predictor.predict_to_file(src, dst)
-            print(f"{src} -> {dst}: liver {r['liver_ml']:.1f} ml, {r['seconds']:.2f} s")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    failed = 0
+    for src, dst in jobs:
+        try:
+            r = predictor.predict_to_file(src, dst, series=args.series)
+        except DataError as exc:  # batch: report the bad scan and go on
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except OSError as exc:  # disk full, read-only output
+            print(f"error: {exc.filename or dst}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        print(f"{src} -> {dst}: liver {r['liver_ml']:.1f} ml, {r['seconds']:.2f} s")
     if len(jobs) > 1:
-        print(f"{len(jobs)} scans in {time.perf_counter() - start:.1f} s")
-    return 0
+        print(f"{len(jobs) - failed} of {len(jobs)} scans in {time.perf_counter() - start:.1f} s"
+              + (f"; {failed} failed (see errors above)" if failed else ""))
+    return 2 if failed else 0

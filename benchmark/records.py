@@ -16,9 +16,10 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from datamodules.files import atomic_write_json, atomic_write_text
+from benchmark.metrics import METRIC_KEYS
+from datamodules.files import DataError, atomic_write_json, atomic_write_text
 
-METRICS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "failed")
+METRICS = METRIC_KEYS  # per_case.csv columns, from the metric schema (benchmark.metrics.METRICS)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,8 +43,16 @@ def read_result(folder: str | os.PathLike) -> dict | None:
 
 
 def prepare_run_dir(folder: str | os.PathLike) -> Path:
-    """Empty a stale or retried run folder so a restart begins clean."""
+    """Empty a stale or retried run folder so a restart begins clean. A finished run is never
+    cleared (re-checked here, just before deleting): neither an `ok` record nor one that cannot be read."""
     folder = Path(folder)
+    result = folder / "result.json"
+    if result.is_file():
+        previous = read_result(folder)
+        if previous is None:
+            raise DataError(result, "unreadable run record; the run's files are kept (remove the folder to re-run it)")
+        if previous.get("status") == "ok":
+            raise DataError(result, "run already finished (status ok); its files are kept")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

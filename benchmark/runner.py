@@ -2,14 +2,13 @@
 
 Runs are sequential, each in its own folder (see `benchmark.records`). Finished runs are skipped,
 killed runs restart clean, a failing run is recorded and the suite goes on. Each stage is a small
-function in `benchmark.stages`; `execute_run` reads top to bottom. `--shard K/N` runs one part of the
-plan; shard processes share one results folder, each run under its own lock (`benchmark.shard`,
-`benchmark.locks`, docs/cluster.md).
+function in `benchmark.stages`; `execute_run` reads top to bottom.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -32,6 +31,8 @@ from benchmark.stages.plan import instantiate, plan
 from benchmark.stages.record import finish_record, new_record
 from benchmark.stages.test import evaluate, score_test_split  # noqa: F401
 from benchmark.stages.timing import measure
+from datamodules.files import DataError
+from datamodules.volumes import NAN_POLICIES, nan_policy_env
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +59,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "SLURM array (SLURM_ARRAY_TASK_ID/COUNT). Shards share --out; see docs/cluster.md")
     p.add_argument("--dry-run", action="store_true",
                    help="the preset on one CPU process for a few steps (checks e.g. the gpu preset without a GPU)")
+    p.add_argument("--nan-policy", choices=NAN_POLICIES, default=None,
+                   help="NaN/Inf voxels in a scan: error (default) or fill (minimum finite value)")
     return p.parse_args(argv)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise DataError("--seeds", f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
+def _os_error(exc: OSError) -> str:
+    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first)."""
+    return f"{exc.filename or '?'}: {exc.strerror or exc}"
 
 
 def _csv(text: str) -> list[str]:
@@ -68,11 +83,16 @@ def _csv(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    with nan_policy_env(args.nan_policy):
+        return run_suite(args, argv)
+
+
+def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
     command = " ".join(["liverbench", "run", *argv])
     try:
         suite = load_suite(args.suite)
         preset = load_preset(args.preset)
-        seeds = [int(s) for s in _csv(args.seeds)]
+        seeds = parse_seeds(args.seeds)
         shard = parse_shard(args.shard)
         runs = plan_runs(suite, preset, _csv(args.modalities), seeds, args.data, args.out, args.dry_run)
         planned = len(runs)
@@ -98,7 +118,7 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
 
     mode = resolve_mode(args.wandb)
     results: list[dict] = []
-    interrupted = False
+    interrupted = disk_error = False
     where = {"shard": f"{shard[0]}/{shard[1]}" if shard else None, "host": socket.gethostname(), "pid": os.getpid()}
     since = rec.now()
     with SuiteProgress(len(runs)) as progress, interruptible():
@@ -133,6 +153,17 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 progress.log(f"interrupted during {spec.name}; finished results are kept, "
                              "re-run the same command to continue")
                 break
+            except DataError as exc:  # the run folder holds a finished or unreadable record: left as it is
+                progress.log(f"[red]error[/red]: {exc}")
+                results.append({"suite": spec.suite, "variant": spec.variant, "modality": spec.modality,
+                                "seed": spec.seed, "status": "failed", "error": str(exc)})
+                progress.finish_run()
+                continue
+            except OSError as exc:  # disk full or results folder not writable: stop cleanly
+                print(f"error: {_os_error(exc)}", file=sys.stderr)
+                progress.log(f"stopping the suite: cannot write results ({exc.strerror or exc})")
+                disk_error = True
+                break
             finally:
                 if lock is not None:
                     lock.release()
@@ -151,23 +182,26 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
     for line in failures(results):
         console.print(f"[red]failed[/red] {line}", highlight=False)
     suite_dir = Path(args.out) / suite["name"]
-    if shard:  # the summary run is made once, from every shard's records, by `report --wandb`
-        if mode != "disabled":
-            console.print(f"shard {where['shard']}: once every shard is done, `liverbench report --results "
-                          f"{args.out} --wandb` makes the suite's W&B summary run", highlight=False)
-    elif not interrupted:
-        try:
-            log_suite_summary(mode, args.project, suite["name"], results, suite_dir)
-        except Exception as exc:  # W&B trouble must not lose the benchmark
-            warnings.warn(f"W&B summary run failed: {exc}")
-    if not interrupted and args.report:
-        from benchmark import report
+    if not interrupted and not disk_error:  # a full or read-only disk: write nothing more
+        if shard:  # the summary run is made once, from every shard's records, by `report --wandb`
+            if mode != "disabled":
+                console.print(f"shard {where['shard']}: once every shard is done, `liverbench report --results "
+                              f"{args.out} --wandb` makes the suite's W&B summary run", highlight=False)
+        else:
+            try:
+                log_suite_summary(mode, args.project, suite["name"], results, suite_dir)
+            except Exception as exc:  # W&B trouble must not lose the benchmark
+                warnings.warn(f"W&B summary run failed: {exc}")
+        if args.report:
+            from benchmark import report
 
-        report.main(["--results", str(args.out), "--out", str(Path(args.out) / "leaderboard.md")])
+            report.main(["--results", str(args.out), "--out", str(Path(args.out) / "leaderboard.md")])
     if mode == "offline":
         console.print(sync_hint(args.out), highlight=False)
     if interrupted:
         return 130
+    if disk_error:
+        return 2
     ok = [r.get("status") == "ok" for r in results]
     if not runs:  # more shards than runs: this one has nothing to do
         return 0
@@ -189,6 +223,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
     logger, per_case, overlays, external_rows = None, [], [], []
     started = clock = time.perf_counter()
+    fatal = None
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -230,11 +265,17 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
     except KeyboardInterrupt:
         abort_run(logger)
         raise
-    except Exception as exc:  # recorded; the suite goes on
+    except Exception as exc:  # recorded; the suite goes on (unless the disk is full)
         if not rank_zero:
             progress.log(f"{spec.name} failed on this rank: {exc}")
             return None
         record.update(rec.failure_fields(exc))
+        if isinstance(exc, OSError) and exc.filename:
+            record["error"] = f"error: {_os_error(exc)}"
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
+        fatal = exc if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
     durations["total_s"] = time.perf_counter() - started
-    return finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)
+    finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)  # OSError: stops the suite
+    if fatal is not None:
+        raise fatal
+    return record

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.metrics import METRICS
+
 MODES = ("disabled", "offline", "online")
-SUMMARY_KEYS = {  # W&B summary key -> (record section, key)
-    "test/dice": ("metrics", "dice"), "test/jaccard": ("metrics", "jaccard"),
-    "test/precision": ("metrics", "precision"), "test/recall": ("metrics", "recall"),
-    "test/hd95": ("metrics", "hd95"), "test/assd": ("metrics", "assd"),
-    "test/failed": ("metrics", "failed"),
+SUMMARY_KEYS = {  # W&B summary key -> (record section, key); metric keys from the metric schema
+    **{m.wandb_key: ("metrics", m.name) for m in METRICS},
     "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
     "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
     "flops": (None, "flops"),
 }
-LEADERBOARD_COLUMNS = ["variant", "model", "modality", "seed", "dice", "jaccard", "precision", "recall",
-                       "hd95", "assd", "volume_ms", "slice_ms", "params", "flops", "status"]
+LEADERBOARD_COLUMNS = ["variant", "model", "modality", "seed", *(m.name for m in METRICS if m.name != "failed"),
+                       "volume_ms", "slice_ms", "params", "flops", "status"]
 
 
 def has_api_key() -> bool:

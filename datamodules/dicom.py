@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.files import DataError
+from datamodules.volumes import align_to_grid, read_volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -64,8 +65,25 @@ def _pixels(ds, path: Path) -> np.ndarray:
     return arr.astype(np.float32) * slope + intercept
 
 
-def read_dicom_series(source: str | Path | list) -> DicomSeries:
+def _pick_series(datasets: list, kept: list, where: Path, series: str | None) -> tuple[list, list]:
+    """One SeriesInstanceUID: refuse a folder mixing several unless `series` names one of them."""
+    groups: dict[str, list[int]] = {}
+    for i, ds in enumerate(datasets):
+        groups.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append(i)
+    if series is None and len(groups) == 1:
+        return datasets, kept
+    listing = "; ".join(f"{uid or '(no UID)'} ({getattr(datasets[idx[0]], 'SeriesDescription', '') or 'no description'}, "
+                        f"{len(idx)} slices)" for uid, idx in groups.items())
+    if series is None:
+        raise DataError(where, f"holds {len(groups)} DICOM series: {listing}; pick one with --series UID")
+    if series not in groups:
+        raise DataError(where, f"no DICOM series {series!r} here; series present: {listing}")
+    return [datasets[i] for i in groups[series]], [kept[i] for i in groups[series]]
+
+
+def read_dicom_series(source: str | Path | list, series: str | None = None) -> DicomSeries:
     """Read one DICOM series (a folder of any file names, or a list of files), sorted by position.
+    A folder with several SeriesInstanceUIDs is an error unless `series` picks one.
 
     Callers pairing slices with per-file data (CHAOS PNG masks) use `order`: slice k came from
     input file `order[k]`.
@@ -88,6 +106,7 @@ def read_dicom_series(source: str | Path | list) -> DicomSeries:
     where = paths[0].parent if paths else Path(str(source))
     if not datasets:
         raise DataError(where, "no DICOM image files found")
+    datasets, kept = _pick_series(datasets, kept, where, series)
     for ds, p in zip(datasets, kept):
         for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if tag not in ds:
@@ -138,18 +157,16 @@ def read_dicom_series(source: str | Path | list) -> DicomSeries:
     )
 
 
-def series_to_nifti(series: DicomSeries, dtype=None):
-    """The series as a nibabel image (int16 when the values are integral and fit, else float32)."""
-    import nibabel as nib
+def series_volume(series: DicomSeries, dtype=None):
+    """The series as a `Volume` ready to write (int16 when the values are integral and fit, else float32)."""
+    from datamodules.volumes import Volume, spacing_from_affine
 
     data = series.image
     if dtype is None:
         integral = np.all(np.mod(data, 1) == 0) and data.min() >= -32768 and data.max() <= 32767
         dtype = np.int16 if integral else np.float32
-    img = nib.Nifti1Image(data.astype(dtype), series.affine)
-    img.set_qform(series.affine, code=1)
-    img.set_sform(series.affine, code=1)
-    return img
+    return Volume(data.astype(dtype), series.affine, spacing_from_affine(series.affine), series,
+                  series.files[0].parent if series.files else Path("."))
 
 
 def read_nrrd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -176,22 +193,6 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     elif space not in ("right-anterior-superior", "ras"):
         raise DataError(path, f"unsupported NRRD space {space!r} (need LPS or RAS)")
     return np.asarray(data), affine
-
-
-def align_to_grid(data: np.ndarray, affine: np.ndarray, ref_shape, ref_affine, path) -> np.ndarray:
-    """Reorder axes/flips of `data` so it lies on the reference grid; refuse a different grid."""
-    import nibabel.orientations as nio
-
-    transform = nio.ornt_transform(nio.io_orientation(affine), nio.io_orientation(ref_affine))
-    out = nio.apply_orientation(data, transform)
-    new_affine = affine @ nio.inv_ornt_aff(transform, data.shape)
-    if tuple(out.shape) != tuple(ref_shape):
-        raise DataError(path, f"mask shape {tuple(out.shape)} (after reorientation) does not match the "
-                              f"image shape {tuple(ref_shape)}")
-    if not np.allclose(new_affine, ref_affine, atol=1e-2):
-        raise DataError(path, "mask geometry (affine) does not match the image: "
-                              f"max difference {np.abs(new_affine - ref_affine).max():.3g} mm")
-    return np.ascontiguousarray(out)
 
 
 def read_dicom_seg(path: str | Path, series: DicomSeries) -> dict[str, np.ndarray]:
@@ -242,14 +243,8 @@ def read_mask(path: str | Path, shape, affine, series: DicomSeries | None = None
         raise DataError(path, "mask file does not exist")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            data = np.asarray(img.dataobj)
-        except Exception as exc:
-            raise DataError(path, f"not a readable NIfTI file ({exc})") from None
-        return align_to_grid(np.squeeze(data), img.affine, shape, affine, path)
+        vol = read_volume(path, nan="error")
+        return align_to_grid(np.asarray(vol.array), vol.affine, shape, affine, path)
     if name.endswith((".nrrd", ".nhdr")):
         data, naff = read_nrrd(path)
         return align_to_grid(data, naff, shape, affine, path)

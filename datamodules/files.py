@@ -61,9 +61,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def atomic_save_nifti(img, path: str | os.PathLike) -> Path:
-    """Save a nibabel image atomically (keeps the `.nii.gz` suffix so nibabel compresses)."""
-    import nibabel as nib
+    """Kept for the phantom writer: `datamodules.volumes.save_nifti` (the one NIfTI writer)."""
+    from datamodules.volumes import save_nifti
 
-    with atomic_path(path, suffix=".nii.gz" if str(path).endswith(".nii.gz") else ".nii") as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)
+    return save_nifti(img, path)

@@ -15,18 +15,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from datamodules.files import DataError
-from datamodules.readers import dataset_modality, load_case, read_dataset
+from datamodules.readers import dataset_modality, load_case, read_dataset, read_dataset_json
 
 
 def inspect_case(record, liver_labels: Sequence[int] | None = None) -> dict[str, Any]:
-    import nibabel as nib
+    from datamodules.volumes import orientation
 
     case = load_case(record, liver_labels, require_liver=False)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     liver_voxels = int(case.mask.sum())
     return {"case": record.case, "patient": record.patient, "shape": list(case.image.shape),
             "spacing": [round(s, 4) for s in case.spacing],
-            "orientation": "".join(nib.aff2axcodes(case.affine)), "labels": case.label_values,
+            "orientation": orientation(case.affine), "labels": case.label_values,
             "liver_voxels": liver_voxels, "liver_ml": round(liver_voxels * voxel_ml, 3),
             "image": str(record.image_path), "label": str(record.label_path)}
 
@@ -34,6 +34,7 @@ def inspect_case(record, liver_labels: Sequence[int] | None = None) -> dict[str,
 def inspect_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) -> dict[str, Any]:
     """All cases of `root` plus totals; `DataError` if no case contains any liver voxel."""
     records = read_dataset(root, liver_labels)
+    problems = dataset_problems(root, len(records))
     cases = [inspect_case(r, liver_labels) for r in records]
     liver = [c["liver_ml"] for c in cases]
     if not any(c["liver_voxels"] for c in cases):
@@ -45,7 +46,21 @@ def inspect_dataset(root: str | Path, liver_labels: Sequence[int] | None = None)
               "cases_without_liver": [c["case"] for c in cases if not c["liver_voxels"]],
               "orientations": sorted({c["orientation"] for c in cases}),
               "spacing_median": [round(float(s), 4) for s in np.median([c["spacing"] for c in cases], axis=0)]}
-    return {"root": str(root), "modality": dataset_modality(root), "cases": cases, "totals": totals}
+    return {"root": str(root), "modality": dataset_modality(root), "cases": cases, "totals": totals,
+            "problems": problems}
+
+
+def dataset_problems(root: str | Path, found: int) -> list[str]:
+    """What makes a folder not a finished dataset: no dataset.json (warned), or a case count that
+    differs from its `numTraining` (an error: an incomplete conversion or copy)."""
+    meta_path = Path(root) / "dataset.json"
+    if not meta_path.is_file():
+        return [f"{meta_path}: missing: not a converted dataset (label names and modality unknown)"]
+    declared = read_dataset_json(root).get("numTraining")
+    if declared is not None and declared != found:
+        raise DataError(meta_path, f"numTraining is {declared} but {found} labelled case(s) were found: "
+                                   "incomplete conversion or copy")
+    return []
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -69,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
     p.add_argument("--json", action="store_true", help="print one JSON object with a `cases` list")
     p.add_argument("--liver-labels", default=None,
-                   help="comma-separated label values that count as liver (default: every label > 0)")
+                   help="comma-separated label values that count as liver (default: named in dataset.json, else every label > 0)")
     args = p.parse_args(argv)
     try:
         labels = [int(v) for v in args.liver_labels.split(",")] if args.liver_labels else None
@@ -80,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return 2
+    for problem in report["problems"]:
+        print(f"warning: {problem}", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 

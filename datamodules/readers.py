@@ -15,8 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from datamodules.files import DataError
-from datamodules.volumes import (NIFTI_SUFFIXES, check_same_grid, liver_labels_from_dataset_json, parse_labels,
-                                 read_geometry, read_volume)
+from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid,  # noqa: F401 (re-exported)
+                                 liver_labels_from_dataset_json, parse_labels, ras_spacing, read_geometry, read_volume)
 from datamodules.volumes import liver_mask as _liver_mask
 
 
@@ -30,6 +30,7 @@ class CaseRecord:
     image_path: Path
     label_path: Path | None
     liver_labels: tuple[int, ...] | None = None
+    declared_labels: tuple[int, ...] | None = None  # every value dataset.json declares (None: unknown)
 
 
 @dataclass
@@ -132,6 +133,7 @@ def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) ->
     parse_labels(meta, root / "dataset.json")  # validate early, with the file name
     liver = tuple(sorted({int(v) for v in liver_labels})) if liver_labels is not None \
         else dataset_liver_labels(root, meta)
+    declared = tuple(sorted({v for vs in parse_labels(meta).values() for v in vs})) if "labels" in meta else None
     patient_ids = meta.get("patient_ids") or {}
     if not isinstance(patient_ids, dict):
         raise DataError(root / "dataset.json", "'patient_ids' must map case -> patient")
@@ -145,7 +147,7 @@ def read_dataset(root: str | Path, liver_labels: Sequence[int] | None = None) ->
         label_path = labels.get(case)
         if label_path is None:
             raise DataError(image_path, f"no label: expected {labels_dir / (case + '.nii.gz')}")
-        records.append(CaseRecord(case, str(patient_ids.get(case, case)), image_path, label_path, liver))
+        records.append(CaseRecord(case, str(patient_ids.get(case, case)), image_path, label_path, liver, declared))
     if not records:
         raise DataError(images_dir, "no NIfTI images (*.nii.gz) found")
     return sorted(records, key=lambda r: r.case)
@@ -158,14 +160,9 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
     if record.label_path is None or not Path(record.label_path).is_file():
         raise DataError(record.image_path, f"no label file (expected {record.label_path})")
     image = read_volume(record.image_path)
-    label_vol = read_volume(record.label_path)
+    label_vol = read_volume(record.label_path, nan="error")
     check_same_grid(label_vol, image, record.label_path, Path(record.image_path).name, "label ")
-    label = label_vol.array
-    if not np.issubdtype(label.dtype, np.integer):
-        rounded = np.rint(label)
-        if not np.allclose(rounded, label):
-            raise DataError(record.label_path, "label has non-integer values")
-        label = rounded.astype(np.int32)
+    label = check_labels(label_vol.array, record.label_path, record.declared_labels)
     labels = liver_labels if liver_labels is not None else record.liver_labels
     mask = liver_mask(label, labels)
     if require_liver and not mask.any():
@@ -174,18 +171,6 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
                                            f"{np.unique(label).tolist()}")
     return LoadedCase(record, image.array, mask, image.affine, image.spacing,
                       [int(v) for v in np.unique(label)])
-
-
-def ras_spacing(affine: np.ndarray, spacing: Sequence[float]) -> tuple[float, ...]:
-    """Voxel spacing in RAS axis order (x, y, z), the order `Spacingd` sees after `Orientationd("RAS")`:
-    a sagittal or coronal file stores its axes in another order."""
-    import nibabel as nib
-
-    axes = nib.io_orientation(np.asarray(affine))[:, 0].astype(int)
-    out = [0.0, 0.0, 0.0]
-    for file_axis, ras_axis in enumerate(axes):
-        out[ras_axis] = float(spacing[file_axis])
-    return tuple(out)
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:

@@ -5,9 +5,10 @@ one 4D rule, one geometry tolerance, one spacing (always from the affine) and on
 """
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping
+import contextlib
+import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,11 +16,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from datamodules.files import DataError, atomic_path
+from datamodules.labels import (check_labels, liver_labels_from_dataset_json, liver_mask,  # noqa: F401 (re-exported)
+                                parse_labels, resolve_liver_labels)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 GRID_ATOL_MM = 1e-3  # the one "same grid" tolerance: max |affine difference| in mm (header round-off)
-LIVER_NAME = re.compile(r"liver", re.IGNORECASE)
-LESION_NAME = re.compile(r"(lesion|tumou?r|cancer)s?", re.IGNORECASE)  # a bare lesion class of the liver
+MAX_VOXELS = 2**31  # a header declaring more (e.g. 2048 x 2048 x 512) is refused before allocating
+NAN_POLICIES = ("error", "fill")  # non-finite voxels: refuse the file, or replace them by the minimum finite value
 
 
 @dataclass
@@ -50,12 +53,58 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
 
 
 def _open_nifti(path: Path):
+    """nibabel's proxy image, after the checks that must come before any voxel is allocated."""
     import nibabel as nib
 
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for truncated/corrupt files
         raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    _check_declared_size(img, path)
+    _check_spacing(img, path)
+    return img
+
+
+def _check_declared_size(img, path: Path) -> None:
+    """Header-declared dimensions against a sane maximum and against the bytes in the file
+    (`.nii`: file size; `.nii.gz`: the gzip ISIZE trailer, the uncompressed size mod 2**32)."""
+    shape = tuple(int(s) for s in img.shape)
+    if any(s <= 0 for s in shape):
+        raise DataError(path, f"header declares an empty volume, shape {shape}")
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise DataError(path, f"header declares {voxels:,} voxels (shape {shape}), more than the "
+                              f"{MAX_VOXELS:,} a scan can have: corrupt header")
+    header = img.header
+    needed = int(getattr(img.dataobj, "offset", 0)) + voxels * int(np.dtype(header.get_data_dtype()).itemsize)
+    if str(path).endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            isize = struct.unpack("<I", fh.read(4))[0]
+        if needed < 2**32 and isize < needed:
+            raise DataError(path, f"header declares {needed:,} bytes (shape {shape}) but the gzip stream "
+                                  f"holds {isize:,}: truncated file or wrong header")
+    else:
+        have = os.path.getsize(path)
+        if have < needed:
+            raise DataError(path, f"header declares {needed:,} bytes (shape {shape}) but the file holds "
+                                  f"{have:,}: truncated file or wrong header")
+
+
+def _check_spacing(img, path: Path) -> None:
+    """Zero, negative or non-finite voxel sizes make every mm wrong. nibabel silently turns a zero
+    pixdim into 1 mm and a negative one into its absolute value, so the raw header is read too."""
+    import nibabel as nib
+    from nibabel.openers import Opener
+
+    with Opener(str(path)) as fh:
+        raw = type(img.header).from_fileobj(fh, check=False) if isinstance(img.header, nib.Nifti1Header) else img.header
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=float) if "pixdim" in raw else np.ones(3)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0) or (int(raw.get("sform_code", 0)) == 0 and np.any(pixdim < 0)):
+        raise DataError(path, f"zero or negative voxel spacing in the header (pixdim {pixdim.tolist()})")
+    spacing = np.asarray(spacing_from_affine(img.affine))
+    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 1e-6)):
+        raise DataError(path, f"zero voxel spacing in the affine ({spacing.tolist()} mm)")
 
 
 def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
@@ -63,8 +112,52 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
-        raise DataError(path, f"expected a 3D volume, got shape {tuple(shape)}")
+        raise DataError(path, f"expected a 3D volume, got shape {tuple(shape)} ({len(shape)}D is not supported)")
     return tuple(int(s) for s in shape)
+
+
+def nan_policy(policy: str | None = None) -> str:
+    """The policy for non-finite voxels: `policy`, else $LIVERBENCH_NAN_POLICY (set by `--nan-policy`,
+    so DataLoader workers see it too), else "error"."""
+    policy = policy or os.environ.get("LIVERBENCH_NAN_POLICY") or "error"
+    if policy not in NAN_POLICIES:
+        raise DataError("--nan-policy", f"unknown policy {policy!r} (choose {', '.join(NAN_POLICIES)})")
+    return policy
+
+
+@contextlib.contextmanager
+def nan_policy_env(policy: str | None):
+    """`--nan-policy` for the duration of a command (an environment variable, so DataLoader worker
+    processes inherit it); restored afterwards."""
+    old = os.environ.get("LIVERBENCH_NAN_POLICY")
+    if policy:
+        os.environ["LIVERBENCH_NAN_POLICY"] = nan_policy(policy)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LIVERBENCH_NAN_POLICY", None)
+        else:
+            os.environ["LIVERBENCH_NAN_POLICY"] = old
+
+
+def check_finite(array: np.ndarray, path: str | Path, policy: str | None = None) -> np.ndarray:
+    """NaN/Inf voxels: a `DataError` ("error") or replaced by the minimum finite value ("fill", warned)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    bad = ~np.isfinite(array)
+    if not bad.any():
+        return array
+    n = int(bad.sum())
+    if nan_policy(policy) == "error" or n == array.size:
+        raise DataError(path, f"{n:,} NaN/Inf voxels of {array.size:,}"
+                              + ("" if n == array.size else " (use --nan-policy fill to replace them)"))
+    fill = float(np.min(array[~bad]))
+    warnings.warn(f"{path}: {n:,} NaN/Inf voxels replaced by the minimum finite value {fill:g} (--nan-policy fill)",
+                  stacklevel=2)
+    array = np.array(array, copy=True)
+    array[bad] = fill
+    return array
 
 
 def read_geometry(path: str | Path) -> Volume:
@@ -75,15 +168,19 @@ def read_geometry(path: str | Path) -> Volume:
     return Volume(None, affine, spacing_from_affine(affine), img.header, path, _spatial_shape(img.shape, path))
 
 
-def read_volume(path: str | Path, dtype=None) -> Volume:
-    """A NIfTI file or a DICOM series folder as a `Volume` (`dtype` None keeps the stored type)."""
+def read_volume(path: str | Path, dtype=None, series: str | None = None, nan: str | None = None) -> Volume:
+    """A NIfTI file or a DICOM series folder as a validated `Volume` (`dtype` None keeps the stored
+    type; `series` picks one SeriesInstanceUID of a folder holding several; `nan` see `check_finite`)."""
     path = Path(path)
     if path.is_dir():
         from datamodules.dicom import read_dicom_series
 
-        series = read_dicom_series(path)
-        array = series.image if dtype is None else series.image.astype(dtype)
-        return Volume(array, series.affine, spacing_from_affine(series.affine), series, path)
+        s = read_dicom_series(path, series=series)
+        spacing = np.asarray(spacing_from_affine(s.affine))
+        if not (np.all(np.isfinite(spacing)) and np.all(spacing > 1e-6)):
+            raise DataError(path, f"zero voxel spacing ({spacing.tolist()} mm): PixelSpacing or slice positions")
+        array = check_finite(s.image if dtype is None else s.image.astype(dtype), path, nan)
+        return Volume(array, s.affine, spacing_from_affine(s.affine), s, path)
     if not path.is_file():
         raise DataError(path, "does not exist")
     if not is_nifti(path):
@@ -94,7 +191,7 @@ def read_volume(path: str | Path, dtype=None) -> Volume:
         array = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
-    array = array.reshape(shape)
+    array = check_finite(array.reshape(shape), path, nan)
     affine = np.asarray(img.affine, dtype=np.float64)
     return Volume(array, affine, spacing_from_affine(affine), img.header, path)
 
@@ -124,81 +221,39 @@ def check_same_grid(a, b, path: str | Path, other: str | Path, what: str = "") -
                               f"{np.round(aa, 4)}\nvs\n{np.round(ab, 4)}")
 
 
-def parse_labels(meta: dict[str, Any], path: str | Path = "dataset.json") -> dict[str, list[int]]:
-    """Label name -> label values, from nnU-Net (`{"liver": 1}` or regions `{"liver": [1, 2]}`)
-    or MSD (`{"1": "liver"}`) style."""
-    labels = meta.get("labels", {})
-    if not isinstance(labels, dict):
-        raise DataError(path, "'labels' must be an object")
-    out: dict[str, list[int]] = {}
-    for key, value in labels.items():
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", str(key)):  # MSD: "1": "liver"
-            out[value] = [int(key)]
-        elif isinstance(value, bool):
-            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
-        elif isinstance(value, int):
-            out[str(key)] = [value]
-        elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            out[str(key)] = [int(v) for v in value]
-        else:
-            raise DataError(path, f"label {key!r}: expected an int or a list of ints, got {value!r}")
-    return out
+def orientation(affine: np.ndarray) -> str:
+    """Axis codes of an affine, e.g. "RAS" or "LPS"."""
+    import nibabel as nib
+
+    return "".join(nib.aff2axcodes(np.asarray(affine)))
 
 
-def liver_labels_from_dataset_json(source: str | Path | Mapping) -> set[int]:
-    """Label values that are liver, by name from dataset.json `labels`: every label whose name
-    contains "liver" plus bare lesion classes ("lesion", "tumour", "tumor", "cancer"), any case.
-    `source`: a dataset.json path, a dataset folder, the parsed dict, or its `labels` dict."""
-    path: Any = "dataset.json"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            path = path / "dataset.json"
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(path, f"not readable JSON ({exc})") from exc
-    else:
-        meta = source
-    if not isinstance(meta, Mapping):
-        raise DataError(path, "expected a JSON object")
-    if "labels" not in meta:
-        if any(k in meta for k in ("channel_names", "modality", "numTraining", "file_ending", "name")):
-            raise DataError(path, "declares no 'labels': cannot tell which label is the liver")
-        meta = {"labels": meta}  # the labels dict itself
-    labels = parse_labels(dict(meta), path)
-    liver = {v for name, values in labels.items() if LIVER_NAME.search(name) for v in values}
-    if not liver:
-        raise DataError(path, f"no liver label: none of the label names {sorted(labels)} contains 'liver'; "
-                              "pass the liver label values explicitly (e.g. --liver-labels 1,2)")
-    liver |= {v for name, values in labels.items() if LESION_NAME.fullmatch(name.strip()) for v in values}
-    liver.discard(0)
-    return liver
+def ras_spacing(affine: np.ndarray, spacing) -> tuple[float, ...]:
+    """Voxel spacing in RAS axis order (x, y, z), the order `Spacingd` sees after `Orientationd("RAS")`:
+    a sagittal or coronal file stores its axes in another order."""
+    import nibabel as nib
+
+    axes = nib.io_orientation(np.asarray(affine))[:, 0].astype(int)
+    out = [0.0, 0.0, 0.0]
+    for file_axis, ras_axis in enumerate(axes):
+        out[ras_axis] = float(spacing[file_axis])
+    return tuple(out)
 
 
-def resolve_liver_labels(spec) -> set[int] | None:
-    """`spec` as a set of label values: None stays None (every label > 0); ints are taken as they
-    are; a dataset.json path/folder or dict is resolved by label name."""
-    if spec is None:
-        return None
-    if isinstance(spec, (str, Path, Mapping)):
-        return liver_labels_from_dataset_json(spec)
-    values = set()
-    for v in spec:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise DataError("liver labels", f"expected integer label values, got {v!r}")
-        values.add(int(v))
-    return values
+def align_to_grid(data: np.ndarray, affine: np.ndarray, ref_shape, ref_affine, path) -> np.ndarray:
+    """Reorder axes/flips of `data` so it lies on the reference grid; refuse a different grid."""
+    import nibabel.orientations as nio
 
-
-def liver_mask(label: np.ndarray, spec=None) -> np.ndarray:
-    """Boolean liver mask of a label map. `spec`: label values (e.g. {1, 2}), a dataset.json
-    (path, folder or dict) to resolve by name, or None = every label > 0."""
-    label = np.asarray(label)
-    values = resolve_liver_labels(spec)
-    if values is None:
-        return label > 0
-    return np.isin(label, np.asarray(sorted(values)))
+    transform = nio.ornt_transform(nio.io_orientation(affine), nio.io_orientation(ref_affine))
+    out = nio.apply_orientation(data, transform)
+    new_affine = affine @ nio.inv_ornt_aff(transform, data.shape)
+    if tuple(out.shape) != tuple(ref_shape):
+        raise DataError(path, f"mask shape {tuple(out.shape)} (after reorientation) does not match the "
+                              f"image shape {tuple(ref_shape)}")
+    if not same_grid((out.shape, new_affine), (ref_shape, ref_affine)):
+        raise DataError(path, "mask geometry (affine) does not match the image: max difference "
+                              f"{np.abs(new_affine - np.asarray(ref_affine)).max():.3g} mm (tolerance {GRID_ATOL_MM} mm)")
+    return np.ascontiguousarray(out)
 
 
 def write_mask(path: str | Path, mask: np.ndarray, like) -> Path:
@@ -220,6 +275,7 @@ def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
     if isinstance(header, nib.nifti1.Nifti1Header):
         codes = (int(header["qform_code"]) or 1, int(header["sform_code"]) or 1)
     img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=codes[0])
     img.set_sform(affine, code=codes[1])
     return save_nifti(img, path)

@@ -207,3 +207,41 @@ def test_real_totalsegmentator_niftis_through_msd_and_amos_layouts(real_data, tm
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-5)
         assert int(np.asarray(out.dataobj).sum()) == voxels
     assert nib.aff2axcodes(nib.load(mr / "labelsTr" / "amos_0600.nii.gz").affine) == ("L", "P", "S")
+
+
+def test_chaos_failing_half_way_leaves_no_dataset(tmp_path, capsys):
+    """Patient 2 has a missing ground-truth PNG: nothing that looks like a dataset may be left."""
+    from datamodules.convert import main as convert_main
+
+    vol = np.zeros((16, 16, 3), np.float32)
+    for pid in ("1", "2"):
+        patient = tmp_path / "Train_Sets" / "CT" / pid
+        write_series(patient / "DICOM_anon", vol)
+        for f in range(3 if pid == "1" else 2):
+            _png(patient / "Ground" / f"liver_GT_{f:03d}.png", _square_for(1) * 255)
+    out = tmp_path / "out"
+    assert convert_main(["--format", "chaos", str(tmp_path), str(out)]) == 2
+    assert "2 ground-truth PNGs for 3 DICOM files" in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    (tmp_path / "Train_Sets" / "CT" / "2" / "DICOM_anon" / "slice002.dcm").unlink()  # now consistent
+    assert convert_main(["--format", "chaos", str(tmp_path), str(out)]) == 0
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_inspect_flags_missing_dataset_json_and_count_mismatch(tmp_path, capsys):
+    from datamodules.inspect import main as inspect_main
+
+    rng = np.random.default_rng(1)
+    for n in (0, 1):
+        _nifti(tmp_path / "Task03_Liver" / "imagesTr" / f"liver_{n}.nii.gz", np.zeros((16, 14, 6), np.int16))
+        _nifti(tmp_path / "Task03_Liver" / "labelsTr" / f"liver_{n}.nii.gz", _labels(rng))
+    out = convert("msd", tmp_path / "Task03_Liver", tmp_path / "ds")
+    meta = json.loads((out / "dataset.json").read_text())
+    (out / "dataset.json").write_text(json.dumps({**meta, "numTraining": meta["numTraining"] + 1}))
+    assert inspect_main([str(out)]) == 2
+    assert f"error: {out / 'dataset.json'}: numTraining is {meta['numTraining'] + 1} but {meta['numTraining']}" \
+        in capsys.readouterr().err
+    (out / "dataset.json").unlink()
+    assert inspect_main([str(out)]) == 0
+    assert f"warning: {out / 'dataset.json'}: missing: not a converted dataset" in capsys.readouterr().err

@@ -104,12 +104,14 @@ def test_unmatched_files_are_listed(folders, capsys):
     root, gts, _ = folders
     _save(root / "pred" / "extra.nii.gz", gts["case_0"])
     (root / "gt" / "case_2.nii.gz").rename(root / "gt" / "other.nii.gz")
-    rows, unmatched = evaluate_folders(root / "pred", root / "gt")
+    rows, unmatched = evaluate_folders(root / "pred", root / "gt", skip_missing=True)
     assert [r["case"] for r in rows] == ["case_0", "case_1"]
     assert [p.rsplit("/", 1)[-1] for p in unmatched["pred"]] == ["case_2_0000.nii.gz", "extra.nii.gz"]
     assert [p.rsplit("/", 1)[-1] for p in unmatched["gt"]] == ["other.nii.gz"]
-    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt")]) == 0
-    assert "without a matching ground truth" in capsys.readouterr().out
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--skip-missing"]) == 0
+    captured = capsys.readouterr()
+    assert "without a matching ground truth" in captured.out and "skipped (--skip-missing)" in captured.out
+    assert "evaluate: 2 scored, 1 missing (skipped), 0 failed" in captured.err
 
 
 @pytest.mark.parametrize("what", ["shape", "affine"])
@@ -160,3 +162,48 @@ def test_real_totalsegmentator_masks(real_data, tmp_path, name):
     hd, asd = _monai(pred, gt, (3.0, 3.0, 3.0))
     assert rows[0]["hd95"] == pytest.approx(hd, rel=1e-5) and rows[0]["assd"] == pytest.approx(asd, rel=1e-5)
     assert rows[0]["precision"] == 1.0 and 0.5 < rows[0]["dice"] < 1.0
+
+
+def test_ground_truth_without_prediction_is_failed_not_dropped(folders, capsys):
+    """1 of 3 predictions present: the mean must not be that one case's Dice."""
+    root, gts, _ = folders
+    (root / "pred" / "case_1_0000.nii.gz").unlink()
+    (root / "pred" / "case_2_0000.nii.gz").unlink()
+    rows, _ = evaluate_folders(root / "pred", root / "gt")
+    assert [(r["case"], r["missing"], r["failed"]) for r in rows] == [("case_0", 0, 0), ("case_1", 1, 1), ("case_2", 1, 1)]
+    assert rows[1]["dice"] == 0.0 and math.isnan(rows[1]["hd95"]) and rows[1]["fn"] == (gts["case_1"] > 0).sum()
+    out = root / "r.csv"
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out", str(out)]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())["summary"]
+    assert summary["dice"] == pytest.approx(rows[0]["dice"] / 3) and summary["failed"] == 2
+    assert "evaluate: 1 scored, 2 missing (counted as failed), 2 failed" in capsys.readouterr().err
+
+
+def test_probability_map_refused_unless_threshold(folders, capsys):
+    root, gts, _ = folders
+    prob = np.where(gts["case_0"] > 0, 0.9, 0.2).astype(np.float32)
+    nib.save(nib.Nifti1Image(prob, AFFINE), str(root / "pred" / "case_0_0000.nii.gz"))
+    out = root / "r.csv"
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "case_0_0000.nii.gz: prediction is not a binary 0/1 mask: non-integer" in err and not out.exists()
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--threshold", "0.5", "--out", str(out)]) == 0
+    assert next(csv.DictReader(out.open()))["dice"] == "1"
+    nib.save(nib.Nifti1Image(gts["case_0"].astype(np.uint8) * 3, AFFINE), str(root / "pred" / "case_0_0000.nii.gz"))
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt")]) == 2
+    assert "case_0_0000.nii.gz: prediction is not a binary 0/1 mask (values [3, 6])" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, message", [(-1, "negative label values [-1]"), (3, "label values [3] are not declared")])
+def test_bad_ground_truth_labels_are_errors(tmp_path, capsys, bad, message):
+    """A -1 would drop liver voxels and a stray 3 would be counted as liver: both refused."""
+    gt = np.zeros((10, 10, 6), np.int16)
+    gt[2:8, 2:8, 1:5] = 1
+    gt[3, 3, 3] = bad
+    (tmp_path / "ds" / "labelsTr").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(gt, AFFINE), str(tmp_path / "ds" / "labelsTr" / "c.nii.gz"))
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    _save(tmp_path / "pred" / "c.nii.gz", gt > 0)
+    out = tmp_path / "r.csv"
+    assert main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "ds"), "--out", str(out)]) == 2
+    assert f"labelsTr/c.nii.gz: {message}" in capsys.readouterr().err and not out.exists()

@@ -23,6 +23,7 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from benchmark.lightning_cli import LiverBenchCLI, user_error
+    from benchmark.stages.guards import AtomicCheckpointIO, FiniteGuard
 
     errors = io.StringIO()
     try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
@@ -39,6 +40,7 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
             raise
         raise cause from exc
     trainer = cli.trainer
+    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     if logger is not None:
         trainer.logger = logger
     checkpoints = trainer.checkpoint_callbacks
@@ -47,5 +49,5 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
         trainer.callbacks.append(checkpoints[0])
     for cb in checkpoints:  # the CLI's best-by-val/dice checkpoint, saved as OUT/.../model.ckpt
         cb.dirpath, cb.filename, cb.save_last, cb.save_top_k = str(folder), "model", False, 1
-    trainer.callbacks[:0] = callbacks
+    trainer.callbacks[:0] = [FiniteGuard(), *callbacks]
     return cli.model, cli.datamodule, trainer

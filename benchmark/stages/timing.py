@@ -42,9 +42,10 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
     """Time per volume end to end (Predictor on a file) and model-only, per slice (2D), FLOPs."""
     import torch
 
+    from monai.data import MetaTensor
+
     from benchmark import timing as T
-    from benchmark.inference import Predictor
-    from datamodules.transforms import build_preprocessing
+    from benchmark.inference import Predictor, read_scan
 
     t = config.get("timing") or {}
     accelerator = config["trainer"].get("accelerator", "cpu")
@@ -53,7 +54,9 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
     path, what = _timing_input(t, modality, test_records)
     module = module.to(device).eval()
     predictor = Predictor(module, preprocessing, device=device)
-    preprocessed = build_preprocessing(preprocessing, keys=("image",))({"image": str(path)})["image"]
+    scan = read_scan(path)  # through the volume layer, like every read
+    image = MetaTensor(torch.from_numpy(scan.image[None].copy()), affine=torch.from_numpy(scan.affine))
+    preprocessed = predictor.preprocess({"image": image})["image"]
 
     def end_to_end():
         with T.autocast_context(device, precision):
@@ -63,9 +66,7 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
         e2e = T.time_callable(end_to_end, device=device, warmup=warmup, repeats=repeats)
     model = T.time_model(module, tuple(preprocessed.shape[1:]), device=device, precision=precision,
                          warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
-    from datamodules.volumes import read_geometry
-
-    input_shape = list(read_geometry(path).shape)
+    input_shape = list(scan.image.shape)
     timing = {
         "volume_ms": e2e["median_ms"], "volume_ms_iqr": e2e["iqr_ms"], "volume_ms_min": e2e["min_ms"],
         "model_volume_ms": model["model_volume_ms"], "model_volume_ms_iqr": model["model_volume_ms_iqr"],

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,15 @@ def convert(fmt: str, src: str | Path, dst: str | Path, **options) -> Path:
     if not Path(src).exists():
         raise DataError(src, "source does not exist")
     module = importlib.import_module(f"datamodules.convert.{FORMATS[fmt]}")
-    return module.convert(src, dst, **options)
+    try:
+        return module.convert(src, dst, **options)
+    except BaseException:  # a failed conversion leaves no partial dataset (see DatasetWriter)
+        from datamodules.convert.common import PARTIAL
+
+        dst = Path(dst)
+        for partial in [*dst.parent.glob(f".{dst.name}{PARTIAL}{os.getpid()}"), *dst.glob(f".*{PARTIAL}{os.getpid()}")]:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dicom: ct|mri (default from the DICOM Modality tag)")
     p.add_argument("--mask", help="dicom: mask file (NIfTI, NRRD or DICOM SEG)")
     p.add_argument("--case", help="dicom: case name (default: the series folder name)")
+    p.add_argument("--series", help="dicom: SeriesInstanceUID to convert when the folder holds several")
     p.add_argument("--liver-labels", help="label values that are liver, e.g. 1,2 (default per format)")
     return p
 
@@ -47,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = {"liver_labels": parse_labels(args.liver_labels), "modality": args.modality}
         if args.format == "dicom":
-            options.update(mask=args.mask, case=args.case)
+            options.update(mask=args.mask, case=args.case, series=args.series)
         elif args.format == "chaos" and args.modality is None:
             options["modality"] = "ct"
         out = convert(args.format, args.src, args.dst, **options)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only destination
+        print(f"error: {exc.filename or args.dst}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"converted {args.format} → {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.convert.common import DatasetWriter, natural_key, visible
-from datamodules.dicom import read_dicom_series, series_to_nifti
+from datamodules.dicom import read_dicom_series, series_volume
 from datamodules.files import DataError
 
 MR_LIVER_BAND = (55, 70)  # MR PNG grey values: liver 63, kidneys 126/189, spleen 252
@@ -43,7 +43,7 @@ def read_png_mask(path: Path, mr: bool) -> np.ndarray:
 
 
 def convert_series(dicom_dir: Path, ground_dir: Path, mr: bool):
-    """(nibabel image, uint8 mask) for one CHAOS series, slices sorted by position."""
+    """(Volume, uint8 mask) for one CHAOS series, slices sorted by position."""
     files = sorted(visible(p for p in dicom_dir.iterdir() if p.is_file()), key=natural_key)
     pngs = sorted(visible(ground_dir.glob("*.png")), key=natural_key)
     if not files:
@@ -63,7 +63,7 @@ def convert_series(dicom_dir: Path, ground_dir: Path, mr: bool):
     mask = np.stack(slices, axis=-1).astype(np.uint8)
     if not mask.any():
         raise DataError(ground_dir, "ground truth has no liver pixels")
-    return series_to_nifti(series), mask
+    return series_volume(series), mask
 
 
 def _mr_sources(patient: Path, modality: str) -> tuple[Path, Path]:

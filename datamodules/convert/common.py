@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import warnings
@@ -11,7 +12,9 @@ from typing import Iterable
 
 import numpy as np
 
-from datamodules.files import DataError, atomic_path, atomic_save_nifti, atomic_write_json
+from datamodules.files import DataError, atomic_path, atomic_write_json
+from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
+                                 read_volume, same_grid, write_mask, write_volume)
 
 CHANNEL = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
 
@@ -38,41 +41,56 @@ def parse_labels(text: str | None) -> list[int] | None:
 
 def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndarray:
     """Label map → uint8 0/1 liver mask; refuses an empty result (wrong labels or empty file)."""
-    label = np.asarray(label)
-    mask = label > 0 if liver_labels is None else np.isin(label, liver_labels)
+    label = check_labels(label, path)
+    mask = liver_mask(label, liver_labels)
     if not mask.any():
         found = np.unique(label)[:20].tolist()
         raise DataError(path, f"no liver voxels (liver labels {liver_labels or '>0'}, values found {found})")
     return mask.astype(np.uint8)
 
 
-class DatasetWriter:
-    """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json`.
+PARTIAL = ".partial-"  # temp folders `.<dst>.partial-<pid>` beside the destination, renamed at the end
 
-    Opening an existing dataset of the same channel appends to it (the `dicom` format converts
-    one series per call)."""
+
+def partial_dir(root: Path) -> Path:
+    return root.parent / f".{root.name}{PARTIAL}{os.getpid()}"
+
+
+class DatasetWriter:
+    """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json` into a
+    temp folder beside `root`, renamed over `root` by `finish`: a conversion that fails half-way
+    leaves nothing that looks like a dataset (and an existing dataset untouched).
+
+    `append=True` on an existing dataset of the same channel adds to a copy of it (the `dicom`
+    format converts one series per call)."""
 
     def __init__(self, root: str | Path, channel: str, name: str = "LiverBench", append: bool = False):
-        self.root = Path(root)
+        self.final = Path(root)
         self.channel = CHANNEL.get(channel.lower(), channel)
         self.name = name
         self.cases: list[str] = []
         self.patients: dict[str, str] = {}
         self.extra: dict = {}
-        meta = self.root / "dataset.json"
+        meta = self.final / "dataset.json"
+        self.root = partial_dir(self.final)
+        if self.root.exists():
+            shutil.rmtree(self.root)
         if append and meta.is_file():
-            old = json.loads(meta.read_text())
+            old = _read_meta(meta)
             old_channel = old.get("channel_names", {}).get("0")
             if old_channel != self.channel:
                 raise DataError(meta, f"existing dataset is {old_channel}, cannot add a {self.channel} case")
+            shutil.copytree(self.final, self.root)
             self.cases = sorted(p.name[: -len(".nii.gz")] for p in (self.root / "labelsTr").glob("*.nii.gz"))
             self.patients = dict(old.get("patient_ids", {}))
         elif meta.is_file():
-            old_name = json.loads(meta.read_text()).get("name")
+            old_name = _read_meta(meta).get("name")
             if old_name != name:
-                raise DataError(self.root, f"already holds dataset {old_name!r}; convert into an empty folder")
-        elif any((self.root / "labelsTr").glob("*.nii*")):
-            raise DataError(self.root, "labelsTr/ already holds files; convert into an empty folder")
+                raise DataError(self.final, f"already holds dataset {old_name!r}; convert into an empty folder")
+        elif any((self.final / "labelsTr").glob("*.nii*")):
+            raise DataError(self.final, "labelsTr/ already holds files; convert into an empty folder")
+        elif self.final.is_dir() and any(self.final.iterdir()):
+            raise DataError(self.final, "folder is not empty; convert into an empty or new folder")
         (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
         (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
 
@@ -82,19 +100,20 @@ class DatasetWriter:
     def label_path(self, case: str) -> Path:
         return self.root / "labelsTr" / f"{case}.nii.gz"
 
-    def add(self, case: str, image, mask: np.ndarray, patient: str | None = None) -> None:
-        """`image`: a nibabel image or a NIfTI path (copied byte-exact, gzipped if needed)."""
-        import nibabel as nib
-
+    def add(self, case: str, image: Volume | str | Path, mask: np.ndarray, patient: str | None = None) -> None:
+        """`image`: a `Volume` or a NIfTI path (copied byte-exact, gzipped if needed). The label gets
+        the image's affine and qform/sform codes, so readers see identical geometry."""
+        if isinstance(image, (str, Path)):
+            like = read_geometry(image)
+        else:
+            like = image
+        if tuple(mask.shape) != tuple(like.shape):
+            raise DataError(self.image_path(case), f"mask shape {mask.shape} != image shape {like.shape}")
         if isinstance(image, (str, Path)):
             copy_nifti(Path(image), self.image_path(case))
-            img = nib.load(str(image))
         else:
-            img = image
-            atomic_save_nifti(img, self.image_path(case))
-        if tuple(mask.shape) != tuple(img.shape[:3]):
-            raise DataError(self.image_path(case), f"mask shape {mask.shape} != image shape {img.shape}")
-        atomic_save_nifti(_label_image(mask, img), self.label_path(case))
+            write_volume(self.image_path(case), image.array, image)
+        write_mask(self.label_path(case), mask, like)
         if case not in self.cases:
             self.cases.append(case)
         if patient is not None:
@@ -116,20 +135,24 @@ class DatasetWriter:
         if self.patients and any(self.patients.get(c, c) != c for c in self.cases):
             meta["patient_ids"] = {c: self.patients.get(c, c) for c in sorted(self.cases)}
         atomic_write_json(self.root / "dataset.json", meta)
-        return self.root
+        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.root, self.final)
+        if old.exists():
+            shutil.rmtree(old)
+        return self.final
+
+    def abort(self) -> None:
+        """Remove the temp folder of a failed conversion."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _label_image(mask: np.ndarray, img):
-    """Label image with the image's affine and qform/sform codes, so readers see identical geometry."""
-    import nibabel as nib
-
-    lab = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
-    hdr = getattr(img, "header", None)
-    qcode = int(hdr["qform_code"]) if hdr is not None and "qform_code" in hdr else 1
-    scode = int(hdr["sform_code"]) if hdr is not None and "sform_code" in hdr else 1
-    lab.set_qform(img.affine, code=qcode or 1)
-    lab.set_sform(img.affine, code=scode or 1)
-    return lab
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not readable JSON ({exc})") from None
 
 
 def copy_nifti(src: Path, dst: Path) -> None:
@@ -143,27 +166,17 @@ def copy_nifti(src: Path, dst: Path) -> None:
 
 
 def load_label_on_image(label_path: Path, image_path: Path) -> np.ndarray:
-    """A label volume checked against its image (shape; affine within 1e-3 mm after reorientation)."""
-    import nibabel as nib
-
-    from datamodules.dicom import align_to_grid
-
-    try:
-        img = nib.load(str(image_path))
-        lab = nib.load(str(label_path))
-        data = np.asarray(lab.dataobj)
-    except Exception as exc:
-        raise DataError(label_path, f"cannot read label/image pair ({exc})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.shape == img.shape[:3] and not np.allclose(lab.affine, img.affine, atol=1e-2):
+    """A label volume checked against its image (shape; the one grid tolerance after reorientation)."""
+    img = read_geometry(image_path)
+    lab = read_volume(label_path, nan="error")
+    if lab.shape == img.shape and not same_grid(lab, img):
         # LiTS: some segmentation headers lack the image's orientation; trust voxel order
         # when the shapes agree and the voxel sizes match.
-        if np.allclose(lab.header.get_zooms()[:3], img.header.get_zooms()[:3], atol=1e-2):
+        if np.allclose(lab.spacing, img.spacing, rtol=0, atol=GRID_ATOL_MM):
             warnings.warn(f"{label_path}: affine differs from {image_path.name}; using voxel order "
                           "(same shape and voxel size)", stacklevel=2)
-            return data
-    return align_to_grid(data, lab.affine, img.shape[:3], img.affine, label_path)
+            return np.asarray(lab.array)
+    return align_to_grid(np.asarray(lab.array), lab.affine, img.shape, img.affine, label_path)
 
 
 def print_summary(root: Path, n: int) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.convert.common import DatasetWriter, binarize
-from datamodules.dicom import read_dicom_series, read_mask, seg_liver_value, series_to_nifti
+from datamodules.dicom import read_dicom_series, read_mask, seg_liver_value, series_volume
 from datamodules.files import DataError
 
 
@@ -15,13 +15,14 @@ def _is_seg(path: Path) -> bool:
 
 
 def convert(src: str | Path, dst: str | Path, mask: str | Path | None = None, case: str | None = None,
-            modality: str | None = None, liver_labels: list[int] | None = None, **_) -> Path:
+            modality: str | None = None, liver_labels: list[int] | None = None, series: str | None = None,
+            **_) -> Path:
     """`modality` ct|mri overrides the DICOM Modality tag; `liver_labels` picks values of the mask
     (default: every value > 0; a SEG's segment named "liver")."""
     if mask is None:
         raise DataError(src, "the dicom format needs --mask FILE (NIfTI, NRRD or DICOM SEG)")
     src, mask = Path(src), Path(mask)
-    series = read_dicom_series(src)
+    series = read_dicom_series(src, series=series)
     channel = (modality or {"CT": "ct", "MR": "mri"}.get(series.modality.upper(), "")).lower()
     if channel not in ("ct", "mri"):
         raise DataError(src, f"DICOM Modality {series.modality!r}: pass --modality ct|mri")
@@ -31,6 +32,6 @@ def convert(src: str | Path, dst: str | Path, mask: str | Path | None = None, ca
     liver = binarize(labels, liver_labels, mask)
     writer = DatasetWriter(dst, channel, name="DICOM", append=True)
     name = case or src.resolve().name
-    writer.add(name, series_to_nifti(series), liver)
+    writer.add(name, series_volume(series), liver)
     print(f"  {name}: {series.image.shape}, {int(np.sum(liver))} liver voxels", flush=True)
     return writer.finish(source="DICOM series")

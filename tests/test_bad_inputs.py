@@ -1,0 +1,203 @@
+"""One test per class of bad input: the message names the file and the problem, and nothing is
+written or lost (issue 11, items 2 and 6)."""
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_dicom import write_series
+
+from datamodules.files import DataError
+from datamodules.readers import load_case, read_dataset
+from datamodules.volumes import MAX_VOXELS, read_geometry, read_volume
+
+AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
+
+
+def _nifti(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_nan_voxels_are_an_error_or_filled_by_policy(tmp_path, monkeypatch):
+    data = np.full((6, 5, 4), 7.0, np.float32)
+    data[1, 1, 1], data[2, 2, 2] = np.nan, np.inf
+    path = _nifti(tmp_path / "nan.nii.gz", data)
+    with pytest.raises(DataError, match=r"nan\.nii\.gz: 2 NaN/Inf voxels of 120 \(use --nan-policy fill"):
+        read_volume(path)
+    monkeypatch.setenv("LIVERBENCH_NAN_POLICY", "fill")  # what --nan-policy fill sets
+    with pytest.warns(UserWarning, match="2 NaN/Inf voxels replaced by the minimum finite value 7"):
+        vol = read_volume(path)
+    assert np.all(vol.array == 7.0)
+    with pytest.raises(DataError, match="NaN/Inf"):  # labels never take the fill policy
+        read_volume(path, nan="error")
+
+
+def test_zero_or_negative_spacing(tmp_path):
+    flat = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), None)
+    flat.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)  # a slice axis of 0 mm
+    nib.save(flat, str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(DataError, match=r"flat\.nii\.gz: zero voxel spacing in the affine"):
+        read_volume(tmp_path / "flat.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), None), str(tmp_path / "ok.nii"))  # geometry from pixdim
+    for name, value in (("neg.nii", -2.0), ("zero.nii", 0.0)):  # nibabel would silently use abs() / 1 mm
+        raw = bytearray((tmp_path / "ok.nii").read_bytes())
+        raw[84:88] = struct.pack("<f", value)  # pixdim[2]
+        (tmp_path / name).write_bytes(bytes(raw))
+        with pytest.raises(DataError, match=rf"{name}: zero or negative voxel spacing in the header \(pixdim \[1.0, {value}"):
+            read_volume(tmp_path / name)
+
+
+def test_declared_size_checked_before_allocating(tmp_path):
+    path = _nifti(tmp_path / "short.nii", np.zeros((20, 20, 20), np.int16))
+    path.write_bytes(path.read_bytes()[:5000])  # truncated: header promises 16,000 voxel bytes
+    with pytest.raises(DataError, match=r"short\.nii: header declares 16,352 bytes .* file holds 5,000"):
+        read_geometry(path)
+    header = nib.Nifti1Header()
+    header.set_data_shape((4096, 4096, 4096))
+    header.set_data_dtype(np.int16)
+    header.set_qform(AFFINE, code=1)
+    huge = tmp_path / "huge.nii.gz"
+    with gzip.open(huge, "wb") as fh:  # 68 billion declared voxels in a file of a few hundred bytes
+        fh.write(header.binaryblock + b"\x00" * 4 + b"\x00" * 1000)
+    with pytest.raises(DataError, match=rf"huge\.nii\.gz: header declares 68,719,476,736 voxels .* {MAX_VOXELS:,}"):
+        read_volume(huge)
+    header.set_data_shape((64, 64, 64))
+    lying = tmp_path / "lying.nii.gz"
+    with gzip.open(lying, "wb") as fh:
+        fh.write(header.binaryblock + b"\x00" * 4 + b"\x00" * 1000)
+    with pytest.raises(DataError, match=r"lying\.nii\.gz: header declares 524,288 bytes .* gzip stream holds 1,352"):
+        read_volume(lying)
+
+
+def test_unsupported_dimensionality(tmp_path):
+    with pytest.raises(DataError, match=r"t\.nii\.gz: expected a 3D volume, got shape \(4, 4, 4, 3\) \(4D"):
+        read_volume(_nifti(tmp_path / "t.nii.gz", np.zeros((4, 4, 4, 3), np.int16)))
+    with pytest.raises(DataError, match=r"s\.nii\.gz: expected a 3D volume, got shape \(4, 4\)"):
+        read_volume(_nifti(tmp_path / "s.nii.gz", np.zeros((4, 4), np.int16)))
+
+
+def _dataset(root, label, labels=None):
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    _nifti(root / "imagesTr" / "c_0000.nii.gz", np.zeros(label.shape, np.int16))
+    _nifti(root / "labelsTr" / "c.nii.gz", label)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"},
+                                                   "labels": labels or {"background": 0, "liver": 1, "tumour": 2}}))
+    return read_dataset(root)[0]
+
+
+@pytest.mark.parametrize("value, dtype, message", [
+    (-1, np.int16, r"negative label values \[-1\]"),
+    (3, np.uint8, r"label values \[3\] are not declared in dataset.json labels \(declared: \[0, 1, 2\]\)"),
+    (0.5, np.float32, r"label has non-integer values \(e.g. \[0.5\]\)"),
+])
+def test_bad_label_values(tmp_path, value, dtype, message):
+    label = np.zeros((8, 8, 4), dtype)
+    label[2:6, 2:6, 1:3] = 1
+    label[3, 3, 2] = value
+    record = _dataset(tmp_path / "ds", label)
+    with pytest.raises(DataError, match=r"labelsTr/c\.nii\.gz: " + message):
+        load_case(record)
+
+
+def test_liver_picked_by_name_not_every_label(tmp_path):
+    """CHAOS-style labels: kidneys (2) and spleen (4) are not liver."""
+    label = np.zeros((8, 8, 4), np.uint8)
+    label[0:3, :, :] = 1
+    label[5:7, :, :] = 2
+    label[7, :, :] = 4
+    record = _dataset(tmp_path / "ds", label, {"background": 0, "liver": 1, "kidney_r": 2, "kidney_l": 3, "spleen": 4})
+    assert record.liver_labels == (1,)
+    assert load_case(record).mask.sum() == 3 * 8 * 4
+    assert load_case(record, liver_labels=[1, 2]).mask.sum() == 5 * 8 * 4  # explicit labels still override
+
+
+def test_dicom_folder_with_two_series(tmp_path):
+    vol = np.zeros((6, 5, 3), np.float32)
+    first = write_series(tmp_path / "s", vol)
+    write_series(tmp_path / "other", vol + 10, origin=(-100.0, -80.0, 500.0))
+    for p in (tmp_path / "other").iterdir():
+        p.rename(tmp_path / "s" / f"b_{p.name}")
+    with pytest.raises(DataError, match=r"s: holds 2 DICOM series: .*\(.*, 3 slices\); .*3 slices\); pick one with --series UID"):
+        read_volume(tmp_path / "s")
+    import pydicom
+
+    uid = str(pydicom.dcmread(str(first[0])).SeriesInstanceUID)
+    vol1 = read_volume(tmp_path / "s", series=uid)
+    assert vol1.shape == (6, 5, 3) and np.all(vol1.array == 0)
+    with pytest.raises(DataError, match="no DICOM series '1.2.3'"):
+        read_volume(tmp_path / "s", series="1.2.3")
+
+
+# ---- predict ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from test_predict import _save_ckpt
+
+    from datamodules.transforms import preprocessing_config
+
+    return _save_ckpt(tmp_path_factory.mktemp("ckpt") / "ct.ckpt", preprocessing_config("ct"), features=4, depth=2)
+
+
+def _scan(path, value=100.0):
+    return _nifti(path, np.full((16, 14, 4), value, np.float32))
+
+
+def test_predict_refuses_to_overwrite_its_input(ckpt, tmp_path, capsys):
+    from benchmark.predict import main
+
+    scan = _scan(tmp_path / "scan.nii.gz")
+    before = scan.read_bytes()
+    assert main(["--checkpoint", str(ckpt), "--input", str(scan), "--output", str(scan), "--device", "cpu"]) == 2
+    assert "scan.nii.gz: output would overwrite or write into the input" in capsys.readouterr().err
+    assert scan.read_bytes() == before
+    series = tmp_path / "dicom"
+    write_series(series, np.zeros((6, 5, 3), np.float32))
+    files = sorted(p.name for p in series.iterdir())
+    assert main(["--checkpoint", str(ckpt), "--input", str(series), "--output", str(series / "m.nii.gz")]) == 2
+    assert "m.nii.gz: output would overwrite or write into the input" in capsys.readouterr().err
+    assert sorted(p.name for p in series.iterdir()) == files
+    assert main(["--checkpoint", str(ckpt), "--input", str(scan), "--output", str(tmp_path / "mask.png")]) == 2
+    assert "mask.png: output must be a .nii.gz / .nii file" in capsys.readouterr().err
+    assert not (tmp_path / "mask.png").exists()
+
+
+def test_predict_cuda_without_gpu_is_a_clear_error(ckpt, tmp_path, capsys):
+    import torch
+
+    from benchmark.predict import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    scan = _scan(tmp_path / "scan.nii.gz")
+    assert main(["--checkpoint", str(ckpt), "--input", str(scan), "--output", str(tmp_path / "m.nii.gz"),
+                 "--device", "cuda"]) == 2
+    assert "error: --device: cuda requested but no CUDA GPU is available" in capsys.readouterr().err
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_predict_batch_reports_a_bad_scan_and_goes_on(ckpt, tmp_path, capsys):
+    from benchmark.predict import main
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _scan(inp / "a.nii.gz")
+    bad = np.full((16, 14, 4), 100.0, np.float32)
+    bad[0, 0, 0] = np.nan
+    _nifti(inp / "b.nii.gz", bad)
+    _scan(inp / "c.nii.gz")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--input", str(inp), "--output", str(out), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "b.nii.gz: 1 NaN/Inf voxels of 896" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "c.nii.gz"]  # no b, no temp files
+    assert "2 of 3 scans" in captured.out and "1 failed" in captured.out
+    assert main(["--checkpoint", str(ckpt), "--input", str(inp / "b.nii.gz"), "--output", str(out / "b.nii.gz"),
+                 "--device", "cpu", "--nan-policy", "fill"]) == 0
+    assert nib.load(out / "b.nii.gz").shape == (16, 14, 4)
