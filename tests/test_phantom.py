@@ -86,10 +86,11 @@ def test_lesions_are_inside_the_liver():
 
 
 def test_ct_hounsfield_units_per_tissue():
-    case = generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full")
-    assert case.image.dtype == np.int16
-    assert 95 <= _median(case, T.LIVER) <= 135
-    assert 105 <= _median(case, T.SPLEEN) <= 135
+    case = generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase="portal")
+    assert case.image.dtype == np.int16 and case.params["appearance"]["phase"] == "portal"
+    steatosis = case.params["appearance"]["steatosis_hu"]  # fatty liver lowers its HU (20 % of cases)
+    assert 90 <= _median(case, T.LIVER) + steatosis <= 155
+    assert 95 <= _median(case, T.SPLEEN) <= 155
     assert -125 <= _median(case, T.SUBCUT_FAT) <= -80
     assert 40 <= _median(case, T.MUSCLE) <= 70
     assert -870 <= _median(case, T.LUNG) <= -730
@@ -99,20 +100,63 @@ def test_ct_hounsfield_units_per_tissue():
     liver, spleen = case.image[case.tissue == T.LIVER], case.image[case.tissue == T.SPLEEN]
     assert np.percentile(spleen, 75) > np.percentile(liver, 25)
     native = generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase="native")
-    assert 45 <= _median(native, T.LIVER) <= 70 and 35 <= _median(native, T.SPLEEN) <= 55
+    assert 40 <= _median(native, T.LIVER) + steatosis <= 75 and 33 <= _median(native, T.SPLEEN) <= 60
     assert np.array_equal(native.label, case.label)
 
 
 def test_mri_t1_t2_contrast_and_shared_anatomy():
-    t1 = generate_case(6, "t1", (4.0, 4.0, 6.0), fov="full")
-    t2 = generate_case(6, "t2", (4.0, 4.0, 6.0), fov="full")
+    t1 = generate_case(6, "t1", (4.0, 4.0, 6.0), fov="full", mr_variant="t1_in")
+    t2 = generate_case(6, "t2", (4.0, 4.0, 6.0), fov="full", mr_variant="t2_fs")
     assert np.array_equal(t1.label, t2.label) and np.array_equal(t1.affine, t2.affine)
     assert _median(t1, T.LIVER) > _median(t1, T.SPLEEN)
     assert _median(t2, T.SPLEEN) > _median(t2, T.LIVER)
     assert _median(t1, T.SUBCUT_FAT) > _median(t1, T.LIVER)  # T1: fat bright
     assert _median(t2, T.GALLBLADDER) > _median(t2, T.LIVER)  # T2: fluid bright
-    assert _median(t2, T.SUBCUT_FAT) < _median(t2, T.LIVER)  # fat suppressed
     assert t1.image.min() >= 0 and t1.image.dtype == np.int16
+
+
+def test_ct_contrast_phases():
+    cases = {ph: generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase=ph)
+             for ph in ("native", "arterial", "portal", "delayed")}
+    aorta = {ph: _median(c, T.AORTA) for ph, c in cases.items()}
+    liver = {ph: _median(c, T.LIVER) for ph, c in cases.items()}
+    assert aorta["arterial"] > 200 > aorta["portal"] > aorta["native"]
+    assert liver["portal"] > liver["native"] and liver["delayed"] > liver["native"]
+    drawn = {generate_case(s, "ct", 8.0).params["appearance"]["phase"] for s in range(12)}
+    assert len(drawn) >= 3  # the default phantom mixes phases
+    with pytest.raises(ValueError, match="phase"):
+        generate_case(0, "ct", 8.0, phase="venous")
+
+
+def test_mri_sequence_variants():
+    kw = dict(spacing=(3.0, 3.0, 6.0), fov="full")
+    t1in = generate_case(6, "t1", mr_variant="t1_in", **kw)
+    opp = generate_case(6, "t1", mr_variant="t1_opposed", **kw)
+    post = generate_case(6, "t1", mr_variant="t1_post_fs", **kw)
+    nofs = generate_case(6, "t2", mr_variant="t2_nofs", **kw)
+    fs = generate_case(6, "t2", mr_variant="t2_fs", **kw)
+    rel = lambda c, code: _median(c, code) / _median(c, T.LIVER)
+    # opposed phase: fat/water borders cancel (India ink), so the fat rim next to muscle darkens
+    border = ndimage.binary_dilation(t1in.tissue == T.MUSCLE) & (t1in.tissue == T.SUBCUT_FAT)
+    assert np.median(opp.image[border]) / _median(opp, T.SUBCUT_FAT) < \
+        0.9 * np.median(t1in.image[border]) / _median(t1in, T.SUBCUT_FAT)
+    assert rel(post, T.AORTA) > 1.2 and rel(t1in, T.AORTA) < 1.0  # contrast-enhanced vessels
+    assert rel(post, T.SUBCUT_FAT) < 0.8 < rel(t1in, T.SUBCUT_FAT)  # fat saturated after contrast
+    assert rel(nofs, T.SUBCUT_FAT) > 1.2 > 0.8 > rel(fs, T.SUBCUT_FAT)  # T2 with / without fat suppression
+    assert {c.params["appearance"]["variant"] for c in (t1in, opp, post, nofs, fs)} == \
+        {"t1_in", "t1_opposed", "t1_post_fs", "t2_nofs", "t2_fs"}
+    with pytest.raises(ValueError, match="mr_variant"):
+        generate_case(0, "t1", 8.0, mr_variant="t2_fs")
+
+
+def test_noise_follows_the_native_voxel_size():
+    """A coarse grid stands for many native voxels, so it carries less noise (as resampling does)."""
+    coarse = generate_case(5, "ct", (4.0, 4.0, 4.0), fov="full", phase="portal")
+    look = coarse.params["appearance"]
+    native = coarse.params["native_spacing"]
+    expected = look["noise_hu"] / np.sqrt(64.0 / np.prod(native))
+    assert look["noise_hu_on_grid"] == pytest.approx(expected, rel=0.02)
+    assert look["noise_hu_on_grid"] < 0.5 * look["noise_hu"]
 
 
 def test_native_and_explicit_spacing():

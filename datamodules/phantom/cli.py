@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
                    help="voxel spacing in mm: 1 value (isotropic) or 3 (x y z); default: native, random per case")
-    p.add_argument("--phase", choices=("portal", "native"), default="portal", help="CT contrast phase")
+    p.add_argument("--phase", choices=("random", "native", "arterial", "portal", "delayed"), default="random",
+                   help="CT contrast phase (random: drawn per case)")
     p.add_argument("--noise", type=float, default=1.0, help="noise multiplier (0 = none)")
     p.add_argument("--lesions", type=int, default=6, help="maximum lesions per case (0 = none)")
     p.add_argument("--sequences", default="t1,t2", help="MRI sequences to write")

@@ -10,14 +10,16 @@ import numpy as np
 
 from ..files import DataError, atomic_save_nifti, atomic_write_json
 from .anatomy import Anatomy, build_anatomy, rngs
-from .appearance import render_ct, render_mri, render_randomised
+from .appearance import CT_PHASES, MR_VARIANTS, render_ct, render_mri, render_randomised
 from .tissues import label_lut
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 MODALITIES = ("ct", "t1", "t2")
 SEQUENCE_CODES = {"ct": 0, "t1": 1, "t2": 2}
 LABELS = {"background": 0, "liver": 1, "lesion": 2}
-DEFAULT_KNOBS = {"phase": "portal", "noise": 1.0, "lesions": 6, "fov": "random", "bias": 1.0, "randomised": False}
+DEFAULT_KNOBS = {"phase": "random", "noise": 1.0, "lesions": 6, "fov": "random", "bias": 1.0, "randomised": False,
+                 "mr_variant": "random"}
+MR_VARIANT_NAMES = tuple(v for family in MR_VARIANTS.values() for v in family)
 
 
 @dataclass
@@ -32,8 +34,8 @@ class PhantomCase:
 def _check_knobs(modality, spacing, phase, noise, lesions, fov):
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    if phase not in ("portal", "native"):
-        raise ValueError(f"phase must be 'portal' or 'native', got {phase!r}")
+    if phase not in ("random", *CT_PHASES):
+        raise ValueError(f"phase must be 'random' or one of {CT_PHASES}, got {phase!r}")
     if fov not in ("random", "full"):
         raise ValueError(f"fov must be 'random' or 'full', got {fov!r}")
     if noise < 0 or lesions < 0:
@@ -54,16 +56,18 @@ def normalise_spacing(spacing):
     return tuple(spacing)
 
 
-def render(anatomy: Anatomy, seed: int, modality: str, phase="portal", noise=1.0, bias=1.0,
-           randomised=False) -> PhantomCase:
+def render(anatomy: Anatomy, seed: int, modality: str, phase="random", noise=1.0, bias=1.0,
+           randomised=False, mr_variant="random") -> PhantomCase:
     """Appearance for one scan of an existing anatomy (the T1 and T2 of a patient share it)."""
     rng = rngs(seed, "appearance", SEQUENCE_CODES[modality] + (10 if randomised else 0))
+    native = anatomy.params.get("native_spacing")
     if randomised:
         image, look = render_randomised(rng, anatomy.tissue, anatomy.grid, noise)
     elif modality == "ct":
-        image, look = render_ct(rng, anatomy.tissue, phase, noise)
+        image, look = render_ct(rng, anatomy.tissue, anatomy.grid, phase, noise, native)
     else:
-        image, look = render_mri(rng, anatomy.tissue, anatomy.grid, modality, noise, bias)
+        variant = mr_variant if mr_variant in MR_VARIANTS[modality] else "random"
+        image, look = render_mri(rng, anatomy.tissue, anatomy.grid, modality, noise, bias, variant, native)
     label = label_lut()[anatomy.tissue]
     params = {**anatomy.params, "modality": modality, "appearance": look,
               "liver_ml": round(float((label > 0).sum()) * anatomy.grid.voxel_ml, 1),
@@ -71,13 +75,17 @@ def render(anatomy: Anatomy, seed: int, modality: str, phase="portal", noise=1.0
     return PhantomCase(image, label, anatomy.affine.copy(), params, anatomy.tissue)
 
 
-def generate_case(seed: int, modality: str = "ct", spacing=None, *, phase: str = "portal", noise: float = 1.0,
-                  lesions: int = 6, fov: str = "random", bias: float = 1.0, randomised: bool = False) -> PhantomCase:
+def generate_case(seed: int, modality: str = "ct", spacing=None, *, phase: str = "random", noise: float = 1.0,
+                  lesions: int = 6, fov: str = "random", bias: float = 1.0, randomised: bool = False,
+                  mr_variant: str = "random") -> PhantomCase:
     """One phantom scan. Same seed -> same patient (for any modality and spacing)."""
     spacing = normalise_spacing(spacing)
     _check_knobs(modality, spacing, phase, noise, lesions, fov)
     anatomy = build_anatomy(seed, "ct" if modality == "ct" else "mri", spacing, lesions, fov)
-    return render(anatomy, seed, modality, phase, noise, bias, randomised)
+    if mr_variant != "random" and mr_variant not in MR_VARIANTS.get(modality, ()):
+        raise ValueError(f"mr_variant for {modality} must be 'random' or one of {MR_VARIANTS.get(modality, ())}, "
+                         f"got {mr_variant!r}")
+    return render(anatomy, seed, modality, phase, noise, bias, randomised, mr_variant)
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -128,7 +136,7 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
         scans = ["ct"] if modality == "ct" else list(sequences)
         pid = f"phantom_{modality}_{i:03d}"
         for scan in scans:
-            case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], k["randomised"])
+            case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], k["randomised"], k["mr_variant"])
             name = pid if modality == "ct" else f"{pid}_{scan}"
             save_case(case, out_dir, name)
             patient_ids[name] = pid
