@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 LOSSES = ("ce", "dice_ce")
+LR_SCHEDULES = ("constant", "onecycle")
 METRICS = ("dice", "jaccard", "precision", "recall")
 
 
@@ -69,7 +70,10 @@ class SegmentationModule(L.LightningModule):
         in_channels: image channels (1 for CT/MRI).
         num_classes: output channels (2: background, liver).
         loss: "ce" (the paper's cross-entropy) or "dice_ce" (MONAI Dice + CE).
-        lr, weight_decay: Adam settings (paper: lr 1e-4).
+        lr, weight_decay: Adam settings (paper: lr 1e-4); with a schedule, `lr` is the peak.
+        lr_schedule: "constant" (the paper's) or "onecycle" (warm-up then cosine decay over the
+            trainer's max_steps: a short, fixed step budget ends at a low learning rate instead of
+            stopping mid-way at a high one).
         dropout: dropout probability where the architecture has dropout.
         roi_size: 3D sliding-window size; None = the DataModule's training patch size.
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
@@ -96,6 +100,7 @@ class SegmentationModule(L.LightningModule):
         loss: str = "ce",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
         dropout: float = 0.0,
         roi_size: Optional[Sequence[int]] = None,
         sw_batch_size: int = 2,
@@ -111,6 +116,8 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if loss == "dice_ce":
             from monai.losses import DiceCELoss
 
@@ -277,4 +284,12 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self):
         # every parameter, frozen ones included: an encoder frozen for N epochs thaws later
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.get("lr_schedule", "constant") == "constant":
+            return opt
+        total = self.trainer.estimated_stepping_batches
+        if not 0 < total < float("inf"):
+            raise ValueError("lr_schedule 'onecycle' needs a finite training length (trainer max_steps or max_epochs)")
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=int(total), pct_start=0.1,
+                                                    cycle_momentum=False)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

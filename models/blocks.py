@@ -5,6 +5,9 @@ import torch
 from torch import nn
 
 
+NORMS = ("instance", "batch")
+
+
 def _layers(dims: int):
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")
@@ -13,11 +16,25 @@ def _layers(dims: int):
     return nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d, nn.Dropout3d
 
 
-class DoubleConv(nn.Sequential):
-    """(3x3 conv, batch norm, ReLU) twice, optional channel dropout in between."""
+def norm_layer(dims: int, kind: str):
+    """Instance norm (nnU-Net's choice) normalises every image by its own statistics, so a scan whose
+    contrast differs from the training mix does not meet training-set running statistics at test
+    time; batch norm is the classic U-Net's."""
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    if kind == "batch":
+        return _layers(dims)[1]
+    inst = nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d
+    return lambda c: inst(c, affine=True)
 
-    def __init__(self, dims: int, cin: int, cout: int, dropout: float = 0.0, mid: int | None = None):
-        conv, norm, _, _, drop = _layers(dims)
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv, norm, ReLU) twice, optional channel dropout in between."""
+
+    def __init__(self, dims: int, cin: int, cout: int, dropout: float = 0.0, mid: int | None = None,
+                 norm_kind: str = "batch"):
+        conv, _, _, _, drop = _layers(dims)
+        norm = norm_layer(dims, norm_kind)
         mid = mid or cout
         layers = [conv(cin, mid, 3, padding=1, bias=False), norm(mid), nn.ReLU(inplace=True)]
         if dropout > 0:
@@ -35,7 +52,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int = 2, features: int = 32,
-                 depth: int = 4, dropout: float = 0.0, doubling_before_pool: bool = False):
+                 depth: int = 4, dropout: float = 0.0, doubling_before_pool: bool = False, norm: str = "batch"):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -47,14 +64,14 @@ class UNet(nn.Module):
         for level, w in enumerate(widths):
             mid = max(w // 2, in_channels) if doubling_before_pool else None
             deep = level >= depth - 1
-            self.down.append(DoubleConv(dims, cin, w, dropout if deep else 0.0, mid))
+            self.down.append(DoubleConv(dims, cin, w, dropout if deep else 0.0, mid, norm))
             cin = w
         self.pool = pool(2)
         self.up = nn.ModuleList()
         self.decode = nn.ModuleList()
         for w_low, w in zip(reversed(widths[1:]), reversed(widths[:-1])):
             self.up.append(up(w_low, w, 2, stride=2))
-            self.decode.append(DoubleConv(dims, 2 * w, w))
+            self.decode.append(DoubleConv(dims, 2 * w, w, norm_kind=norm))
         self.head = conv(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,18 +14,23 @@ class UNet2D(SegmentationModule):
         features: channels of the first level (doubled at every level).
         depth: number of poolings.
         dropout: channel dropout in the two deepest levels (the paper used dropout).
+        norm: "instance" (default: robust to contrast shifts between scanners) or "batch" (the classic U-Net).
         **kwargs: see `SegmentationModule` (loss, lr, init_from, ...).
     """
 
     spatial_dims = 2
 
-    def __init__(self, features: int = 16, depth: int = 4, dropout: float = 0.1, **kwargs):
+    def __init__(self, features: int = 16, depth: int = 4, dropout: float = 0.1, norm: str = "instance", **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     @property
     def size_divisor(self) -> int:
         return 2 ** self.hparams.depth
 
+    @property
+    def min_size(self) -> int:  # instance norm needs more than one voxel at the bottleneck
+        return 2 ** (self.hparams.depth + 1) if self.hparams.norm == "instance" else 1
+
     def build_network(self):
         h = self.hparams
-        return UNet(2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout)
+        return UNet(2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, norm=h.norm)

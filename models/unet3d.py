@@ -12,18 +12,24 @@ class UNet3D(SegmentationModule):
 
     Args:
         features: channels of the first level; depth: number of poolings;
-        dropout: channel dropout in the deepest levels; **kwargs: see `SegmentationModule`.
+        dropout: channel dropout in the deepest levels; norm: "instance" (default) or "batch";
+        **kwargs: see `SegmentationModule`.
     """
 
     spatial_dims = 3
 
-    def __init__(self, features: int = 8, depth: int = 3, dropout: float = 0.1, **kwargs):
+    def __init__(self, features: int = 8, depth: int = 3, dropout: float = 0.1, norm: str = "instance", **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     @property
     def size_divisor(self) -> int:
         return 2 ** self.hparams.depth
 
+    @property
+    def min_size(self) -> int:  # instance norm needs more than one voxel at the bottleneck
+        return 2 ** (self.hparams.depth + 1) if self.hparams.norm == "instance" else 1
+
     def build_network(self):
         h = self.hparams
-        return UNet(3, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, doubling_before_pool=True)
+        return UNet(3, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, doubling_before_pool=True,
+                    norm=h.norm)

@@ -42,9 +42,9 @@ def choose_grid(rng, family: str, spacing, body, liver_top: float, liver_bottom:
         fov_xy = float(np.clip(width * rng.uniform(1.0, 1.25), 307, 460))
         native = (fov_xy / 512, fov_xy / 512, float(rng.choice(CT_SLICES, p=CT_SLICE_P)))
         extent = min(rng.uniform(220, 380), MAX_NATIVE_SLICES * native[2])
-    else:
+    else:  # MR fields of view are tight, often cut the flanks, and are shorter front to back
         s = rng.uniform(1.4, 1.9)
-        fov_xy = width * rng.uniform(1.05, 1.3)
+        fov_xy = width * rng.uniform(0.85, 1.2)
         native = (s, s, rng.uniform(5, 9))
         extent = int(rng.integers(26, 51)) * native[2]
     top = liver_top + rng.uniform(20, 90)
@@ -62,8 +62,9 @@ def choose_grid(rng, family: str, spacing, body, liver_top: float, liver_bottom:
         native = (native[0], native[1], (top - bottom) / MAX_NATIVE_SLICES)
     spacing = native if spacing is None else tuple(float(s) for s in spacing)
     yc = rng.uniform(-25, 0)
-    grid = Grid.from_extent((-fov_xy / 2, yc - fov_xy / 2, bottom), (fov_xy / 2, yc + fov_xy / 2, top), spacing)
-    info = {"fov_mm": [round(fov_xy, 1), round(fov_xy, 1), round(top - bottom, 1)],
+    fov_y = fov_xy if family == "ct" else fov_xy * rng.uniform(0.75, 1.0)
+    grid = Grid.from_extent((-fov_xy / 2, yc - fov_y / 2, bottom), (fov_xy / 2, yc + fov_y / 2, top), spacing)
+    info = {"fov_mm": [round(fov_xy, 1), round(fov_y, 1), round(top - bottom, 1)],
             "native_spacing": [round(float(s), 4) for s in native], "z_range": [round(bottom, 1), round(top, 1)]}
     return grid, info
 

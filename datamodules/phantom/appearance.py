@@ -77,8 +77,8 @@ MR_T1_POST_WATER = {
     T.VEIN: (0.7, 1.0), T.HEART: (0.7, 1.0), T.PANCREAS: (0.5, 0.7), T.MUSCLE: (0.25, 0.38),
 }
 MR_T2_WATER = {
-    T.AIR: (0, 0.01), T.SUBCUT_FAT: (0.05, 0.1), T.FAT: (0.05, 0.1), T.MUSCLE: (0.1, 0.18),
-    T.LIVER: (0.13, 0.3), T.PORTAL_VEIN: (0.03, 0.1), T.HEPATIC_VEIN: (0.03, 0.1),
+    T.AIR: (0, 0.01), T.SUBCUT_FAT: (0.05, 0.1), T.FAT: (0.05, 0.1), T.MUSCLE: (0.08, 0.15),
+    T.LIVER: (0.22, 0.4), T.PORTAL_VEIN: (0.03, 0.1), T.HEPATIC_VEIN: (0.03, 0.1),
     T.LESION_HYPO: (0.4, 0.6), T.LESION_HYPER: (0.65, 0.85), T.LESION_CYST: (0.85, 1.0),
     T.SPLEEN: (0.4, 0.62), T.KIDNEY_CORTEX: (0.4, 0.58), T.KIDNEY_MEDULLA: (0.55, 0.72), T.URINE: (0.85, 1.0),
     T.GALLBLADDER: (0.75, 1.0), T.GI_WALL: (0.22, 0.36), T.GI_FLUID: (0.65, 0.95), T.GAS: (0, 0.02),
@@ -218,7 +218,7 @@ def _mr_tables(rng, variant: str) -> tuple[np.ndarray, float, bool]:
     if rng.random() < 0.6:
         ranges.update(BRIGHT_VESSELS_T2)
     water = _table(rng, ranges)
-    fat = rng.uniform(0.05, 0.3) if variant == "t2_fs" else rng.uniform(0.45, 1.0)
+    fat = rng.uniform(0.05, 0.3) if variant == "t2_fs" else rng.uniform(0.45, 0.9)
     return water, fat, False
 
 
@@ -236,19 +236,21 @@ def render_mri(rng, tissue: np.ndarray, grid: Grid, sequence: str = "t1", noise:
     f = blur(frac[tissue], weights)  # partial volume mixes fat and water at organ borders
     if opposed:  # the cancelling band is about one native voxel wide on each side of a border
         blur(f, (0.3, 0.3, 0.15))
-    water_weight = rng.uniform(0.3, 1.2)  # TR/TE/flip angle shift water against fat signal
+    water_weight = rng.uniform(0.6, 1.25)  # TR/TE/flip angle shift water against fat signal
     w = water[tissue] * F32(water_weight)
     w += texture(rng, tissue, grid, {T.AIR: 0.0, T.GAS: 0.0, T.LUNG: 0.005}, default=rng.uniform(0.01, 0.035))
     blur(w, weights)
     np.clip(w, 0, None, out=w)
     img = w * (F32(1) - f)
     img = np.abs(img - F32(fat) * f) if opposed else img + F32(fat) * f
-    gamma = float(np.exp(rng.uniform(-0.4, 0.4)))  # receiver / reconstruction contrast spread
+    gamma = float(np.exp(rng.uniform(-0.3, 0.3)))  # receiver / reconstruction contrast spread
     img = (img / F32(max(float(img.max()), 1e-6))) ** F32(gamma)
-    scale = rng.uniform(300, 1500) / max(float(np.median(img[tissue == T.LIVER])) if (tissue == T.LIVER).any()
-                                         else 0.5, 0.05)
+    liver = tissue == T.LIVER
+    liver_signal = max(float(np.median(img[liver])) if liver.any() else 0.5, 0.02)
+    scale = rng.uniform(300, 1500) / liver_signal
     amp = rng.uniform(0.2, 0.45) * bias
-    sigma = rng.uniform(0.015, 0.04) * noise * native_noise_factor(grid, native_spacing)
+    # noise relative to the liver's signal (liver SNR 12-50 on the native grid, as in clinical scans)
+    sigma = liver_signal * rng.uniform(0.02, 0.08) * noise * native_noise_factor(grid, native_spacing)
     if rng.random() < 0.3:  # breathing ghost along the phase-encoding axis (AP)
         shift = int(rng.integers(8, 30))
         img += F32(rng.uniform(0.02, 0.06)) * np.roll(img, shift, axis=1)

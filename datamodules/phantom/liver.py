@@ -42,8 +42,10 @@ def sample_liver(rng, body: Body, exclude=()) -> LiverShape:
     az = rng.uniform(75, 100)
     right_c = np.array([ac - rng.uniform(62, 80), -rng.uniform(0, 20), -az * rng.uniform(0.75, 0.9)])
     right_axes = np.array([rng.uniform(66, 82), rng.uniform(80, 100), az])
-    left_c = np.array([-rng.uniform(0, 30), bca * rng.uniform(0.2, 0.4), -rng.uniform(30, 50)])
-    left_axes = np.array([rng.uniform(70, 95), rng.uniform(45, 62), rng.uniform(28, 40)])
+    # the left lobe lies in front of the stomach; how far it reaches to the left varies a lot between
+    # people (tip from just left of the midline to the left abdominal wall)
+    left_c = np.array([-rng.uniform(-10, 25), bca * rng.uniform(0.25, 0.45), -rng.uniform(30, 50)])
+    left_axes = np.array([rng.uniform(50, 90), rng.uniform(35, 55), rng.uniform(24, 36)])
     rot = rotation(rng.uniform(-6, 6), rng.uniform(-6, 6), rng.uniform(-10, 10))
     lo, hi = right_c - right_axes, right_c + right_axes
     bumps = Bumps.random(rng, lo, hi, k=5, sigma=(35, 60), amp=9.0)
