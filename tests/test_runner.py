@@ -107,7 +107,7 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     assert all(r["case"].startswith(r["patient"]) for r in rows)  # MRI: <patient>_t1 / <patient>_t2
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
-    assert good["postprocessing"] == {"largest_component": False}
+    assert good["postprocessing"] == {"largest_component": True}  # the cpu preset keeps the largest component
     assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
     # Checkpoints of 2D and 3D runs load as untrusted files (no MetaTensor leaked into them).
     from models import load_module
@@ -220,10 +220,11 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
     assert g["data"]["preset"] == "gpu"
-    assert b2["evaluation"] == {"largest_component": False}  # post-processing recipe switch
+    assert b2["evaluation"] == {"largest_component": True}  # post-processing recipe switch (cpu: on)
+    assert g["evaluation"] == {"largest_component": False}  # gpu: the paper's plain argmax
     lcc = tmp_path / "lcc.yaml"
-    lcc.write_text("evaluation: {largest_component: true}\n")
-    assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is True
+    lcc.write_text("evaluation: {largest_component: false}\n")
+    assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
     with pytest.raises(plan.DataError, match="unknown preset keys: budgets"):

@@ -236,7 +236,8 @@ def render_mri(rng, tissue: np.ndarray, grid: Grid, sequence: str = "t1", noise:
     f = blur(frac[tissue], weights)  # partial volume mixes fat and water at organ borders
     if opposed:  # the cancelling band is about one native voxel wide on each side of a border
         blur(f, (0.3, 0.3, 0.15))
-    water_weight = rng.uniform(0.6, 1.25)  # TR/TE/flip angle shift water against fat signal
+    # TR/TE/flip angle shift water against fat: widely on T1 (fat can be 5x the liver), less on T2
+    water_weight = rng.uniform(0.3, 1.2) if sequence == "t1" else rng.uniform(0.6, 1.25)
     w = water[tissue] * F32(water_weight)
     w += texture(rng, tissue, grid, {T.AIR: 0.0, T.GAS: 0.0, T.LUNG: 0.005}, default=rng.uniform(0.01, 0.035))
     blur(w, weights)
