@@ -12,7 +12,7 @@ from datamodules.files import DataError
 
 def write_series(folder, volume, *, spacing=(0.8, 0.7), step=2.5, origin=(-100.0, -80.0, 50.0),
                  iop=(1, 0, 0, 0, 1, 0), names=None, z_decreasing=False, slope=1.0, intercept=0.0,
-                 modality="CT"):
+                 modality="CT", series_uid=None):
     """Write `volume` (X=columns, Y=rows, Z) as a DICOM series; returns the file paths by slice.
 
     `z_decreasing`: file index 0 holds the slice with the *highest* position along the normal.
@@ -27,7 +27,7 @@ def write_series(folder, volume, *, spacing=(0.8, 0.7), step=2.5, origin=(-100.0
     nz = volume.shape[2]
     names = names or [f"slice{k:03d}.dcm" for k in range(nz)]
     stored = np.round((volume - intercept) / slope).astype(np.int16)
-    series_uid = generate_uid()
+    series_uid = series_uid or generate_uid()
     paths = []
     for k in range(nz):
         file_index = nz - 1 - k if z_decreasing else k
@@ -102,8 +102,8 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="no DICOM image files"):
         read_dicom_series(tmp_path / "empty")
     vol = np.zeros((4, 4, 3), np.float32)
-    write_series(tmp_path / "d", vol)
-    write_series(tmp_path / "d", vol, names=["x0", "x1", "x2"])  # the same positions again
+    write_series(tmp_path / "d", vol, series_uid="1.2.3.4")
+    write_series(tmp_path / "d", vol, names=["x0", "x1", "x2"], series_uid="1.2.3.4")  # same series, same positions
     with pytest.raises(DataError, match="same position"):
         read_dicom_series(tmp_path / "d")
 
