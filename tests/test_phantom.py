@@ -151,12 +151,14 @@ def test_mri_sequence_variants():
 
 def test_noise_follows_the_native_voxel_size():
     """A coarse grid stands for many native voxels, so it carries less noise (as resampling does)."""
-    coarse = generate_case(5, "ct", (4.0, 4.0, 4.0), fov="full", phase="portal")
-    look = coarse.params["appearance"]
-    native = coarse.params["native_spacing"]
-    expected = look["noise_hu"] / np.sqrt(64.0 / np.prod(native))
-    assert look["noise_hu_on_grid"] == pytest.approx(expected, rel=0.02)
-    assert look["noise_hu_on_grid"] < 0.5 * look["noise_hu"]
+    kw = dict(fov="full", phase="portal")
+    noisy, clean = generate_case(5, "ct", (4.0, 4.0, 4.0), **kw), generate_case(5, "ct", (4.0, 4.0, 4.0), noise=0, **kw)
+    look, native = noisy.params["appearance"], noisy.params["native_spacing"]
+    expected = look["noise_hu"] / np.sqrt(64.0 / np.prod(native))  # sigma / sqrt(native voxels per grid voxel)
+    assert look["noise_hu_on_grid"] == pytest.approx(expected, rel=0.02) and expected < 0.5 * look["noise_hu"]
+    liver = noisy.tissue == T.LIVER  # same seed, same texture: the difference is the noise alone (+ rounding)
+    measured = float(np.std(noisy.image[liver].astype(float) - clean.image[liver]))
+    assert measured == pytest.approx(np.sqrt(expected**2 + 1 / 6), rel=0.2)
 
 
 def test_native_and_explicit_spacing():
@@ -217,6 +219,8 @@ def test_cli_ct_knobs_and_errors(tmp_path, capsys):
         write_phantom_dataset(bad, "ct", 1, spacing=6)
     with pytest.raises(ValueError):
         generate_case(0, "pet")
+    with pytest.raises(ValueError, match="mr_variant"):
+        write_phantom_dataset(tmp_path / "z", "mri", 1, spacing=6, mr_variant="t1_oposed")  # typo: opposed
     with pytest.raises(TypeError, match="lesion"):
         write_phantom_dataset(tmp_path / "y", "ct", 1, spacing=6, lesion=3)  # typo: lesions
 

@@ -128,6 +128,8 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     if unknown:
         raise TypeError(f"unknown phantom knob(s) {sorted(unknown)}; known: {sorted(DEFAULT_KNOBS)}")
     k = {**DEFAULT_KNOBS, **knobs}
+    if k["mr_variant"] not in ("random", *MR_VARIANT_NAMES):
+        raise ValueError(f"mr_variant must be 'random' or one of {MR_VARIANT_NAMES}, got {k['mr_variant']!r}")
     _check_knobs("ct", spacing, k["phase"], k["noise"], k["lesions"], k["fov"])
     records, patient_ids = {}, {}
     for i in range(cases):
