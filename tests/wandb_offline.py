@@ -107,6 +107,26 @@ class OfflineRun:
         return self.files("media/images/**/*.png")
 
 
+def _settled_records(path: Path, timeout_s: float = 60.0) -> list:
+    """All records, once wandb-core (a separate process that may still be flushing after `finish()`
+    returns) has written the file's tail: a half-written last chunk fails its crc, so read again."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        size = path.stat().st_size
+        time.sleep(0.5)
+        try:
+            records = list(iter_records(path))
+            if path.stat().st_size == size:  # nothing appended meanwhile: the writer is done
+                return records
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return list(iter_records(path))
+
+
 def read_offline_run(run_dir: str | Path) -> OfflineRun:
     """Parse `run_dir/run-<id>.wandb` (an `offline-run-...` folder) into an `OfflineRun`."""
     run_dir = Path(run_dir)
@@ -114,7 +134,7 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     if not logs:
         raise FileNotFoundError(f"{run_dir}: no run-*.wandb file")
     out = OfflineRun(dir=run_dir)
-    for record in iter_records(logs[0]):
+    for record in _settled_records(logs[0]):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
