@@ -1,14 +1,14 @@
 """Per-case segmentation metrics in 3D, in millimetres, with MONAI's surface conventions.
 
-One function scores one case (`case_metrics`), one aggregates many (`summarise`). The
-surface distances come from MONAI's own machinery (`get_edge_surface_distance`, the code
-behind `compute_hausdorff_distance` and `compute_average_surface_distance`), called once per
-case so HD95 and ASSD share one edge extraction and one nearest-surface search.
+One function scores one case (`case_metrics`), one aggregates many (`summarise`). The surface
+distances follow MONAI's `get_edge_surface_distance` (the code behind `compute_hausdorff_distance`
+and `compute_average_surface_distance`) to the float32 digit, computed on the union's bounding box
+with a nearest-surface search in the band around each surface voxel (numpy only, no torch import),
+once per case so HD95 and ASSD share one edge extraction and one search.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -91,35 +91,109 @@ def largest_connected_component(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
+    box = _bounding_box(mask)
+    if box is None:
         return mask.copy()
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    labels, n = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
     if n == 1:
         return mask.copy()
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    out = np.zeros_like(mask)
+    out[box] = labels == int(np.argmax(sizes))
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel (None for an empty mask); reads the
+    full array once (the last axis is searched inside the box of the others)."""
+    if mask.ndim == 1:
+        hit = np.flatnonzero(mask)
+        return (slice(int(hit[0]), int(hit[-1]) + 1),) if hit.size else None
+    head = _bounding_box(mask.any(axis=-1))
+    if head is None:
+        return None
+    return head + _bounding_box(mask[head].reshape(-1, mask.shape[-1]).any(axis=0))
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """mask XOR its 6-connected erosion (outside counts as background), by array slicing: the
+    same voxels as `scipy.ndimage.binary_erosion` with its default cross, several times faster."""
+    padded = np.pad(mask, 1)
+    core = tuple(slice(1, -1) for _ in range(mask.ndim))
+    interior = padded[core].copy()
+    for axis in range(mask.ndim):
+        for lo, hi in ((0, -2), (2, None)):
+            shifted = list(core)
+            shifted[axis] = slice(lo, hi)
+            interior &= padded[tuple(shifted)]
+    return mask & ~interior
+
+
+def _offsets_by_distance(spacing: np.ndarray, max_offsets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every integer voxel offset (K, ndim) in a ball of about `max_offsets` voxels (radius at least
+    the largest spacing), sorted by length in mm, with those lengths."""
+    unit_ball = math.pi ** (len(spacing) / 2) / math.gamma(len(spacing) / 2 + 1)
+    radius = max(float(spacing.max()), (max_offsets * float(np.prod(spacing)) / unit_ball) ** (1 / len(spacing)))
+    half = np.floor(radius / spacing + 1e-9).astype(int)
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    offsets = np.stack([g.ravel() for g in grids], axis=1)
+    length = np.sqrt(((offsets * spacing) ** 2).sum(axis=1))
+    order = np.argsort(length, kind="stable")
+    inside = length[order] <= radius * (1 + 1e-12)
+    return offsets[order][inside], length[order][inside]
+
+
+def _nearest_surface_mm(points: np.ndarray, target: np.ndarray, spacing: np.ndarray,
+                        max_offsets: int = 400) -> np.ndarray:
+    """Euclidean distance in mm from every True voxel of `points` to the nearest True voxel of
+    `target` (same shape). Exact: offsets are tried shortest first in the band around each point,
+    so the first hit is the nearest; points with nothing in the band go to a KD-tree."""
+    offsets, length = _offsets_by_distance(spacing, max_offsets)
+    pad = [(int(p), int(p)) for p in np.abs(offsets).max(axis=0)]
+    padded = np.pad(target, pad)
+    flat = padded.ravel()
+    strides = np.array(padded.strides, dtype=np.int64) // padded.itemsize
+    todo = np.flatnonzero(np.pad(points, pad))  # flat index of each point in `padded`
+    dist = np.full(todo.size, np.inf)
+    index = np.arange(todo.size)
+    budget = 24 * todo.size  # gathers before a KD-tree is cheaper
+    for off, mm in zip(offsets @ strides, length):
+        hit = flat[todo + off]
+        if hit.any():
+            dist[index[hit]] = mm
+            keep = ~hit
+            todo, index = todo[keep], index[keep]
+            if index.size == 0:
+                break
+        budget -= todo.size
+        if budget < 0:
+            break
+    if index.size:
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(np.argwhere(padded) * spacing, leafsize=32)
+        dist[index] = tree.query(np.stack(np.unravel_index(todo, padded.shape), axis=1) * spacing, k=1)[0]
+    return dist
 
 
 def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm: (pred surface -> gt surface, gt surface -> pred surface).
 
-    Both masks must be non-empty. Uses MONAI's `get_edge_surface_distance` (crops to the union
-    bounding box, erodes, then a KD-tree on CPU or an EDT on GPU).
+    Both masks must be non-empty. MONAI's convention (`get_edge_surface_distance`: surface = mask
+    XOR 6-connected erosion after cropping both to the union's bounding box, exact Euclidean
+    distances rounded to float32), computed on the cropped surface band instead of a KD-tree over
+    the whole surface: the same values, several times faster (tests/test_metrics_speed.py).
     """
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MONAI warns on empty masks; callers handle those
-        _, (d_pred, d_gt), _ = get_edge_surface_distance(
-            torch.as_tensor(np.ascontiguousarray(pred)),
-            torch.as_tensor(np.ascontiguousarray(gt)),
-            distance_metric="euclidean",
-            spacing=[float(s) for s in spacing],
-            symmetric=True,
-        )
-    return d_pred.double().cpu().numpy(), d_gt.double().cpu().numpy()
+    pred, gt = _as_mask(pred), _as_mask(gt)
+    box = _bounding_box(pred | gt)
+    pred, gt = pred[box], gt[box]
+    scale = np.asarray([float(s) for s in spacing], dtype=np.float64)
+    e_pred, e_gt = _edges(pred), _edges(gt)
+    d_pred = _nearest_surface_mm(e_pred, e_gt, scale)
+    d_gt = _nearest_surface_mm(e_gt, e_pred, scale)
+    # MONAI returns float32 distances; round the same way so HD95/ASSD agree to the last digit
+    return d_pred.astype(np.float32).astype(np.float64), d_gt.astype(np.float32).astype(np.float64)
 
 
 def _as_mask(array) -> np.ndarray:
@@ -148,6 +222,11 @@ def case_metrics(pred, gt, spacing: Sequence[float] | None = None, largest_compo
     if largest_component:
         pred = largest_connected_component(pred)
 
+    if gt.flags.f_contiguous and not gt.flags.c_contiguous:  # NIfTI arrays come in Fortran order:
+        pred, gt, spacing = pred.T, gt.T, spacing[::-1]  # score the C-ordered view (same values)
+    pred, gt = np.ascontiguousarray(pred), np.ascontiguousarray(gt)
+    box = _bounding_box(pred | gt)  # nothing outside it counts: score the crop
+    pred, gt = pred[box], gt[box]
     tp = int(np.count_nonzero(pred & gt))
     fp = int(np.count_nonzero(pred)) - tp
     fn = int(np.count_nonzero(gt)) - tp
