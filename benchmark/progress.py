@@ -84,9 +84,13 @@ def failures(records: list[dict]) -> list[str]:
 
 
 def summary_table(records: list[dict], title: str = "LiverBench results") -> Table:
-    """One row per run: status, Dice/Jaccard/HD95, time per volume/slice, params."""
+    """One row per run: status, every metric of the schema (its title and format), time per
+    volume/slice, params."""
+    from benchmark.metrics import METRICS
+    from benchmark.report.columns import fmt_metric, metric_title
+
     table = Table(title=title)
-    for col in ("variant", "modality", "seed", "status", "Dice", "Jaccard", "HD95 mm",
+    for col in ("variant", "modality", "seed", "status", *(metric_title(m.name) for m in METRICS),
                 "volume ms", "slice ms", "params M"):
         table.add_column(col, justify="left" if col in ("variant", "modality", "status") else "right",
                          no_wrap=True, overflow="fold" if col == "variant" else "ellipsis")
@@ -98,8 +102,16 @@ def summary_table(records: list[dict], title: str = "LiverBench results") -> Tab
             status = "[red]failed[/red]"
         table.add_row(
             str(r.get("variant")), str(r.get("modality")), str(r.get("seed")), status,
-            _fmt(m.get("dice")), _fmt(m.get("jaccard")), _fmt(m.get("hd95"), 1),
+            *(fmt_metric(x.name, _number(m.get(x.name))) for x in METRICS),
             _fmt(t.get("volume_ms"), 0), _fmt(t.get("slice_ms"), 2),
             _fmt(params / 1e6 if params else None, 2),
         )
     return table
+
+
+def _number(value) -> float:
+    """A record's metric as a float; missing or non-numeric (a hand-edited record) shows as "–"."""
+    try:
+        return math.nan if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -191,8 +191,22 @@ def leaderboard_rows(records: list[dict]) -> list[list]:
     return rows
 
 
-def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], save_dir: str | os.PathLike) -> None:
-    """One extra run per suite: the leaderboard table and an accuracy-vs-time scatter."""
+RANK_COLUMNS = ["modality", "variant", "label", "seeds", "n_cases", "dice", "ci_low", "ci_high", "rank", "mean_rank", "median_rank",
+                "rank_ci_low", "rank_ci_high",
+                "p_beats_baseline", "mean_diff", "p", "p_holm", "significant", "seed_std", "volume_ms"]
+TIME_COLUMNS = ["modality", "variant", "label", "volume_ms", "dice", "ci_low", "ci_high", "significant"]
+
+
+def _cells(row: dict, columns: list[str]) -> list:
+    """Table cells; NaN (no test for the baseline, one seed) becomes None, a missing W&B value."""
+    return [None if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c) for c in columns]
+
+
+def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], save_dir: str | os.PathLike,
+                      rank_rows: list[dict] | None = None) -> None:
+    """One extra run per suite: the leaderboard table, an accuracy-vs-time scatter and, from `liverbench
+    report` (`rank_rows`: `benchmark.report.ranking.rows`), the ranking table (bootstrap rank frequencies,
+    P(beats baseline), raw and Holm p) and Dice vs time with CI bars, as an image and a table."""
     if mode == "disabled" or not records:
         return
     import wandb
@@ -205,9 +219,23 @@ def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], 
     ok = [r for r in records if r.get("status") == "ok" and (r.get("timing") or {}).get("volume_ms")]
     scatter = wandb.Table(columns=["label", "modality", "volume_ms", "dice"], data=[
         [r["variant"], r["modality"], r["timing"]["volume_ms"], (r.get("metrics") or {}).get("dice")] for r in ok])
-    run.log({"leaderboard": table,
-             "accuracy_vs_time": wandb.plot.scatter(scatter, "volume_ms", "dice",
-                                                    title=f"{suite}: Dice vs time per volume (ms)")})
+    logged = {"leaderboard": table,
+              "accuracy_vs_time": wandb.plot.scatter(scatter, "volume_ms", "dice",
+                                                     title=f"{suite}: Dice vs time per volume (ms)")}
+    if rank_rows:
+        n_ranks = max(int(k.split("_")[1]) for row in rank_rows for k in row if k.startswith("rank_") and k.endswith("_pct"))
+        columns = RANK_COLUMNS + [f"rank_{i}_pct" for i in range(1, n_ranks + 1)]
+        logged["ranking"] = wandb.Table(columns=columns, data=[_cells(row, columns) for row in rank_rows])
+        timed = [row for row in rank_rows if not math.isnan(row["volume_ms"]) and not math.isnan(row["ci_low"])]
+        if timed:
+            from benchmark.report.plots import _pyplot, dice_time_figure
+
+            fig = dice_time_figure(timed)
+            logged["dice_vs_time"] = wandb.Image(fig, caption=f"{suite}: mean DSC, 95% bootstrap CI over patients, "
+                                                               "vs time per volume; red: differs from the baseline (Holm)")
+            _pyplot().close(fig)
+            logged["dice_vs_time_table"] = wandb.Table(columns=TIME_COLUMNS, data=[_cells(r, TIME_COLUMNS) for r in timed])
+    run.log(logged)
     run.finish()
 
 

@@ -68,9 +68,9 @@ def test_leaderboard_numbers(results, capsys):
     assert "do not edit by hand" in text and "Test CPU (2 cores)" in text and "liverbench run --suite paper" in text
 
     # Table 1: mean ± std over the two seeds of each run's Dice, CT then MRI, then seconds per volume
-    row = _row(text.split("## Details")[0], "U-Net Baseline")
+    row = _row(text.split("## Ranking")[0], "U-Net Baseline")
     ct = [np.mean(_dice("unet_baseline", "ct", s)) for s in (0, 1)]
-    assert f"{np.mean(ct):.3f} ± {np.std(ct, ddof=1):.3f}" in row
+    assert f"{np.mean(ct):.4f} ± {np.std(ct, ddof=1):.4f}" in row  # the schema's format for dice
     assert row.rstrip(" |").endswith("2.05 ± 0.07 | 2.05 ± 0.07")  # (2000 ms, 2100 ms) -> s
     assert text.index("| U-Net Baseline |") < text.index("| 3D CNN |")
     assert "| **Paper (quoted, not measured)** | 0.89–0.94 |" in text and "| 2.4–3.0 | 2.4–3.0 |" in text
@@ -80,7 +80,7 @@ def test_leaderboard_numbers(results, capsys):
     patients = [c.split("_")[0] for c in CASES["mri"]]
     lo, hi = bootstrap_ci(per_case, patients)
     acc = _row(text.split("### Accuracy")[1], "3D CNN | MRI")
-    assert f"[{lo:.3f}, {hi:.3f}] (n=4)" in acc and lo < per_case.mean() < hi
+    assert f"[{lo:.4f}, {hi:.4f}] (n=4)" in acc and lo < per_case.mean() < hi
 
     # Paired Wilcoxon vs scipy on the same cases
     for modality, name in (("ct", "CT"), ("mri", "MRI")):
@@ -97,21 +97,30 @@ def test_leaderboard_numbers(results, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_report_is_deterministic_apart_from_the_date(results):
-    a, b = results / "a.md", results / "b.md"
-    main(["--results", str(results), "--out", str(a)])
-    main(["--results", str(results), "--out", str(b)])
-    strip = lambda t: [line for line in t.splitlines() if "UTC" not in line and ".png" not in line]  # noqa: E731
-    assert strip(a.read_text()) == strip(b.read_text())
+def test_report_twice_gives_identical_bytes(results, tmp_path):
+    """The same results and command give byte-identical leaderboard.md and figures (no date, no PNG metadata)."""
+    out = results / "lb" / "leaderboard.md"
+    out.parent.mkdir()
+    files = ("leaderboard.md", "leaderboard_pareto.png", "leaderboard_ranks.png")
+    outputs = []
+    for _ in range(2):
+        assert main(["--results", str(results), "--out", str(out)]) == 0
+        outputs.append({f: (out.parent / f).read_bytes() for f in files})
+        for f in files:
+            (out.parent / f).unlink()
+    assert outputs[0] == outputs[1]
+    for f in files[1:]:
+        assert outputs[0][f][:8] == b"\x89PNG\r\n\x1a\n" and b"Matplotlib" not in outputs[0][f]
+    assert "Command: `liverbench report --results" in outputs[0]["leaderboard.md"].decode()
 
 
 def test_several_suites_are_kept_apart(results):
     _write_run(results, "unet_baseline", "ct", 0, suite="smoke", started="2026-11-23T10:00:00")
     out = results / "lb.md"
     assert main(["--results", str(results), "--out", str(out)]) == 0
-    table1 = out.read_text().split("## Details")[0]
+    table1 = out.read_text().split("## Ranking")[0]
     smoke = _row(table1, "U-Net Baseline [smoke]")
-    assert f"{np.mean(_dice('unet_baseline', 'ct', 0)):.3f} |" in smoke  # one seed: no ± std
+    assert f"{np.mean(_dice('unet_baseline', 'ct', 0)):.4f} |" in smoke  # one seed: no ± std
     assert table1.index("[smoke]") < table1.index("U-Net Baseline [paper]") < table1.index("3D CNN [paper]")
 
 
