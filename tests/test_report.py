@@ -122,6 +122,9 @@ def test_several_suites_are_kept_apart(results):
     smoke = _row(table1, "U-Net Baseline [smoke]")
     assert f"{np.mean(_dice('unet_baseline', 'ct', 0)):.4f} |" in smoke  # one seed: no ± std
     assert table1.index("[smoke]") < table1.index("U-Net Baseline [paper]") < table1.index("3D CNN [paper]")
+    text = out.read_text()  # each suite ranked on its own; the smoke suite has only its baseline
+    assert "### CT [smoke]\n\n**CT [smoke]**: only the baseline U-Net Baseline [smoke] has results" in text
+    assert text.index("### CT [smoke]") < text.index("### CT [paper]") < text.index("### MRI [paper]")
 
 
 def test_errors(tmp_path, capsys):

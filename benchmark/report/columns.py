@@ -34,6 +34,14 @@ def fmt_metric(name: str, mean: float, std: float = math.nan) -> str:
     return one(mean) if math.isnan(std) else f"{one(mean)} ± {one(std)}"
 
 
+def fmt_signed(name: str, value: float) -> str:
+    """A difference in the metric's format, with its sign."""
+    if value is None or math.isnan(value):
+        return "–"
+    spec = _spec(name)
+    return f"{value:+{'.1f' if spec == 'd' else spec}}"
+
+
 def fmt_num(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"

@@ -140,8 +140,8 @@ def build_groups(runs: list[Run], baseline: str = BASELINE) -> tuple[list, dict,
         if run.ok or run.get("variant"):
             by_key[(run.variant_key(), run.get("modality", default="?"))].append(run)
     start: dict = {}
-    for (vkey, _), rs in by_key.items():
-        first = min(str(r.get("started", default="")) for r in rs)
+    for (vkey, _), rs in by_key.items():  # a failed record may lack `started`: order by the ok ones
+        first = min(str(r.get("started", default="")) for r in ([r for r in rs if r.ok] or rs))
         start[vkey] = min(start.get(vkey, first), first)
     suite_start: dict = {}
     for (suite, _), t in start.items():

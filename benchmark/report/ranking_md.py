@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import math
 
-from benchmark.report.columns import SIGNIFICANT, fmt_metric, fmt_num, fmt_p, md_table, metric_title
+from benchmark.report.columns import SIGNIFICANT, fmt_metric, fmt_num, fmt_p, fmt_signed, md_table, metric_title
 from benchmark.report.ranking import ALPHA, BOOT_SEED, METRIC, N_BOOT, Ranking, by_rank, rows
 
 
 def _signed(x: float) -> str:
-    return "–" if math.isnan(x) else f"{x:+.4f}"
+    return fmt_signed(METRIC, x)
 
 
 def verdict(r: Ranking) -> str:
@@ -51,8 +51,8 @@ def noise_line(r: Ranking) -> str:
                 "(several seeds: `make bench-full`).")
     between = n["between_variants_std"]
     ratio = "" if math.isnan(between) or between == 0 else f" (ratio {n['mean_seed_std'] / between:.2f})"
-    return (f"Noise floor: std over seeds of a variant's mean DSC {n['mean_seed_std']:.4f} on average; "
-            f"std of the variants' mean DSC {fmt_num(between, 4)}{ratio}.")
+    return (f"Noise floor: std over seeds of a variant's mean DSC {fmt_metric(METRIC, n['mean_seed_std'])} on average; "
+            f"std of the variants' mean DSC {fmt_metric(METRIC, between)}{ratio}.")
 
 
 def rank_table(r: Ranking, groups: dict) -> str:
@@ -68,7 +68,7 @@ def rank_table(r: Ranking, groups: dict) -> str:
                     f"{row['rank']:.1f}", f"{row['mean_rank']:.2f}",
                     f"[{row['rank_ci_low']:g}, {row['rank_ci_high']:g}]",
                     *[f"{row[f'rank_{i + 1}_pct']:.1f}" for i in range(v)],
-                    "–" if base else fmt_num(row["p_beats_baseline"]), fmt_num(row["seed_std"], 4)])
+                    "–" if base else fmt_num(row["p_beats_baseline"]), fmt_metric(METRIC, row["seed_std"])])
     return md_table(headers, out)
 
 
