@@ -5,10 +5,12 @@ one suite entry into the exact config `liverbench fit` would take, plus the runn
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
 from datamodules.files import DataError
 
@@ -93,11 +95,28 @@ def load_preset(name_or_path: str) -> dict:
     preset = _yaml(path)
     preset.setdefault("name", path.stem)
     unknown = set(preset) - {"name", "description", "trainer", "model", "models", "data", "dims", "timing",
-                             "evaluation", "smoke"}
+                             "evaluation", "smoke", "force", "budget"}
     if unknown:
         raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
+    for where, layer in _layers(preset):  # a bad `force`/`budget` fails now, not in every run
+        try:
+            check_force(layer.get("force"), where)
+            if layer.get("budget") is not None:
+                _time_budget(layer["budget"], where)
+        except ValueError as exc:
+            raise DataError(path, str(exc)) from None
     preset["path"] = str(path)
     return preset
+
+
+def _layers(preset: dict):
+    """(name, layer) for the preset, its dims/models layers and its smoke layer's."""
+    for name, layer in (("preset", preset), ("smoke", preset.get("smoke") or {})):
+        yield name, layer
+        for key in ("dims", "models"):
+            for sub, value in ((layer.get(key) or {}) if isinstance(layer, dict) else {}).items():
+                if isinstance(value, dict):
+                    yield f"{name} {key} {sub}", value
 
 
 def _data_dirs(data: str, modalities: list[str]) -> dict[str, str]:
@@ -168,12 +187,15 @@ def _model_keys(class_path: str) -> set[str]:
 
 
 SECTIONS = ("trainer", "model", "data", "timing", "evaluation")
-RUNNER_ONLY = ("timing", "evaluation", "dry_run")  # runner-only sections, not LightningCLI keys
+RUNNER_ONLY = ("timing", "evaluation", "dry_run", "overrides", "budget_limit")  # runner-only, not LightningCLI keys
 
 
 def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
     """The preset's `trainer`/`model`/`data`/`timing`/`evaluation` for one dimensionality, then its per-model
-    `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models."""
+    `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models.
+
+    Also `force` (the keys these layers force over the entry's own values, see benchmark/overrides.py)
+    and `limit` (`budget: {seconds: N}`: equal wall-clock per variant, else None)."""
 
     def by_dims(layer):
         d = (layer or {}).get("dims") or {}
@@ -188,35 +210,77 @@ def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
     if smoke:
         s = preset.get("smoke") or {}
         layers += [s, by_dims(s), by_model(s)]
-    out: dict = {}
+    out: dict = {"force": [], "limit": None}
     for layer in layers:
         for section in SECTIONS:
             out[section] = deep_merge(out.get(section, {}), (layer or {}).get(section))
+        out["force"] += check_force((layer or {}).get("force"), f"preset {preset.get('name')}")
+        if (layer or {}).get("budget") is not None:
+            out["limit"] = _time_budget(layer["budget"], preset.get("name"))
+    return out
+
+
+def _time_budget(value, preset_name) -> dict:
+    if not (isinstance(value, dict) and set(value) == {"seconds"} and isinstance(value["seconds"], (int, float))
+            and value["seconds"] > 0):
+        raise ValueError(f"preset {preset_name}: `budget` must be {{seconds: N}} with N > 0, got {value!r}")
+    return {"seconds": float(value["seconds"])}
+
+
+def _entry_wins(preset_values: dict, entry_values: dict, forced: list[str], section: str) -> dict:
+    """The preset's values under the entry's, then the keys the preset forces back on top."""
+    out = deep_merge(preset_values, entry_values)
+    for key in forced:
+        head, _, rest = key.partition(".")
+        if head == section and get_dotted(preset_values, rest, None) is not None:
+            set_dotted(out, rest, get_dotted(preset_values, rest))
     return out
 
 
 def build_config(spec: RunSpec, folder: Path) -> dict:
     """The entry's LightningCLI config with the modality's DataModule, the preset, data and seed."""
-    config = _yaml(spec.entry_config)
+    entry = _yaml(spec.entry_config)
     for section in ("model", "data"):
-        if not isinstance(config.get(section), dict) or "class_path" not in config[section]:
+        if not isinstance(entry.get(section), dict) or "class_path" not in entry[section]:
             raise DataError(spec.entry_config, f"needs `{section}:` with class_path and init_args")
+    config = copy.deepcopy(entry)
     data_args = dict(config["data"].get("init_args") or {})
     dims = int(data_args.get("dims", 2))
     b = budget(spec.preset, dims, spec.smoke, config["model"]["class_path"])
     config["seed_everything"] = spec.seed
-    config["model"]["init_args"] = deep_merge(config["model"].get("init_args") or {}, b["model"])
-    data_args = deep_merge(data_args, b["data"])
+    config["model"]["init_args"] = _entry_wins(b["model"], config["model"].get("init_args") or {}, b["force"], "model")
+    data_args = _entry_wins(b["data"], data_args, b["force"], "data")
+    data_args["seed"] = spec.seed  # sampling and augmentation order; the split has its own `split_seed`
     data_args["data_dir"] = None if spec.data == "phantom" else spec.data
     data_args["split_file"] = str(folder / "split.json")  # the DataModule saves its split there
     config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
-    trainer = deep_merge(config.get("trainer") or {}, b["trainer"])
+    trainer = _entry_wins(b["trainer"], config.get("trainer") or {}, b["force"], "trainer")
+    if b["limit"]:  # equal wall-clock per variant instead of equal steps
+        trainer.update(max_time={"seconds": b["limit"]["seconds"]}, max_steps=-1)
     trainer.update(default_root_dir=str(folder), logger=False, enable_progress_bar=False,
                    enable_model_summary=False)
     config["trainer"] = trainer
     config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
     config["evaluation"] = {"largest_component": False, **b["evaluation"]}
-    return cpu_dry_run(config) if spec.dry_run else config
+    if spec.dry_run:
+        config = cpu_dry_run(config)
+    limited = b["limit"] and not spec.dry_run
+    config["budget_limit"] = b["limit"] if limited else _step_limit(config["trainer"])
+    forced = f"preset {spec.preset_name} (forced)"
+    sources = {config_key(k): forced for k in b["force"] + (["trainer.max_steps"] if b["limit"] else [])}
+    config["overrides"] = list_overrides(entry, config, sources, "runner --dry-run" if spec.dry_run else "runner")
+    return config
+
+
+def _step_limit(trainer: dict) -> dict:
+    steps = trainer.get("max_steps")
+    return {"steps": steps} if steps not in (None, -1) else {"epochs": trainer.get("max_epochs")}
+
+
+def config_key(force_key: str) -> str:
+    """A `force:` key (`model.lr`) as a key of the LightningCLI config (`model.init_args.lr`)."""
+    section, rest = force_key.split(".", 1)
+    return force_key if section == "trainer" else f"{section}.init_args.{rest}"
 
 
 DRY_RUN_STEPS = 2

@@ -25,6 +25,7 @@ from benchmark.shard import claim, finished, is_rank_zero, parse_shard, shard_ru
 from benchmark.progress import StepProgress, SuiteProgress, failures, summary_table
 from benchmark.external import resolve_external
 from benchmark.stages.external import external_stage, needs_scoring, score_finished_run
+from benchmark.stages.budget import ValidationCurve, budget_record
 from benchmark.stages.fit import ensure_checkpoint, fit, fit_stage, load_best  # noqa: F401 (public names)
 from benchmark.stages.interrupt import STOP as _STOP, interruptible, stop_if_interrupted
 from benchmark.stages.plan import instantiate, plan
@@ -237,7 +238,8 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         config = plan(spec, folder, record)
         logger = make_logger(mode, project, spec.suite, record, folder) if rank_zero else None
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
-        callbacks = [StepProgress(progress)] + ([validation_overlays()] if logger is not None else [])
+        curve = ValidationCurve()
+        callbacks = [StepProgress(progress), curve] + ([validation_overlays()] if logger is not None else [])
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()
@@ -248,9 +250,12 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         module, preprocessing = fit_stage(trainer, model, datamodule, folder, record)
         record["world_size"] = trainer.world_size
         lap("fit_s")
+        record["budget"] = budget_record(trainer, datamodule.hparams.batch_size, durations["fit_s"],
+                                         config["budget_limit"], curve.dice)
         progress.set_run_stage("test")
         per_case, overlays = score_test_split(module, preprocessing, datamodule, config, folder, record,
                                               log_images=logger is not None)
+        record["test_set"] = datamodule.test_set_info()
         lap("test_s")
         if external is not None:
             progress.set_run_stage("external")

@@ -27,6 +27,7 @@ DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
 # slices), so generation takes seconds; other presets get the native (fine) phantom.
 PHANTOM_SPACING = {("cpu", "ct"): (3.0, 3.0, 3.0), ("cpu", "mri"): (3.0, 3.0, 6.0)}
 PHANTOM_CASES = {"ct": 20, "mri": 10}  # patients; MRI writes a T1 and a T2 case per patient
+TEST_PHANTOM_PREFIX, TEST_PHANTOM_SEED_OFFSET = "phantomtest", 1000  # held-out test phantom: own ids and seed
 
 
 class LiverDataModule(L.LightningDataModule):
@@ -47,7 +48,9 @@ class LiverDataModule(L.LightningDataModule):
         liver_oversample: probability that a sample is drawn around liver.
         num_workers: DataLoader workers (0 measured fastest on 2 cores; see docs/data.md).
         cache: "memory" or "disk" (memory-mapped `.npy` under `$LIVERBENCH_CACHE/preprocessed`).
-        seed: split shuffling and sampling.
+        seed: training-sample order and augmentation (the runner passes the run's seed).
+        split_seed: the patient split's shuffle, separate from `seed` so every seed and variant is
+            tested on the same patients.
         val_fraction, test_fraction: patient fractions; num_folds/fold: k-fold after the test hold-out.
         split_file: JSON split to load if it exists, else where to save the new split.
         liver_labels: label values that count as liver; None = those named in dataset.json
@@ -55,6 +58,9 @@ class LiverDataModule(L.LightningDataModule):
         phantom_cases: patients in the default phantom (None: 20 CT / 10 MRI patients = 20 cases).
         phantom_spacing: its voxel spacing (None: 3 mm CT, 3x3x6 mm MRI for preset cpu, else native).
         phantom_seed: the phantom's seed (fixed, so `seed` varies training, not the data).
+        phantom_test_cases: default phantom only: test on this many patients of a separate phantom
+            (its own seed and case ids, generated once), and split `phantom_cases` into train/val only.
+            None: the test patients are `test_fraction` of `phantom_cases`.
     """
 
     def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
@@ -64,7 +70,8 @@ class LiverDataModule(L.LightningDataModule):
                  cache: str = "memory", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
-                 phantom_spacing: list[float] | None = None, phantom_seed: int = 0):
+                 phantom_spacing: list[float] | None = None, phantom_seed: int = 0,
+                 phantom_test_cases: int | None = None, split_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if modality not in ("ct", "mri"):
@@ -89,22 +96,34 @@ class LiverDataModule(L.LightningDataModule):
         self._cache: VolumeCache | None = None
         self._volumes: dict[str, list] = {}
         self._train_dataset = None
+        self._test_cases: list[str] | None = None
 
     # ---- data location ------------------------------------------------------------------
-    def _phantom_dir(self) -> Path:
+    def _phantom(self, cases: int, seed: int, prefix: str) -> Path:
         from datamodules.phantom import phantom_cache_dir, write_phantom_dataset
 
         hp = self.hparams
         spacing = tuple(hp.phantom_spacing) if hp.phantom_spacing else PHANTOM_SPACING.get((self.preset, self.modality))
-        cases = hp.phantom_cases or PHANTOM_CASES[self.modality]
-        out = Path(phantom_cache_dir(self.modality, cases, hp.phantom_seed, spacing))
+        out = Path(phantom_cache_dir(self.modality, cases, seed, spacing, prefix))
         if not (out / "dataset.json").is_file():  # written last: marks a complete dataset
-            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=hp.phantom_seed, spacing=spacing)
+            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=seed, spacing=spacing, prefix=prefix)
         return out
+
+    def _phantom_dir(self) -> Path:
+        return self._phantom(self.hparams.phantom_cases or PHANTOM_CASES[self.modality], self.hparams.phantom_seed,
+                             "phantom")
+
+    def _test_phantom_dir(self) -> Path | None:
+        """The held-out test phantom (`phantom_test_cases`), or None when testing on a split."""
+        hp = self.hparams
+        if hp.data_dir is not None or not hp.phantom_test_cases:
+            return None
+        return self._phantom(hp.phantom_test_cases, hp.phantom_seed + TEST_PHANTOM_SEED_OFFSET, TEST_PHANTOM_PREFIX)
 
     def prepare_data(self) -> None:
         if self.hparams.data_dir is None:
             self._phantom_dir()
+            self._test_phantom_dir()
 
     # ---- split and preprocessing config -------------------------------------------------
     def _prepare(self) -> None:
@@ -116,6 +135,11 @@ class LiverDataModule(L.LightningDataModule):
         if declared is not None and declared != self.modality:
             warnings.warn(f"{self.data_dir}: dataset.json declares {declared!r}, using modality {self.modality!r}")
         self.records = read_dataset(self.data_dir, self.liver_labels)
+        test_dir = self._test_phantom_dir()
+        if test_dir is not None:
+            test_records = read_dataset(test_dir, self.liver_labels)
+            self._test_cases = [r.case for r in test_records]
+            self.records += test_records
         if self.liver_labels is None and self.records[0].liver_labels is not None:
             self.liver_labels = list(self.records[0].liver_labels)  # named in dataset.json
         self.split = self._restored.get("split") or self._make_split()
@@ -126,7 +150,13 @@ class LiverDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.split_file and Path(hp.split_file).is_file():
             return load_split(hp.split_file, self.records)
-        split = split_patients(self.records, hp.val_fraction, hp.test_fraction, hp.seed, hp.num_folds, hp.fold)
+        if self._test_cases is None:
+            split = split_patients(self.records, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.num_folds, hp.fold)
+        else:  # train/val from the training phantom; the test phantom is the test split
+            held_out = set(self._test_cases)
+            training = [r for r in self.records if r.case not in held_out]
+            split = split_patients(training, hp.val_fraction, 0.0, hp.split_seed, hp.num_folds, hp.fold)
+            split["test"] = sorted(held_out)
         if hp.split_file:
             save_split(hp.split_file, split)
         return split
@@ -157,6 +187,15 @@ class LiverDataModule(L.LightningDataModule):
     def test_records(self) -> list[CaseRecord]:
         self._prepare()
         return self.split_records("test")
+
+    def test_set_info(self) -> dict:
+        """result.json `test_set`: which patients every variant and seed is tested on."""
+        self._prepare()
+        test = self.split_records("test")
+        fixed = self._test_cases is not None
+        return {"name": self._test_phantom_dir().name if fixed else str(self.data_dir),
+                "n_patients": len({r.patient for r in test}), "n_cases": len(test),
+                "split_seed": None if fixed else self.hparams.split_seed, "fixed": True}
 
     def save_split(self, path: str | Path) -> Path:
         return save_split(path, self.split)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,25 @@ def test_advanced_ct_fingerprint_comes_from_training_cases_only(dataset):
     assert dm.preprocessing["intensity"]["method"] == "ct_fingerprint" and dm.preprocessing["crop_to_body"]
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape[-1] == 16
+
+
+def test_held_out_test_phantom_is_fixed_across_seeds_and_separate(tmp_path, monkeypatch):
+    """`phantom_test_cases`: every seed is tested on the same patients of a separate phantom."""
+    pytest.importorskip("datamodules.phantom")
+    monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path / "cache"))
+    kwargs = dict(phantom_cases=4, phantom_test_cases=2, val_fraction=0.25, **SMALL)
+    splits = []
+    for seed in (0, 1):
+        dm = CTDataModule(seed=seed, **kwargs)
+        dm.setup("test")
+        splits.append(dm.split)
+        info = dm.test_set_info()
+        assert (info["n_patients"], info["n_cases"], info["fixed"]) == (2, 2, True)
+        assert info["name"].startswith("phantomtest_ct_n2_")
+    assert splits[0] == splits[1]  # the seed changes sampling, never the split
+    split = splits[0]
+    assert split["test"] == ["phantomtest_ct_000", "phantomtest_ct_001"]
+    assert len(split["train"]) == 3 and len(split["val"]) == 1
+    assert all(c.startswith("phantom_ct_") for c in split["train"] + split["val"])
+    test_dir = {Path(r.image_path).parent.parent for r in dm.test_records}
+    assert len(test_dir) == 1 and test_dir != {dm.data_dir}  # its own folder, generated once

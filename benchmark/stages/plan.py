@@ -13,6 +13,7 @@ def plan(spec: RunSpec, folder: Path, record: dict) -> dict:
     """The run's full config; fills `record["config"]` and `record["model"]` (registry name)."""
     config = build_config(spec, folder)
     record["config"] = config
+    record["overrides"] = config["overrides"]  # every value that differs from the entry's own config
     record["model"] = model_name(config["model"]["class_path"])
     return config
 

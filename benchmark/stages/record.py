@@ -15,6 +15,7 @@ def new_record(spec: RunSpec, command: str = "", where: dict | None = None) -> d
             "label": spec.label, "model": None, "modality": spec.modality, "seed": spec.seed,
             "preset": spec.preset_name, "data": spec.data, "config": None, "metrics": None,
             "external": None, "timing": None, "params": None, "flops": None, "device": None,
+            "test_set": None, "budget": None, "overrides": None,
             "versions": rec.package_versions(), "git_commit": rec.git_commit(), "command": command,
             **(where or {}), "started": rec.now(), "durations": {}}
 

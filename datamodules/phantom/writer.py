@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,11 +107,12 @@ def save_case(case: PhantomCase, out_dir: Path, name: str):
 
 
 def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: int = 0, spacing=None,
-                          sequences=("t1", "t2"), progress=None, **knobs) -> Path:
+                          sequences=("t1", "t2"), progress=None, prefix: str = "phantom", **knobs) -> Path:
     """Write `cases` patients in the nnU-Net raw layout (+ dataset.json, phantom.json).
 
     MRI: each patient gives `<pid>_t1` and `<pid>_t2` sharing anatomy. dataset.json is written
-    last, so its presence marks a complete dataset."""
+    last, so its presence marks a complete dataset. `prefix` starts every patient id
+    (`<prefix>_<modality>_000`), so a held-out test phantom never shares a case id with training."""
     out_dir = Path(out_dir)
     if modality not in ("ct", "mri"):
         raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
@@ -122,6 +124,8 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
         raise ValueError(f"sequences must be a subset of t1,t2, got {sequences!r}")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "output path exists and is not a folder")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", prefix):
+        raise ValueError(f"prefix must be letters and digits, got {prefix!r}")
     spacing = normalise_spacing(spacing)
     (out_dir / "dataset.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
     unknown = set(knobs) - set(DEFAULT_KNOBS)
@@ -136,7 +140,7 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
         cs = case_seed(seed, i)
         anatomy = build_anatomy(cs, "ct" if modality == "ct" else "mri", spacing, k["lesions"], k["fov"])
         scans = ["ct"] if modality == "ct" else list(sequences)
-        pid = f"phantom_{modality}_{i:03d}"
+        pid = f"{prefix}_{modality}_{i:03d}"
         for scan in scans:
             case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], k["randomised"], k["mr_variant"])
             name = pid if modality == "ct" else f"{pid}_{scan}"
@@ -147,7 +151,7 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
                 progress(name)
     channel = "CT" if modality == "ct" and not k["randomised"] else "MRI"
     meta = {"generator": "liverbench.phantom", "version": GENERATOR_VERSION, "modality": modality,
-            "seed": seed, "cases": cases, "spacing": spacing,
+            "seed": seed, "cases": cases, "spacing": spacing, "prefix": prefix,
             "knobs": {**k, "sequences": list(sequences) if modality == "mri" else None},
             "case_params": records}
     atomic_write_json(out_dir / "phantom.json", meta)
@@ -159,9 +163,10 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     return out_dir
 
 
-def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None) -> Path:
+def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None, prefix: str = "phantom") -> Path:
     """Cache folder for a default phantom: $LIVERBENCH_CACHE (default ~/.cache/liverbench)."""
     root = Path(os.environ.get("LIVERBENCH_CACHE") or Path.home() / ".cache" / "liverbench")
     spacing = normalise_spacing(spacing)
     tag = "native" if spacing is None else "x".join(f"{s:g}" for s in spacing)
-    return root / f"phantom-v{GENERATOR_VERSION}" / f"{modality}_n{cases}_seed{seed}_{tag}"
+    name = f"{modality}_n{cases}_seed{seed}_{tag}"
+    return root / f"phantom-v{GENERATOR_VERSION}" / (name if prefix == "phantom" else f"{prefix}_{name}")

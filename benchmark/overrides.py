@@ -1,0 +1,77 @@
+"""Who decides each value of a run: the suite entry or the preset.
+
+Order: a preset's layers are defaults under the entry's own config, so the entry's values win, except
+for the keys a preset layer names in `force:` (for example `force: [model.lr, data.batch_size]`: the
+cpu preset's short budget needs its own learning rate and batch). Every used value that differs from
+the entry's config is listed with its source (result.json `overrides`, the leaderboard), so a budget
+never silently replaces a paper recipe.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SECTION_ARGS = {"model": ("model", "init_args"), "data": ("data", "init_args"), "trainer": ("trainer",)}
+_MISSING = object()
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in (tree or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def get_dotted(tree: dict, key: str, default: Any = _MISSING) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        node = node[part]
+    return node
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def check_force(force: Any, where: str) -> list[str]:
+    """A layer's `force:` list, validated: `section.key` with section in model/data/trainer."""
+    if force is None:
+        return []
+    if not isinstance(force, list) or not all(isinstance(k, str) for k in force):
+        raise ValueError(f"{where}: `force` must be a list of keys like model.lr or data.batch_size")
+    bad = [k for k in force if k.split(".", 1)[0] not in SECTION_ARGS or "." not in k]
+    if bad:
+        raise ValueError(f"{where}: `force` keys must start with model., data. or trainer.: {', '.join(bad)}")
+    return list(force)
+
+
+def _normalise(key: str, value: Any) -> Any:
+    """Class paths compare by class name (`datamodules.CTDataModule` is `datamodules.datamodule.CTDataModule`)."""
+    if key.endswith("class_path") and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    return value
+
+
+def list_overrides(entry: dict, used: dict, sources: dict[str, str], default_source: str = "runner") -> list[dict]:
+    """Every leaf of the entry's model/data/trainer config whose used value differs, sorted by key.
+
+    `sources`: dotted key (as in `used`) -> who set it (e.g. "preset cpu (forced)")."""
+    rows = []
+    for section in ("model", "data", "trainer"):
+        for key, value in flatten(entry.get(section) or {}, section + ".").items():
+            now = get_dotted(used, key, None)
+            if _normalise(key, now) != _normalise(key, value):
+                rows.append({"key": key, "entry": value, "used": now, "source": sources.get(key, default_source)})
+    return sorted(rows, key=lambda r: r["key"])

@@ -1,0 +1,88 @@
+"""Preset vs entry: the entry's values win unless the preset forces a key; every difference listed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark import plan
+from benchmark.overrides import flatten, list_overrides
+
+ENTRY = """
+model:
+  class_path: models.unet2d.UNet2D
+  init_args: {features: 16, lr: 0.0001, dropout: 0.1}
+data:
+  class_path: datamodules.CTDataModule
+  init_args: {dims: 2, batch_size: 16}
+trainer: {max_steps: 999}
+"""
+
+
+def _spec(tmp_path: Path, preset_text: str, modality: str = "ct", dry_run: bool = False) -> plan.RunSpec:
+    (tmp_path / "entry.yaml").write_text(ENTRY)
+    (tmp_path / "preset.yaml").write_text(preset_text)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: mine\nentries:\n  - {variant: v, config: entry.yaml}\n")
+    runs = plan.plan_runs(plan.load_suite(str(suite)), plan.load_preset(str(tmp_path / "preset.yaml")),
+                          [modality], [3], "phantom", tmp_path / "out", dry_run=dry_run)
+    return runs[0]
+
+
+def test_entry_wins_unless_the_preset_forces_and_every_difference_is_listed(tmp_path):
+    spec = _spec(tmp_path, "name: p\nforce: [model.lr]\nmodel: {lr: 0.001, dropout: 0.5, loss: ce}\n"
+                           "data: {batch_size: 4, preset: cpu}\ntrainer: {max_steps: 10, accelerator: cpu}\n",
+                 modality="mri")
+    config = plan.build_config(spec, tmp_path / "run")
+    model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
+    assert model["lr"] == 0.001  # forced by the preset
+    assert model["dropout"] == 0.1 and data["batch_size"] == 16 and trainer["max_steps"] == 999  # entry wins
+    assert model["loss"] == "ce" and data["preset"] == "cpu" and trainer["accelerator"] == "cpu"  # defaults
+    assert data["seed"] == 3  # sampling follows the run's seed
+    assert config["budget_limit"] == {"steps": 999}
+    assert config["overrides"] == [
+        {"key": "data.class_path", "entry": "datamodules.CTDataModule",
+         "used": "datamodules.datamodule.MRIDataModule", "source": "runner"},
+        {"key": "model.init_args.lr", "entry": 0.0001, "used": 0.001, "source": "preset p (forced)"},
+    ]
+
+
+def test_time_budget_replaces_steps_and_is_listed(tmp_path):
+    spec = _spec(tmp_path, "name: t\nbudget: {seconds: 90}\ntrainer: {max_steps: 10}\n")
+    config = plan.build_config(spec, tmp_path / "run")
+    assert config["trainer"]["max_time"] == {"seconds": 90.0} and config["trainer"]["max_steps"] == -1
+    assert config["budget_limit"] == {"seconds": 90.0}
+    assert {"key": "trainer.max_steps", "entry": 999, "used": -1, "source": "preset t (forced)"} in config["overrides"]
+    dry = plan.build_config(_spec(tmp_path, "name: t\nbudget: {seconds: 90}\n", dry_run=True), tmp_path / "run")
+    assert dry["budget_limit"] == {"steps": plan.DRY_RUN_STEPS}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: b\nbudget: {seconds: 0}\n", "budget` must be"),
+    ("name: b\nbudget: {steps: 5}\n", "budget` must be"),
+    ("name: b\nforce: model.lr\n", "must be a list"),
+    ("name: b\nforce: [lr]\n", "must start with model., data. or trainer."),
+])
+def test_bad_force_or_budget_is_a_clear_error(tmp_path, text, message):
+    with pytest.raises(plan.DataError, match=message) as err:  # when the preset is read, before any run
+        _spec(tmp_path, text)
+    assert str(tmp_path / "preset.yaml") in str(err.value)
+
+
+def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
+    runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset("cpu"), ["ct"], [0], "phantom", tmp_path)
+    config = plan.build_config(runs[0], tmp_path / "run")  # U-Net baseline: paper lr 1e-4, batch 16
+    listed = {o["key"]: (o["entry"], o["used"], o["source"]) for o in config["overrides"]}
+    assert listed == {"model.init_args.lr": (0.0001, 0.001, "preset cpu (forced)"),
+                      "data.init_args.batch_size": (16, 8, "preset cpu (forced)")}
+    gpu = plan.build_config(plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0],
+                                           "phantom", tmp_path)[0], tmp_path / "run")
+    assert gpu["overrides"] == []  # the gpu preset is the paper's recipe
+    assert gpu["budget_limit"] == {"epochs": 100}
+
+
+def test_list_overrides_compares_class_paths_by_class_and_flattens():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": [1, 2], "d": {}}
+    entry = {"data": {"class_path": "datamodules.CTDataModule", "init_args": {"x": 1}}}
+    used = {"data": {"class_path": "datamodules.datamodule.CTDataModule", "init_args": {"x": 1}}}
+    assert list_overrides(entry, used, {}) == []
