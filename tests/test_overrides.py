@@ -86,3 +86,11 @@ def test_list_overrides_compares_class_paths_by_class_and_flattens():
     entry = {"data": {"class_path": "datamodules.CTDataModule", "init_args": {"x": 1}}}
     used = {"data": {"class_path": "datamodules.datamodule.CTDataModule", "init_args": {"x": 1}}}
     assert list_overrides(entry, used, {}) == []
+
+
+def test_still_improving_flags_a_curve_that_rises_at_the_end():
+    from benchmark.stages.budget import still_improving
+
+    assert still_improving([0.5, 0.6, 0.7]) is True
+    assert still_improving([0.5, 0.7, 0.701]) is False  # within the 0.002 margin: flat
+    assert still_improving([0.7, 0.6]) is False and still_improving([0.7]) is False

@@ -270,6 +270,13 @@ def test_smoke_suite_runs_every_paper_variant(smoke):
         is_2d = r["config"]["data"]["init_args"]["dims"] == 2
         assert (r["timing"]["slice_ms"] is not None) == is_2d
         assert r["preprocessing"]["modality"] == "ct"
+        b = r["budget"]  # one unit for every variant: steps x samples per step, and the fit's seconds
+        assert b["steps"] == r["config"]["trainer"]["max_steps"] == b["limit"]["steps"]
+        assert b["samples"] == b["steps"] * b["samples_per_step"]
+        assert b["samples_per_step"] == r["config"]["data"]["init_args"]["batch_size"]
+        assert 0 < b["seconds"] <= r["durations"]["fit_s"] + 1e-6 and len(b["val_dice"]) >= 1
+        assert r["test_set"]["fixed"] and r["test_set"]["name"].startswith("phantomtest_ct_")
+        assert {o["key"] for o in r["overrides"]} >= {"model.init_args.lr", "data.init_args.batch_size"}
         assert (r["external"]["n"], r["external"]["liver_labels"]) == (1, [3])  # liver by name, not label > 0
         rows = list(csv.DictReader((folder / "external_per_case.csv").open()))
         assert [row["case"] for row in rows] == ["real_0"]
