@@ -1,8 +1,13 @@
 """End-to-end inference on one scan: read → checkpoint's preprocessing → model → argmax → invert.
 
-The mask comes back on the input's own grid (same shape and affine, also for LPS, oblique or
-anisotropic scans) because the preprocessing is MONAI-invertible and we invert it with
-`Invertd` (nearest neighbour), then check the geometry instead of trusting it.
+The preprocessing is the checkpoint's config (datamodules.transforms: orientation, spacing,
+optional body crop, intensity), done here with torch on the tensor: re-orientation as axis
+permutes and flips (skipped when it is the identity), spacing as one trilinear `F.interpolate`
+to MONAI `Spacingd`'s output size (corner voxels aligned). The model's argmax (uint8) is
+inverted by nearest-neighbour index gathers and the inverse permutes, so the mask lands on
+the input's own grid (same shape and affine, also for LPS, oblique or anisotropic scans) by
+construction. `precision` bf16 runs the network under autocast and channels-last (fast on CPUs
+with AVX-512 BF16/AMX and on GPUs); `auto` picks it where the hardware has it.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ import numpy as np
 import torch
 
 from datamodules.files import DataError
-from datamodules.volumes import is_nifti, read_volume, same_grid, write_mask
+from datamodules.volumes import is_nifti, read_volume, write_mask
+
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only
 
 
 @dataclass
@@ -46,14 +53,122 @@ def liver_ml(mask: np.ndarray, affine: np.ndarray) -> float:
     return float(np.count_nonzero(mask) * abs(np.linalg.det(affine[:3, :3])) / 1000.0)
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU has native bf16 matrix/convolution units (AVX-512 BF16 or AMX): there
+    bf16 autocast is several times faster than fp32; elsewhere it is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """`auto` -> bf16 on a CUDA GPU with bf16 or a CPU with AVX-512 BF16/AMX, else fp32."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def _orientation_transform(affine: np.ndarray, axcodes: str) -> np.ndarray:
+    """nibabel's (axis, flip) transform from the file's axes to `axcodes` (as MONAI Orientationd)."""
+    import nibabel.orientations as nio
+
+    return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(axcodes))
+
+
+def _orientation_back(affine: np.ndarray, axcodes: str) -> np.ndarray:
+    """The transform that undoes `_orientation_transform(affine, axcodes)`."""
+    import nibabel.orientations as nio
+
+    return nio.ornt_transform(nio.axcodes2ornt(axcodes), nio.io_orientation(affine))
+
+
+def _box(mask: torch.Tensor, margin: int) -> tuple[slice, ...]:
+    """Bounding box of a boolean (X, Y, Z) tensor plus `margin` voxels, inside the array (as MONAI
+    CropForegroundd with allow_smaller); the whole array when the mask is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = torch.nonzero(mask.any(dim=[a for a in range(mask.ndim) if a != axis])).flatten()
+        if hit.numel() == 0:
+            return tuple(slice(0, n) for n in mask.shape)
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+def _is_identity(ornt: np.ndarray) -> bool:
+    return bool(np.array_equal(ornt[:, 0], np.arange(3)) and np.all(ornt[:, 1] == 1))
+
+
+def spacing_grid(shape, spacing, target) -> tuple[list[int], list[float]]:
+    """MONAI `Spacingd`'s output grid (`compute_shape_offset`, scale_extent off): size
+    round((n - 1) * s / t + 1) per axis, output voxel j at input voxel j * t / s."""
+    size = [max(1, int(np.round((n - 1) * s / t + 1.0))) for n, s, t in zip(shape, spacing, target)]
+    return size, [float(t) / float(s) for s, t in zip(spacing, target)]
+
+
+def _memory_view(a: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """`a` with its axes in memory order (C-contiguous view of a Fortran array) and that order."""
+    perm = sorted(range(a.ndim), key=lambda k: (-a.strides[k], k))
+    return a.transpose(perm), perm
+
+
+def _restore(p: np.ndarray, perm: list[int]) -> np.ndarray:
+    return p.transpose(np.argsort(perm))
+
+
+def resample_linear(a: np.ndarray, size, steps) -> np.ndarray:
+    """Linear interpolation of an (X, Y, Z) float32 array on MONAI `Spacingd`'s grid (output voxel
+    j at input position j * step, border padding): one separable gather + lerp per axis, in memory
+    order, largest reduction first, so it costs a few passes over the input instead of a
+    per-voxel interpolation. The memory layout is kept."""
+    p, perm = _memory_view(a)
+    for k in sorted(range(3), key=lambda k: (-steps[perm[k]], -k)):
+        n, m, step = p.shape[k], int(size[perm[k]]), float(steps[perm[k]])
+        if m == n and step == 1.0:
+            continue
+        pos = np.clip(np.arange(m) * step, 0, n - 1)
+        lo = np.floor(pos).astype(np.intp)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (pos - lo).astype(np.float32).reshape([-1 if i == k else 1 for i in range(3)])
+        low, high = np.take(p, lo, axis=k), np.take(p, hi, axis=k)
+        high -= low
+        high *= w
+        low += high
+        p = low
+    return _restore(p, perm)
+
+
+def upsample_nearest(labels: np.ndarray, shape, steps) -> np.ndarray:
+    """Nearest neighbour from `resample_linear`'s grid back to `shape` (input voxel i at grid
+    position i / step), as index gathers with the fastest-varying axis first while the array is
+    still small. Returns an X-fastest (Fortran-ordered, as NIfTI stores it) uint8 array."""
+    out = np.asfortranarray(labels, dtype=np.uint8).T  # C-ordered (Z, Y, X) view
+    for axis in (2, 1, 0):
+        n, full, step = out.shape[axis], int(shape[2 - axis]), float(steps[2 - axis])
+        idx = np.clip(np.rint(np.arange(full) / step), 0, n - 1).astype(np.intp)
+        out = np.take(out, idx, axis=axis)
+    return out.T
+
+
 class Predictor:
     """Runs a `SegmentationModule` with the preprocessing config stored in its checkpoint.
 
-    `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present."""
+    `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present.
+    `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None means
+    "with bf16" (where it pays off)."""
 
-    def __init__(self, module, preprocessing_config: dict[str, Any], device: str | torch.device | None = None):
-        from datamodules.transforms import build_preprocessing
-
+    def __init__(self, module, preprocessing_config: dict[str, Any], device: str | torch.device | None = None,
+                 precision: str = "fp32", channels_last: bool | None = None):
         if not preprocessing_config:
             raise ValueError("Predictor needs the checkpoint's preprocessing config")
         self.config = preprocessing_config
@@ -61,11 +176,17 @@ class Predictor:
             param = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
             device = param.device if param is not None else "cpu"
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.channels_last = self.precision in ("bf16", "fp16") if channels_last is None else bool(channels_last)
         self.module = module.to(self.device).eval()
-        self.preprocess = build_preprocessing(preprocessing_config, keys=("image",), load=False)
+        dims = getattr(module, "spatial_dims", None)
+        if self.channels_last and dims in (2, 3):
+            self.module = self.module.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+        self._intensity = self._intensity_steps(preprocessing_config["intensity"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None,
+                        precision: str = "fp32", channels_last: bool | None = None) -> "Predictor":
         """Load with `models.load_module` (weights_only); `modality` supplies a default config for
         checkpoints saved without a DataModule."""
         from models import load_module
@@ -78,44 +199,124 @@ class Predictor:
             from datamodules.transforms import preprocessing_config
 
             config = preprocessing_config(modality)
-        return cls(module, config, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(module, config, device or ("cuda" if torch.cuda.is_available() else "cpu"), precision, channels_last)
 
-    @torch.no_grad()
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a timing must record with it: precision, channels-last, threads, device."""
+        return {"precision": self.precision, "channels_last": self.channels_last,
+                "threads": torch.get_num_threads(), "device": str(self.device)}
+
+    @staticmethod
+    def _intensity_steps(cfg: dict[str, Any]):
+        """A function (1, X, Y, Z) -> same: the config's intensity step. The CT windows are one
+        clipped linear map (MONAI ScaleIntensityRange); MRI uses the MONAI transforms themselves."""
+        if cfg["method"] in ("ct_window", "ct_fingerprint"):
+            lo, hi = float(cfg.get("a_min", cfg.get("lower"))), float(cfg.get("a_max", cfg.get("upper")))
+            b_lo, b_hi = (0.0, 1.0) if cfg["method"] == "ct_window" else \
+                ((lo - cfg["mean"]) / cfg["std"], (hi - cfg["mean"]) / cfg["std"])
+            scale = (b_hi - b_lo) / (hi - lo)
+            return lambda x: ((x - lo) * scale + b_lo).clamp_(b_lo, b_hi)
+        from monai.transforms import Compose
+
+        from datamodules.transforms import _intensity
+
+        steps = Compose(_intensity(cfg))
+        return lambda x: torch.as_tensor(steps({"image": x})["image"]).float()
+
+    @torch.inference_mode()
+    def preprocess(self, image: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, dict]:
+        """(1, C=1, X', Y', Z') float32 model input and what `invert` needs to go back."""
+        x = np.asarray(image, dtype=np.float32)  # (X, Y, Z), layout as stored (NIfTI: X fastest)
+        codes = self.config.get("orientation", "RAS")
+        ornt = _orientation_transform(affine, codes)
+        identity = _is_identity(ornt)  # most scans: nothing to do
+        if not identity:
+            import nibabel.orientations as nio
+
+            x = nio.apply_orientation(x, ornt)  # flips and a transpose: views
+        file_spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+        spacing = [0.0] * 3
+        for axis, (new_axis, _) in enumerate(ornt):
+            spacing[int(new_axis)] = float(file_spacing[axis])
+        oriented_shape = tuple(x.shape)
+        size, steps = spacing_grid(oriented_shape, spacing, self.config["target_spacing"])
+        x = torch.from_numpy(np.ascontiguousarray(resample_linear(x, size, steps)))[None].to(self.device)
+        box = None
+        crop = self.config.get("crop_to_body")
+        if crop:
+            from datamodules.transforms import BodyMask
+
+            box = _box(BodyMask(crop["kind"], crop["threshold"])(x)[0], margin=2)
+            x = x[(slice(None), *box)]
+        x = self._intensity(x.contiguous())
+        back = None if identity else _orientation_back(affine, codes)
+        return x[None], {"back": back, "oriented_shape": oriented_shape, "grid_size": size, "steps": steps,
+                         "box": box, "shape": tuple(image.shape)}
+
+    @torch.inference_mode()
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 0/1 liver argmax (X', Y', Z') of the model on a preprocessed (1, C, X', Y', Z')
+        input: 2D models slice by slice in batches (argmax per batch, channels-last when set),
+        others via `predict_volume`."""
+        from benchmark.timing import autocast_context
+
+        m = self.module
+        with autocast_context(self.device, self.precision):
+            if getattr(m, "spatial_dims", None) == 2:
+                slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
+                fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+                n = int(getattr(m, "hparams", {}).get("slice_batch_size", 32))
+                out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.uint8, device=x.device)
+                for i in range(0, slices.shape[0], n):
+                    out[i:i + n] = m(slices[i:i + n].contiguous(memory_format=fmt)).argmax(1)
+                labels = out.permute(1, 2, 0)
+            else:
+                if self.channels_last and getattr(m, "spatial_dims", None) == 3:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                labels = m.predict_volume(x).argmax(1)[0].to(torch.uint8)
+        return labels.clamp(max=1)  # any class > 0 is liver
+
+    @torch.inference_mode()
+    def invert(self, labels: torch.Tensor, state: dict) -> np.ndarray:
+        """The low-resolution argmax back on the input grid (uint8 0/1): paste into the body box,
+        nearest neighbour to the oriented input size, undo the orientation (numpy views). The
+        result is X-fastest, as NIfTI stores it, so writing it is a straight copy."""
+        labels = labels.cpu().numpy()
+        if state["box"] is not None:
+            full = np.zeros(state["grid_size"], dtype=np.uint8)
+            full[state["box"]] = labels
+            labels = full
+        mask = upsample_nearest(labels, state["oriented_shape"], state["steps"])
+        if state["back"] is not None:
+            import nibabel.orientations as nio
+
+            mask = nio.apply_orientation(mask, state["back"])
+        if mask.shape != state["shape"]:
+            raise RuntimeError(f"inverted mask shape {mask.shape} != input shape {state['shape']}")
+        return mask
+
     def predict_image(self, image: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 0/1 mask with `image`'s shape for an (X, Y, Z) image with `affine`."""
-        from monai.data import MetaTensor
-        from monai.transforms import Invertd
-
-        image = np.asarray(image, dtype=np.float32)
+        image = np.asarray(image)
         affine = np.asarray(affine, dtype=np.float64)
         if image.ndim != 3:
             raise ValueError(f"predict_image expects an (X, Y, Z) volume, got shape {image.shape}")
-        data = {"image": MetaTensor(torch.from_numpy(image[None].copy()), affine=torch.from_numpy(affine))}
-        data = self.preprocess(data)
-        x = data["image"]
-        logits = self.module.predict_volume(x[None].to(self.device))
-        pred = torch.argmax(logits, dim=1).to(torch.float32).cpu()  # (1, X', Y', Z')
-        data["pred"] = MetaTensor(pred, meta=x.meta)
-        data = Invertd("pred", transform=self.preprocess, orig_keys="image", nearest_interp=True)(data)
-        out = data["pred"]
-        mask = np.asarray(out[0].numpy() > 0.5, dtype=np.uint8)
-        if mask.shape != image.shape:
-            raise RuntimeError(f"inverted mask shape {mask.shape} != input shape {image.shape}")
-        out_affine = np.asarray(out.affine, dtype=np.float64)
-        if not same_grid((mask.shape, out_affine), (image.shape, affine)):
-            raise RuntimeError(f"inverted mask affine differs from the input's:\n{out_affine}\n!=\n{affine}")
-        return mask, affine
+        x, state = self.preprocess(image, affine)
+        return self.invert(self.labels(x), state), affine
 
     def predict_file(self, path: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 mask in the input's original grid, its affine) for a NIfTI or DICOM folder."""
         scan = read_scan(path, series)
         return self.predict_image(scan.image, scan.affine)
 
-    def predict_to_file(self, path: str | Path, output: str | Path, series: str | None = None) -> dict[str, Any]:
-        """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds."""
+    def predict_to_file(self, path: str | Path, output: str | Path, series: str | None = None,
+                        scan: Scan | None = None) -> dict[str, Any]:
+        """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds.
+        `scan`: the already read scan (batch mode reads the next one while this one computes)."""
         start = time.perf_counter()
-        scan = read_scan(path, series)
+        scan = scan if scan is not None else read_scan(path, series)
         mask, affine = self.predict_image(scan.image, scan.affine)
         write_mask(output, mask, scan.volume)
         return {"input": str(path), "output": str(output), "liver_ml": liver_ml(mask, affine),
-                "seconds": time.perf_counter() - start, "shape": mask.shape}
+                "seconds": time.perf_counter() - start, "shape": mask.shape, **self.settings}

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmark.inference import Predictor, is_nifti
 from datamodules.files import DataError
-from datamodules.volumes import NAN_POLICIES, nan_policy_env
 from datamodules.readers import case_name
+from datamodules.volumes import NAN_POLICIES, is_nifti, nan_policy_env
+
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # = benchmark.inference.PRECISION_CHOICES (not imported: torch)
 
 
 def is_dicom_dir(folder: Path) -> bool:
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", default=None, help="SeriesInstanceUID to use when a DICOM folder holds several")
     p.add_argument("--nan-policy", choices=NAN_POLICIES, default=None,
                    help="NaN/Inf voxels in a scan: error (default) or fill (minimum finite value)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="network precision: auto (default: bf16 on a GPU or a CPU with AVX-512 BF16/AMX, else "
+                        "fp32), fp32 or bf16 (autocast, channels-last)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     with nan_policy_env(args.nan_policy):
         return _predict(args)
@@ -90,15 +95,36 @@ def _predict(args) -> int:
         jobs = plan(Path(args.input), Path(args.output))
         check_device(args.device)
         start = time.perf_counter()
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=args.modality)
-        print(f"loaded {args.checkpoint} on {predictor.device} in {time.perf_counter() - start:.2f} s")
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            from benchmark.inference import Predictor, read_scan
+
+            # the first scan is read while the checkpoint loads; then each next one while this one computes
+            pending = reader.submit(read_scan, jobs[0][0], args.series)
+            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=args.modality,
+                                                  precision=args.precision)
+            s = predictor.settings
+            print(f"loaded {args.checkpoint} on {predictor.device} ({s['precision']}"
+                  f"{', channels-last' if s['channels_last'] else ''}, {s['threads']} threads) "
+                  f"in {time.perf_counter() - start:.2f} s")
+            return _run_jobs(jobs, predictor, pending, reader, read_scan, args, start)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_jobs(jobs, predictor, pending, reader, read_scan, args, start) -> int:
     failed = 0
-    for src, dst in jobs:
+    for k, (src, dst) in enumerate(jobs):
         try:
-            r = predictor.predict_to_file(src, dst, series=args.series)
+            scan = pending.result()
+        except (DataError, OSError) as exc:  # reported below, like an error while predicting
+            scan = exc
+        if k + 1 < len(jobs):
+            pending = reader.submit(read_scan, jobs[k + 1][0], args.series)
+        try:
+            if isinstance(scan, Exception):
+                raise scan
+            r = predictor.predict_to_file(src, dst, series=args.series, scan=scan)
         except DataError as exc:  # batch: report the bad scan and go on
             print(f"error: {exc}", file=sys.stderr)
             failed += 1

@@ -90,7 +90,35 @@ def time_callable(fn: Callable[[], object], *, device="cpu", warmup: int = 2, re
     p25, median, p75 = np.percentile(arr, [25, 50, 75])
     return {"median_ms": float(median), "p25_ms": float(p25), "p75_ms": float(p75),
             "iqr_ms": float(p75 - p25), "min_ms": float(arr.min()), "max_ms": float(arr.max()),
-            "repeats": int(repeats), "warmup": int(warmup), "device": device_name(device), "times_ms": times}
+            "spread": spread(arr), "repeats": int(repeats), "warmup": int(warmup), "device": device_name(device),
+            "times_ms": times}
+
+
+SPREAD_WARN = 0.20  # (max - min) / median above this: the timing was disturbed (shared machine?)
+
+
+def spread(times) -> float:
+    """(max - min) / median of repeated timings: 0 for one repeat."""
+    arr = np.asarray(times, dtype=float)
+    med = float(np.median(arr)) if arr.size else 0.0
+    return float((arr.max() - arr.min()) / med) if arr.size > 1 and med > 0 else 0.0
+
+
+@contextlib.contextmanager
+def quiet_process() -> Iterator[dict]:
+    """Timed code runs with nothing else of ours in the process: garbage collected first and the
+    collector paused; yields what else was alive (threads), to record with the timing."""
+    import gc
+    import threading
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield {"process_threads": threading.active_count()}
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _read_vm_hwm_kb() -> int | None:
@@ -174,7 +202,8 @@ def time_model(module: torch.nn.Module, volume_shape: Sequence[int], *, device="
 
     with track_peak_memory(device) as mem:
         vol = time_callable(run_volume, device=device, warmup=warmup, repeats=repeats)
-    out.update(model_volume_ms=vol["median_ms"], model_volume_ms_iqr=vol["iqr_ms"], repeats=repeats,
+    out.update(model_volume_ms=vol["median_ms"], model_volume_ms_iqr=vol["iqr_ms"], model_volume_ms_spread=vol["spread"],
+               repeats=repeats,
                peak_memory_mb=mem["peak_memory_mb"], slice_ms=None, slice_ms_iqr=None)
     if getattr(module, "spatial_dims", 3) == 2:
         slice_ = volume[..., 0].contiguous()

@@ -258,7 +258,7 @@ def align_to_grid(data: np.ndarray, affine: np.ndarray, ref_shape, ref_affine, p
 
 def write_mask(path: str | Path, mask: np.ndarray, like) -> Path:
     """Write `mask` as uint8 NIfTI on the grid of `like` (a `Volume` or an affine), atomically."""
-    return write_volume(path, np.asarray(mask).astype(np.uint8), like)
+    return write_volume(path, np.asarray(mask, dtype=np.uint8), like)  # no copy when already uint8
 
 
 def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
@@ -266,7 +266,7 @@ def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
     qform/sform codes of a NIfTI `like` are kept so readers see identical geometry."""
     import nibabel as nib
 
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)  # any layout: nibabel writes X-fastest, a straight copy for a NIfTI-ordered array
     affine = np.asarray(like.affine if isinstance(like, Volume) else like, dtype=np.float64)
     header = like.header if isinstance(like, Volume) else None
     if isinstance(like, Volume) and tuple(array.shape) != tuple(like.shape):

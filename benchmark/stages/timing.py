@@ -39,10 +39,12 @@ def _timing_input(timing: dict, modality: str, test_records) -> tuple[Path, str]
 
 
 def measure(module, preprocessing: dict, config: dict, modality: str, test_records) -> dict:
-    """Time per volume end to end (Predictor on a file) and model-only, per slice (2D), FLOPs."""
-    import torch
+    """Time per volume end to end (Predictor on a file) and model-only, per slice (2D), FLOPs.
+    The result records precision (resolved: `auto` -> bf16/fp32), channels-last, torch threads and
+    the spread of the repeats; a spread > 20 % is warned about (the timing was disturbed)."""
+    import warnings
 
-    from monai.data import MetaTensor
+    import torch
 
     from benchmark import timing as T
     from benchmark.inference import Predictor, read_scan
@@ -50,30 +52,36 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
     t = config.get("timing") or {}
     accelerator = config["trainer"].get("accelerator", "cpu")
     device = "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-    precision, warmup, repeats = t.get("precision", "fp32"), int(t.get("warmup", 1)), int(t.get("repeats", 3))
+    warmup, repeats = int(t.get("warmup", 1)), int(t.get("repeats", 3))
     path, what = _timing_input(t, modality, test_records)
     module = module.to(device).eval()
-    predictor = Predictor(module, preprocessing, device=device)
+    predictor = Predictor(module, preprocessing, device=device, precision=t.get("precision", "fp32"),
+                          channels_last=t.get("channels_last"))
+    precision = predictor.precision
     scan = read_scan(path)  # through the volume layer, like every read
-    image = MetaTensor(torch.from_numpy(scan.image[None].copy()), affine=torch.from_numpy(scan.affine))
-    preprocessed = predictor.preprocess({"image": image})["image"]
+    preprocessed, _ = predictor.preprocess(scan.image, scan.affine)
 
-    def end_to_end():
-        with T.autocast_context(device, precision):
-            return predictor.predict_file(path)
-
-    with T.track_peak_memory(device) as mem:
-        e2e = T.time_callable(end_to_end, device=device, warmup=warmup, repeats=repeats)
-    model = T.time_model(module, tuple(preprocessed.shape[1:]), device=device, precision=precision,
-                         warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
+    with T.quiet_process() as process, T.track_peak_memory(device) as mem:
+        e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
+        model = T.time_model(predictor.module, tuple(preprocessed.shape[2:]), device=device, precision=precision,
+                             warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
     input_shape = list(scan.image.shape)
     timing = {
         "volume_ms": e2e["median_ms"], "volume_ms_iqr": e2e["iqr_ms"], "volume_ms_min": e2e["min_ms"],
+        "volume_ms_spread": e2e["spread"],
         "model_volume_ms": model["model_volume_ms"], "model_volume_ms_iqr": model["model_volume_ms_iqr"],
+        "model_volume_ms_spread": model["model_volume_ms_spread"],
         "slice_ms": model["slice_ms"], "slice_ms_iqr": model["slice_ms_iqr"], "device": e2e["device"],
-        "precision": precision, "batch_size": 1, "peak_memory_mb": max(mem["peak_memory_mb"], model["peak_memory_mb"]),
+        "precision": precision, "channels_last": predictor.channels_last, "batch_size": 1,
+        "peak_memory_mb": max(mem["peak_memory_mb"], model["peak_memory_mb"]),
         "repeats": repeats, "warmup": warmup, "input": what, "input_path": str(path),
-        "input_shape": input_shape, "preprocessed_shape": list(preprocessed.shape[1:]),
-        "threads": torch.get_num_threads(),
+        "input_shape": input_shape, "preprocessed_shape": list(preprocessed.shape[2:]),
+        "threads": torch.get_num_threads(), "process_threads": process["process_threads"],
     }
+    noisy = {k: v for k, v in (("end to end", e2e["spread"]), ("model only", model["model_volume_ms_spread"]))
+             if v > T.SPREAD_WARN}
+    timing["spread_warning"] = bool(noisy)
+    if noisy:
+        warnings.warn("timing spread between repeats above 20 % (" + ", ".join(f"{k} {v:.0%}" for k, v in noisy.items())
+                      + "): the machine was busy; rerun the timing on a quiet machine", stacklevel=2)
     return {"timing": timing, "params": model["params"], "flops": model.get("flops"), "device": e2e["device"]}
