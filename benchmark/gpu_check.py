@@ -2,7 +2,8 @@
 
 1. the smoke suite with `--preset gpu` (CT and MRI), wall clock and status of every run;
 2. per paper variant (the smoke run's CT checkpoint, the gpu preset's 1.5 mm resampling), on the
-   512x512x100 CT reference volume in bf16: end-to-end predict and model-only, with CUDA events;
+   512x512x100 CT reference volume in bf16 (autocast + channels-last): end-to-end predict and
+   model-only, with CUDA events, against the targets (3D U-Net end to end <= 0.2 s, model-only <= 20 ms);
 3. training steps per second of the 2D and 3D U-Nets at the gpu preset's batch and patch sizes;
 4. a 2-GPU DDP run of the runner (`devices: 2, strategy: ddp`) when two GPUs are present.
 
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 480.0  # 8 minutes, the issue's limit; later sections are skipped past it
 REFERENCE = {"shape": [512, 512, 100], "spacing": [0.8, 0.8, 2.5]}  # the CT reference of the presets
 DRY_REFERENCE = {"shape": [48, 48, 12], "spacing": [6.0, 6.0, 6.0]}
+# issue 10's targets on an H100/H200, per CT reference volume (model name -> field -> ms)
+TARGETS_MS = {"unet3d": {"volume_ms": 200.0, "model_volume_ms": 20.0}}
 
 
 class Check:
@@ -94,37 +97,36 @@ def smoke_suite(work: Path, dry_run: bool) -> dict:
 def predict_timing(work: Path, dry_run: bool, device: str, repeats: int) -> dict:
     """End-to-end and model-only predict per CT volume, every variant with a smoke checkpoint, bf16."""
     from benchmark import timing as T
-    from benchmark.inference import Predictor
+    from benchmark.inference import Predictor, read_scan
     from benchmark.stages.timing import _timing_input
-    from datamodules.transforms import PRESET_SPACING, build_preprocessing
+    from datamodules.transforms import PRESET_SPACING
     from models import load_module
 
     ref = DRY_REFERENCE if dry_run else REFERENCE
     path, what = _timing_input({"volume": "reference", "reference": {"ct": ref}}, "ct", [])
     warmup = 0 if dry_run else 3
-    out = {"input": what, "precision": "bf16", "warmup": warmup, "repeats": repeats, "variants": {}}
+    out = {"input": what, "precision": "bf16", "warmup": warmup, "repeats": repeats, "variants": {},
+           "targets_ms": TARGETS_MS}
+    scan = read_scan(path)
     for ckpt in sorted((work / "smoke" / "smoke").glob("*__ct__seed0/model.ckpt")):
         variant = ckpt.parent.name.split("__")[0]
         module, preprocessing = load_module(ckpt)
         if not dry_run:  # trained on the smoke's 6 mm phantom; timed at the gpu preset's resampling
             preprocessing = {**preprocessing, "target_spacing": list(PRESET_SPACING["gpu"])}
-        module = module.to(device).eval()
-        predictor = Predictor(module, preprocessing, device=device)
-        shape = tuple(build_preprocessing(preprocessing, keys=("image",))({"image": str(path)})["image"].shape[1:])
-
-        def end_to_end():
-            with T.autocast_context(device, "bf16"):
-                return predictor.predict_file(path)
-
-        e2e = T.time_callable(end_to_end, device=device, warmup=warmup, repeats=repeats)
-        model = T.time_model(module, shape, device=device, precision="bf16", warmup=warmup, repeats=repeats,
-                             flops=False)
-        out["variants"][variant] = {
-            "model": module.model_name, "preprocessed_shape": list(shape),
-            "target_spacing": preprocessing.get("target_spacing"), "volume_ms": e2e["median_ms"],
-            "volume_ms_iqr": e2e["iqr_ms"], "model_volume_ms": model["model_volume_ms"],
-            "model_volume_ms_iqr": model["model_volume_ms_iqr"], "slice_ms": model["slice_ms"],
-            "peak_memory_mb": model["peak_memory_mb"], "device": e2e["device"]}
+        predictor = Predictor(module, preprocessing, device=device, precision="bf16")  # autocast + channels-last
+        shape = tuple(predictor.preprocess(scan.image, scan.affine)[0].shape[2:])
+        e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
+        model = T.time_model(predictor.module, shape, device=device, precision="bf16", warmup=warmup,
+                             repeats=repeats, flops=False)
+        row = {"model": module.model_name, "preprocessed_shape": list(shape),
+               "target_spacing": preprocessing.get("target_spacing"), "volume_ms": e2e["median_ms"],
+               "volume_ms_iqr": e2e["iqr_ms"], "model_volume_ms": model["model_volume_ms"],
+               "model_volume_ms_iqr": model["model_volume_ms_iqr"], "slice_ms": model["slice_ms"],
+               "peak_memory_mb": model["peak_memory_mb"], "device": e2e["device"], **predictor.settings}
+        target = TARGETS_MS.get(module.model_name)
+        if target:
+            row["target_met"] = all(row[k] <= v for k, v in target.items())
+        out["variants"][variant] = row
     if not out["variants"]:
         raise RuntimeError("no CT checkpoint from the smoke suite to time")
     return out
@@ -214,8 +216,12 @@ def markdown(report: dict) -> str:
                   "| variant | model | preprocessed | end-to-end (ms) | model-only (ms) | slice (ms) |", "|---|---|---|---|---|---|"]
         for v, r in pred["variants"].items():
             slice_ms = "–" if r["slice_ms"] is None else f"{r['slice_ms']:.2f}"
-            lines.append(f"| {v} | {r['model']} | {'x'.join(map(str, r['preprocessed_shape']))} | {r['volume_ms']:.1f} "
+            met = {True: " (target met)", False: " (target NOT met)"}.get(r.get("target_met"), "")
+            lines.append(f"| {v} | {r['model']}{met} | {'x'.join(map(str, r['preprocessed_shape']))} | {r['volume_ms']:.1f} "
                          f"| {r['model_volume_ms']:.1f} | {slice_ms} |")
+        lines += ["", "Targets (issue 10, H100/H200): " + "; ".join(
+            f"{m}: " + ", ".join(f"{'end-to-end' if k == 'volume_ms' else 'model-only'} <= {v:g} ms" for k, v in t.items())
+            for m, t in pred.get("targets_ms", {}).items()) + "."]
     train = s.get("training", {})
     if train.get("models"):
         lines += ["", "## Training speed (bf16)", "", "| model | batch | patch | steps/s |", "|---|---|---|---|"]

@@ -1,0 +1,105 @@
+"""The fast inference path: resampling on MONAI Spacingd's grid, nearest inversion, precision
+resolution, bf16 + channels-last masks, and the timing fields recorded with every timing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import timing as T
+from benchmark.inference import (Predictor, cpu_has_bf16, resample_linear, resolve_precision, spacing_grid,
+                                 upsample_nearest)
+from datamodules.transforms import preprocessing_config
+
+
+@pytest.mark.parametrize("spacing,target", [((0.8, 0.8, 2.5), (3.0, 3.0, 3.0)), ((1.3, 0.7, 4.0), (1.5, 1.5, 2.0))])
+def test_resampling_matches_monai_spacingd(spacing, target):
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(37, 29, 11)).astype(np.float32)
+    affine = np.diag([*spacing, 1.0])
+    size, steps = spacing_grid(image.shape, spacing, target)
+    ours = resample_linear(np.asfortranarray(image), size, steps)  # NIfTI layout
+    theirs = Spacing(pixdim=target, mode="bilinear")(MetaTensor(torch.from_numpy(image)[None], affine=torch.from_numpy(affine)))
+    assert list(theirs.shape[1:]) == size
+    np.testing.assert_allclose(ours, theirs[0].numpy(), atol=2e-5)
+    assert ours.flags.f_contiguous  # the layout is kept
+
+
+def test_nearest_inversion_returns_the_input_grid_in_nifti_order():
+    labels = np.zeros((5, 4, 3), np.uint8)
+    labels[2:4, 1:3, 1] = 1
+    size, steps = spacing_grid((19, 15, 7), (0.8, 0.8, 1.0), (3.0, 3.0, 2.0))
+    assert size == [6, 5, 4]
+    mask = upsample_nearest(np.pad(labels, ((0, 1), (0, 1), (0, 1))), (19, 15, 7), steps)
+    assert mask.shape == (19, 15, 7) and mask.flags.f_contiguous and mask.dtype == np.uint8
+    i = np.arange(19)
+    np.testing.assert_array_equal(mask[:, 5, 2] > 0, np.isin(np.clip(np.rint(i / steps[0]), 0, 5), [2, 3]))
+
+
+def test_precision_resolution():
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    flags = open("/proc/cpuinfo").read()
+    assert cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", "cpu")
+
+
+def test_bf16_channels_last_mask_matches_fp32():
+    from models import create_model
+
+    torch.manual_seed(0)
+    module = create_model("unet2d", features=4, depth=2)
+    rng = np.random.default_rng(1)
+    image = np.full((40, 36, 6), -100.0, np.float32)
+    image[10:30, 8:28, 1:5] = 200.0 + rng.normal(0, 5, (20, 20, 4))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    config = preprocessing_config("ct")
+    fp32 = Predictor(module, config, "cpu", precision="fp32")
+    assert fp32.settings == {"precision": "fp32", "channels_last": False, "threads": torch.get_num_threads(),
+                             "device": "cpu"}
+    import copy
+
+    bf16 = Predictor(copy.deepcopy(module), config, "cpu", precision="bf16")
+    assert bf16.channels_last and bf16.module.net is not None
+    a, _ = fp32.predict_image(image, affine)
+    b, _ = bf16.predict_image(image, affine)
+    assert a.shape == b.shape == image.shape
+    assert np.mean(a == b) > 0.99  # an untrained net: logits near 0, bf16 may flip a few voxels
+
+
+def test_spread_and_quiet_process_fields():
+    assert T.spread([10.0, 11.0, 14.0]) == pytest.approx(4 / 11)
+    assert T.spread([5.0]) == 0.0
+    res = T.time_callable(lambda: sum(range(1000)), warmup=0, repeats=3)
+    assert res["spread"] == pytest.approx(T.spread(res["times_ms"]))
+    import gc
+
+    with T.quiet_process() as proc:
+        assert not gc.isenabled() and proc["process_threads"] >= 1
+    assert gc.isenabled()
+
+
+def test_timing_stage_records_precision_channels_last_threads_and_spread(tmp_path):
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from benchmark.stages.timing import measure
+    from models import create_model
+
+    path = tmp_path / "case_0000.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(0, 100, (24, 20, 6)).astype(np.int16),
+                             np.diag([3.0, 3.0, 3.0, 1.0])), path)
+    config = {"trainer": {"accelerator": "cpu"},
+              "timing": {"volume": "test_case", "warmup": 0, "repeats": 2, "flops": False, "precision": "auto"}}
+    out = measure(create_model("unet2d", features=4, depth=2), preprocessing_config("ct"), config, "ct",
+                  [SimpleNamespace(image_path=str(path))])
+    t = out["timing"]
+    assert t["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert t["channels_last"] == (t["precision"] == "bf16") and t["threads"] == torch.get_num_threads()
+    assert t["volume_ms"] > 0 and t["volume_ms_spread"] >= 0 and t["model_volume_ms_spread"] >= 0
+    assert isinstance(t["spread_warning"], bool) and t["process_threads"] >= 1
