@@ -1,0 +1,56 @@
+"""Training throughput of the cpu preset's 2D and 3D steps: fp32 vs bf16 autocast (+ channels-last),
+alternated in one process (forward, CE loss, backward, Adam), at the preset's batch and patch sizes.
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 .venv/bin/python -m benchmark.speed.train
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per candidate")
+    args = p.parse_args(argv)
+    import torch
+
+    from benchmark.inference import cpu_has_bf16
+    from benchmark.plan import budget, load_preset
+    from benchmark.speed.common import alternate, machine, report
+    from models import create_model
+
+    cpu = load_preset("cpu")
+    print(machine(), f"| AVX-512 BF16/AMX: {cpu_has_bf16()}")
+    # the paper suite's U-Net Baseline and 3D CNN sizes (benchmark/suites/paper/*.yaml)
+    for name, dims, kw in (("unet2d", 2, {"features": 16, "depth": 4}), ("unet3d", 3, {"features": 8, "depth": 3})):
+        data = budget(cpu, dims, smoke=False)["data"]
+        batch, patch = int(data["batch_size"]), list(data["patch_size"])
+        x = torch.randn(batch, 1, *patch)
+        y = (torch.rand(batch, *patch) > 0.5).long()
+        base = create_model(name, **kw).train()
+        steps = {}
+        for label, bf16 in (("fp32", False), ("bf16 autocast channels-last", True)):
+            module = copy.deepcopy(base)
+            fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+            inp = x.contiguous(memory_format=fmt) if bf16 else x
+            if bf16:
+                module = module.to(memory_format=fmt)
+            opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+            def step(module=module, opt=opt, inp=inp, bf16=bf16):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = torch.nn.functional.cross_entropy(module(inp).float(), y)
+                loss.backward()
+                opt.step()
+            steps[label] = step
+        res = alternate(steps, repeats=args.repeats)
+        report(f"{name}: batch {batch} x {'x'.join(map(str, patch))}, {args.repeats} steps alternated", res)
+        for label, r in res.items():
+            print(f"  {label}: {1 / r['median_s']:.2f} steps/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
