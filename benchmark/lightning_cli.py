@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI
 
 import models  # noqa: F401 - imports every architecture so class paths and short names resolve
 from datamodules.files import DataError
-from models.base import SegmentationModule
+from models.base import MONITOR, SegmentationModule
 from models.resnet_unet import PretrainedWeightsUnavailable
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -25,12 +25,12 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 def best_checkpoint_callback() -> ModelCheckpoint:
     """Keep the checkpoint with the best per-patient validation Dice (and the last one)."""
-    return ModelCheckpoint(monitor="val/dice", mode="max", save_last=True, filename="best-{epoch}-{step}",
+    return ModelCheckpoint(monitor=MONITOR, mode="max", save_last=True, filename="best-{epoch}-{step}",
                            auto_insert_metric_name=False)
 
 
 class LiverBenchCLI(LightningCLI):
-    """LightningCLI with LiverBench defaults (checkpoint on `val/dice`)."""
+    """LightningCLI with LiverBench defaults (checkpoint on `val/dice_grid`)."""
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs):
         # `liverbench fit ...` hands us sys.argv's options as args; Lightning warns about both being set

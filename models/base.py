@@ -18,6 +18,10 @@ from torchmetrics import MeanMetric, MetricCollection
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle")
 METRICS = ("dice", "jaccard", "precision", "recall")
+# Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
+# (original geometry, benchmark.metrics), so they carry their own name: `val/dice_grid`.
+GRID_SUFFIX = "_grid"
+MONITOR = "val/dice" + GRID_SUFFIX  # checkpoint selection
 
 
 def overlap_scores(pred: torch.Tensor, target: torch.Tensor, per_sample: bool = True) -> dict[str, torch.Tensor]:
@@ -51,7 +55,7 @@ def missing_requirements(cls: type) -> list[str]:
 
 
 def _stage_metrics(stage: str) -> MetricCollection:
-    return MetricCollection({m: MeanMetric() for m in METRICS}, prefix=f"{stage}/")
+    return MetricCollection({m: MeanMetric() for m in METRICS}, prefix=f"{stage}/", postfix=GRID_SUFFIX)
 
 
 def plain_tensor(x) -> torch.Tensor:

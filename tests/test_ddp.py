@@ -21,7 +21,7 @@ from wandb_offline import find_offline_runs
 
 
 class RecordValidation(L.Callback):
-    """Each rank writes the cases it validated, their Dice and the logged (synchronised) val/dice."""
+    """Each rank writes the cases it validated, their Dice and the logged (synchronised) val/dice_grid."""
 
     def __init__(self, out_dir: str):
         self.out_dir, self.cases = out_dir, {}
@@ -32,7 +32,7 @@ class RecordValidation(L.Callback):
 
     def on_validation_end(self, trainer, pl_module):
         record = {"rank": trainer.global_rank, "world": trainer.world_size, "cases": self.cases,
-                  "val/dice": float(trainer.callback_metrics["val/dice"])}
+                  "val/dice_grid": float(trainer.callback_metrics["val/dice_grid"])}
         with open(f"{self.out_dir}/rank{trainer.global_rank}.json", "w") as fh:
             json.dump(record, fh)
 
@@ -54,9 +54,9 @@ def test_ddp_two_cpu_processes_log_the_same_synchronised_val_dice(tmp_path):
     seen = [set(r["cases"]) for r in records]
     assert seen[0] and seen[1] and not seen[0] & seen[1], "each rank validates its own share of the cases"
     assert seen[0] | seen[1] == {"case1", "case2", "case3", "case4"}
-    assert records[0]["val/dice"] == records[1]["val/dice"]  # the same value on both ranks
+    assert records[0]["val/dice_grid"] == records[1]["val/dice_grid"]  # the same value on both ranks
     all_cases = {**records[0]["cases"], **records[1]["cases"]}
-    assert math.isclose(records[0]["val/dice"], sum(all_cases.values()) / 4, rel_tol=1e-5)
+    assert math.isclose(records[0]["val/dice_grid"], sum(all_cases.values()) / 4, rel_tol=1e-5)
 
 
 
@@ -88,7 +88,7 @@ def test_runner_ddp_two_cpu_processes_fit_test_record_once(blobs, tmp_path):
     rows = list(csv.DictReader((folder / "per_case.csv").open()))
     split = json.loads((folder / "split.json").read_text())
     assert [r["case"] for r in rows] == split["test"] and rows  # every test case once, on rank zero
-    assert record["timing"]["volume_ms"] > 0 and record["checkpoint"]["selected_by"] == "val/dice"
+    assert record["timing"]["volume_ms"] > 0 and record["checkpoint"]["selected_by"] == "val/dice_grid"
     (run,) = find_offline_runs(folder)  # one W&B run: rank zero's
     assert run.summary["test/dice"] == pytest.approx(record["metrics"]["dice"])
     assert [r for r in find_offline_runs(out / "ddp" / "wandb") if r.job_type == "summary"]

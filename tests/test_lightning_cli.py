@@ -68,7 +68,7 @@ def test_trainer_settings_pass_through(tmp_path):
     assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2 and trainer.num_nodes == 1
     assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 3
     best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    assert best and best[0].monitor == "val/dice" and best[0].mode == "max"
+    assert best and best[0].monitor == "val/dice_grid" and best[0].mode == "max"
 
 
 def test_fit_then_test_unet_baseline_with_fast_dev_run(tmp_path):
@@ -78,8 +78,8 @@ def test_fit_then_test_unet_baseline_with_fast_dev_run(tmp_path):
     assert liverbench(["fit", *args]) == 0
     cli = LiverBenchCLI(args=["test", *args])
     metrics = cli.trainer.callback_metrics
-    assert {"test/dice", "test/jaccard", "test/precision", "test/recall"} <= set(metrics)
-    assert 0.0 <= float(metrics["test/dice"]) <= 1.0
+    assert {"test/dice_grid", "test/jaccard_grid", "test/precision_grid", "test/recall_grid"} <= set(metrics)
+    assert 0.0 <= float(metrics["test/dice_grid"]) <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_resnet_transfer_offline_fails_clearly(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_checkpoint_restores_model_and_preprocessing(tmp_path):
-    """The best-`val/dice` checkpoint of a real CLI run loads with `weights_only=True`, alone."""
+    """The best-`val/dice_grid` checkpoint of a real CLI run loads with `weights_only=True`, alone."""
     args = ["--config", _config("unet_baseline"), *TINY_DATA, "--data.init_args.patch_size=[64,64]",
             "--model.init_args.features=4", "--model.init_args.depth=2", "--data.init_args.samples_per_epoch=2",
             "--trainer.max_epochs=1",

@@ -203,7 +203,7 @@ def test_overfits_one_case(name, tmp_path):
     after = _dice(model, batch)
     print(f"overfit {name}: training Dice {before:.3f} -> {after:.3f}")
     assert after > 0.85 and after > before + 0.3, f"Dice before {before:.3f}, after {after:.3f}"
-    assert trainer.callback_metrics["train/dice"] > before
+    assert trainer.callback_metrics["train/dice_grid"] > before
 
 
 def _dice(model, batch) -> float:
@@ -227,7 +227,7 @@ def test_overlap_scores_on_known_masks():
 
 
 def test_validation_logs_per_volume_mean_dice(tmp_path):
-    """val/dice is the mean over volumes of each volume's 3D Dice (not one pooled number)."""
+    """val/dice_grid is the mean over volumes of each volume's 3D Dice (not one pooled number)."""
     model = make("unet2d", features=4, depth=2)
     dm = TinyVolumeDataModule(dims=2, train_cases=1, val_cases=3, shape=(16, 16, 8))
     trainer = quick_trainer(tmp_path)
@@ -237,8 +237,8 @@ def test_validation_logs_per_volume_mean_dice(tmp_path):
     for item in dm.val_set:
         pred = model.predict_volume(item["image"][None]).argmax(1)
         expected.append(float(overlap_scores(pred, item["label"] > 0.5)["dice"]))
-    assert set(metrics) >= {"val/dice", "val/jaccard", "val/precision", "val/recall", "val/loss"}
-    assert math.isclose(metrics["val/dice"], float(np.mean(expected)), rel_tol=1e-5)
+    assert set(metrics) >= {"val/dice_grid", "val/jaccard_grid", "val/precision_grid", "val/recall_grid", "val/loss"}
+    assert math.isclose(metrics["val/dice_grid"], float(np.mean(expected)), rel_tol=1e-5)
 
 
 def test_default_training_recipe_is_the_papers():

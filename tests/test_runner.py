@@ -192,7 +192,7 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
             assert run.summary["test/hd95"] == pytest.approx(record["metrics"]["hd95"])
         assert run.summary["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
         assert run.summary["params"] == record["params"]
-        assert any("val/dice" in row for row in run.history)  # Lightning's own logging
+        assert any("val/dice_grid" in row for row in run.history)  # Lightning's own logging
         cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
         assert [row[0] for row in run.table("test/per_case")["data"]] == cases
         assert run.images() and run.exit_code == 0

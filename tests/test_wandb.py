@@ -53,7 +53,7 @@ def test_disabled_mode_makes_no_logger(tmp_path):
 def test_offline_run_holds_summary_table_images_and_config(tmp_path):
     record = _record()
     logger = wl.make_logger("offline", "liverbench-test", "smoke", record, tmp_path)
-    logger.experiment.log({"val/dice": 0.5})  # what Lightning logs during training
+    logger.experiment.log({"val/dice_grid": 0.5})  # what Lightning logs during training
     gt = np.zeros((16, 12, 5), bool)
     gt[4:10, 3:8, 1:4] = True
     pred = np.roll(gt, 1, axis=0)
@@ -70,7 +70,7 @@ def test_offline_run_holds_summary_table_images_and_config(tmp_path):
                 "params": 1234, "flops": 5678}
     for key, value in expected.items():
         assert run.summary[key] == pytest.approx(value), key
-    assert run.history[0]["val/dice"] == 0.5
+    assert run.history[0]["val/dice_grid"] == 0.5
     table = run.table("test/per_case")
     assert table["columns"] == ["case", "dice", "hd95"]
     assert table["data"] == [["ph_000", 0.9, 1.0], ["ph_001", 0.8, 2.0]]

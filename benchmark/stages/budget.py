@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback
 
+from models.base import MONITOR
+
 STILL_IMPROVING_MARGIN = 0.002  # the last check beats every earlier one by at least this much
 
 
 class ValidationCurve(Callback):
-    """Collects `val/dice` after every validation (sanity checks excluded)."""
+    """Collects `val/dice_grid` after every validation (sanity checks excluded)."""
 
     def __init__(self):
         self.dice: list[float] = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        value = trainer.callback_metrics.get("val/dice")
+        value = trainer.callback_metrics.get(MONITOR)
         if not trainer.sanity_checking and value is not None:
             self.dice.append(round(float(value), 6))
 

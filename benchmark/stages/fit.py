@@ -1,4 +1,4 @@
-"""Fit stage: train, keep the best-by-val/dice checkpoint as `model.ckpt`, save the split, reload the best."""
+"""Fit stage: train, keep the best-by-val/dice_grid checkpoint as `model.ckpt`, save the split, reload the best."""
 from __future__ import annotations
 
 import signal
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmark.stages.interrupt import STOP, on_sigint, stop_if_interrupted
 from datamodules.files import atomic_write_json
+from models.base import MONITOR
 
 
 def fit_stage(trainer, model, datamodule, folder: Path, record: dict):
@@ -37,11 +38,11 @@ def fit(trainer, model, datamodule) -> None:
 
 
 def ensure_checkpoint(trainer, path: Path) -> dict:
-    """`model.ckpt` is the best by val/dice; if validation never ran, the final weights."""
+    """`model.ckpt` is the best by val/dice_grid; if validation never ran, the final weights."""
     callback = trainer.checkpoint_callback
     if callback is not None and callback.best_model_path:  # the same on every DDP rank
         score = callback.best_model_score if callback is not None else None
-        return {"path": path.name, "selected_by": "val/dice", "val_dice": float(score) if score is not None else None}
+        return {"path": path.name, "selected_by": MONITOR, "val_dice": float(score) if score is not None else None}
     trainer.save_checkpoint(path)
     return {"path": path.name, "selected_by": "last step (no validation ran)", "val_dice": None}
 

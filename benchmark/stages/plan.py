@@ -24,6 +24,7 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from benchmark.lightning_cli import LiverBenchCLI, user_error
+    from models.base import MONITOR
     from benchmark.stages.guards import AtomicCheckpointIO, FiniteGuard
 
     errors = io.StringIO()
@@ -46,9 +47,9 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
         trainer.logger = logger
     checkpoints = trainer.checkpoint_callbacks
     if not checkpoints:
-        checkpoints = [ModelCheckpoint(monitor="val/dice", mode="max")]
+        checkpoints = [ModelCheckpoint(monitor=MONITOR, mode="max")]
         trainer.callbacks.append(checkpoints[0])
-    for cb in checkpoints:  # the CLI's best-by-val/dice checkpoint, saved as OUT/.../model.ckpt
+    for cb in checkpoints:  # the CLI's best-by-val/dice_grid checkpoint, saved as OUT/.../model.ckpt
         cb.dirpath, cb.filename, cb.save_last, cb.save_top_k = str(folder), "model", False, 1
     trainer.callbacks[:0] = [FiniteGuard(), *callbacks]
     return cli.model, cli.datamodule, trainer
