@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("benchmark.evaluate:main", "score a folder of NIfTI predictions against ground truth"),
     "predict": ("benchmark.predict:main", "segment a scan with a checkpoint (or LightningCLI predict with --config)"),
     "external-eval": ("benchmark.external_eval:main", "score a checkpoint on a real dataset (per case + mean)"),
+    "pretrain": ("models.synthetic_pretrain:main", "pre-train the ResNet-34 encoder on the phantom (pretrained: synthetic)"),
     "models": ("models.registry:main", "list registered models with parameter counts"),
     "data": ("datamodules.cli:main", "phantom | inspect | convert | download | devset"),
     "fit": ("benchmark.lightning_cli:main", "LightningCLI: train one model (--config ...)"),

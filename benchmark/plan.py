@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.dependencies import order
 from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
 from datamodules.files import DataError
@@ -34,6 +35,7 @@ class RunSpec:
     smoke: bool = False
     index: int = 0  # position of the entry in the suite: the report's row order
     dry_run: bool = False  # `--dry-run`: the preset on CPU for a few steps (see `cpu_dry_run`)
+    source: Path | None = None  # folder of the run whose model.ckpt this one starts from (`init_from`)
 
     @property
     def name(self) -> str:
@@ -86,8 +88,25 @@ def load_suite(name_or_path: str) -> dict:
         variants.add(entry["variant"])
         entry["config"] = (path.parent / entry["config"]).resolve()
         entry.setdefault("label", entry["variant"])
+    for i, entry in enumerate(entries):
+        _check_dependency(path, i, entry, variants)
     suite["path"] = path
     return suite
+
+
+def _check_dependency(path: Path, i: int, entry: dict, variants: set) -> None:
+    """`modalities: [mri]` limits an entry's modalities; `init_from: {variant, modality}` starts each of its
+    runs from that entry's run of the same seed (see benchmark/dependencies.py)."""
+    mods = entry.get("modalities")
+    if mods is not None and (not isinstance(mods, list) or set(mods) - set(DATAMODULES)):
+        raise DataError(path, f"entry {i}: `modalities` must be a list of {', '.join(DATAMODULES)}")
+    src = entry.get("init_from")
+    if src is None:
+        return
+    if not isinstance(src, dict) or src.get("variant") not in variants - {entry["variant"]} \
+            or src.get("modality") not in DATAMODULES:
+        raise DataError(path, f"entry {i}: `init_from` needs `variant` (another entry of this suite) and "
+                              f"`modality` ({', '.join(DATAMODULES)})")
 
 
 def load_preset(name_or_path: str) -> dict:
@@ -145,11 +164,17 @@ def plan_runs(suite: dict, preset: dict, modalities: list[str], seeds: list[int]
         raise ValueError("--seeds needs at least one integer seed")
     dirs = _data_dirs(data, modalities)
     smoke = suite["name"] == "smoke" or suite.get("budget") == "smoke"
-    return [
+
+    def source(e: dict, seed: int) -> Path | None:
+        src = e.get("init_from")
+        return run_dir(out, suite["name"], src["variant"], src["modality"], seed) if src else None
+
+    return order([
         RunSpec(suite["name"], e["variant"], e["label"], Path(e["config"]), m, seed, preset, dirs[m],
-                run_dir(out, suite["name"], e["variant"], m, seed), smoke, i, dry_run)
+                run_dir(out, suite["name"], e["variant"], m, seed), smoke, i, dry_run, source(e, seed))
         for i, e in enumerate(suite["entries"]) for m in modalities for seed in seeds
-    ]
+        if m in e.get("modalities", modalities)
+    ])
 
 
 def deep_merge(base: dict, override: dict | None) -> dict:
@@ -253,6 +278,8 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     data_args["seed"] = spec.seed  # sampling and augmentation order; the split has its own `split_seed`
     data_args["data_dir"] = None if spec.data == "phantom" else spec.data
     data_args["split_file"] = str(folder / "split.json")  # the DataModule saves its split there
+    if spec.source is not None:  # all weights from the source run: nothing else is fetched
+        config["model"]["init_args"].update(init_from=str(spec.source / "model.ckpt"), pretrained="none")
     config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
     trainer = _entry_wins(b["trainer"], config.get("trainer") or {}, b["force"], "trainer")
     if b["limit"]:  # equal wall-clock per variant instead of equal steps

@@ -78,10 +78,15 @@ def split(costs: list[float], n: int) -> list[list[int]]:
 
 
 def shard_runs(runs: list, k: int, n: int) -> list:
-    """This shard's runs, in plan order."""
+    """This shard's runs, in plan order. A run and the runs that start from it (`init_from` entries)
+    are split as one unit, so a dependent run always finds its source in its own shard."""
+    from benchmark.dependencies import chains
+
     if n == 1:
         return list(runs)
-    return [runs[i] for i in split([expected_cost(r) for r in runs], n)[k]]
+    groups = chains(runs)
+    costs = [sum(expected_cost(runs[i]) for i in g) for g in groups]
+    return [runs[i] for i in sorted(i for g in split(costs, n)[k] for i in groups[g])]
 
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")

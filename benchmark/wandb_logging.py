@@ -165,6 +165,8 @@ def log_result(logger, record: dict, per_case: list[dict], overlays: list | None
     if logger is None:
         return
     run = logger.experiment
+    if record.get("transfer"):  # known once the model is built, after the run started
+        run.config.update({"transfer": record["transfer"]}, allow_val_change=True)
     if per_case:
         run.log({"test/per_case": _table(per_case)})
     if external_rows:

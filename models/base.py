@@ -152,12 +152,17 @@ class SegmentationModule(L.LightningModule):
         self.net = self.build_network()
         self.initialize_weights()
 
+    # Where the initial weights came from, for result.json and W&B: {"source": "none" | "imagenet" |
+    # "synthetic" | "path" | "run", "detail": hash, path or run name}; set by `initialize_weights`.
+    transfer: dict[str, Any] = {"source": "none", "detail": None}
+
     def initialize_weights(self) -> None:
         """Transfer learning hook; subclasses extend it (e.g. ImageNet encoders)."""
         if self.hparams.init_from:
-            from models.checkpoint import init_weights_from
+            from models.checkpoint import describe_source, init_weights_from
 
             init_weights_from(self, self.hparams.init_from)
+            self.transfer = describe_source(self.hparams.init_from)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,

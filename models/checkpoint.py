@@ -126,3 +126,20 @@ def init_weights_from(module: torch.nn.Module, path: str | os.PathLike) -> InitR
         log.info(report.summary())
     module.init_report = report
     return report
+
+
+def describe_source(path: str | os.PathLike) -> dict[str, Any]:
+    """`transfer` of a model initialised from `path`: a LiverBench run's model.ckpt (result.json beside
+    it) is named by its run folder and that run's own transfer source; any other file by its path."""
+    import json
+
+    record_path = Path(path).parent / "result.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return {"source": "path", "detail": str(path)}
+    if not isinstance(record, dict):
+        return {"source": "path", "detail": str(path)}
+    before = record.get("transfer") or {}
+    via = " ".join(str(v) for v in (before.get("source"), before.get("detail")) if v)
+    return {"source": "run", "detail": Path(path).parent.name + (f" (its encoder: {via})" if via else "")}

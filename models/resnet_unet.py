@@ -1,14 +1,19 @@
 """`resnet_unet`: U-Net decoder on a torchvision ResNet-34 encoder (the paper's transfer learning).
 
 `pretrained`: "imagenet" (torchvision's weights API: needs internet or a populated
-`$TORCH_HOME/hub/checkpoints` cache), a path to a local ResNet-34 state dict, or "none".
-A 1-channel input uses the average of the stem's RGB filters.
+`$TORCH_HOME/hub/checkpoints` cache; offline it fails, never falls back), "synthetic" (offline:
+pre-trained on the phantom's tissue task, built once into the cache, see models/synthetic_pretrain.py),
+a path to a local ResNet-34 state dict (or a `liverbench pretrain` folder), or "none".
+A 1-channel input uses the average of the stem's RGB filters. `init_from` (another run's
+checkpoint) replaces all weights, so with it `pretrained` is not fetched at all.
+The source is kept as `module.transfer` ({"source", "detail"}), recorded in result.json.
 """
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torchvision
@@ -48,8 +53,13 @@ def imagenet_state_dict(url: str | None = None) -> dict[str, torch.Tensor]:
 
 
 def _local_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if Path(path).is_dir():  # a `liverbench pretrain --out` folder: checked against its hash
+        from models.synthetic_pretrain import load_cached
+
+        return load_cached(Path(path))[0]
     if not Path(path).is_file():
-        raise DataError(path, "pretrained weights file not found (expected 'imagenet', 'none' or a state dict path)")
+        raise DataError(path, "pretrained weights file not found (expected 'imagenet', 'synthetic', 'none' "
+                              "or a state dict path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
@@ -110,7 +120,9 @@ class ResNetUNet(SegmentationModule):
     """2D U-Net with a ResNet-34 encoder.
 
     Args:
-        pretrained: "imagenet", "none" or a path to a ResNet-34 state dict.
+        pretrained: "imagenet", "synthetic", "none" or a path to a ResNet-34 state dict.
+        synthetic_pretrain: overrides of the synthetic pretraining config (steps, patients, spacing,
+            batch_size, patch, lr, seed, phantom_seed; see `models.synthetic_pretrain.DEFAULTS`).
         freeze_encoder_epochs: keep the encoder frozen for the first N training epochs.
         decoder_channels: widths of the five decoder blocks.
         dropout: channel dropout in the two deepest decoder blocks; **kwargs: see `SegmentationModule`.
@@ -121,7 +133,8 @@ class ResNetUNet(SegmentationModule):
     weight_init_off = {"init_from": None, "pretrained": "none"}
 
     def __init__(self, pretrained: str = "none", freeze_encoder_epochs: int = 0,
-                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), dropout: float = 0.1, **kwargs):
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), dropout: float = 0.1,
+                 synthetic_pretrain: Optional[dict[str, Any]] = None, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     def build_network(self) -> nn.Module:
@@ -130,11 +143,21 @@ class ResNetUNet(SegmentationModule):
 
     def initialize_weights(self) -> None:
         pretrained = self.hparams.pretrained or "none"
-        if pretrained == "imagenet":
+        if self.hparams.init_from:  # all weights come from the run's checkpoint: fetch nothing else
+            pass
+        elif pretrained == "imagenet":
             self.net.load_encoder(imagenet_state_dict(), IMAGENET_URL)
+            self.transfer = {"source": "imagenet", "detail": IMAGENET_URL}
+        elif pretrained == "synthetic":
+            from models.synthetic_pretrain import WEIGHTS, ensure_encoder, load_cached
+
+            folder, meta, _ = ensure_encoder(self.hparams.synthetic_pretrain)
+            self.net.load_encoder(load_cached(folder)[0], str(folder / WEIGHTS))
+            self.transfer = {"source": "synthetic", "detail": meta["hash"]}
         elif pretrained != "none":
             self.net.load_encoder(_local_state_dict(pretrained), pretrained)
-        super().initialize_weights()  # init_from, if given, wins over the encoder weights
+            self.transfer = {"source": "path", "detail": str(pretrained)}
+        super().initialize_weights()  # init_from, if given, sets `transfer` to the run or path
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.hparams.freeze_encoder_epochs

@@ -36,10 +36,14 @@ def _config(variant: str) -> str:
 def test_suites_list_the_six_paper_variants(suite):
     spec = yaml.safe_load((SUITES / f"{suite}.yaml").read_text())
     assert spec["name"] == suite and spec["description"]
-    assert [e["variant"] for e in spec["entries"]] == list(PAPER)
-    for entry in spec["entries"]:
+    six = [e for e in spec["entries"] if "init_from" not in e]
+    assert [e["variant"] for e in six] == list(PAPER)
+    for entry in six:
         assert entry["label"] == PAPER[entry["variant"]][0]
         assert (SUITES / entry["config"]).is_file()
+    extra = [e for e in spec["entries"] if "init_from" in e]  # + the cross-modality transfer entry
+    assert [(e["variant"], e["label"], e["modalities"], e["init_from"]) for e in extra] == [
+        ("resnet_transfer_ct2mri", "ResNet + Transfer (CT→MRI)", ["mri"], {"variant": "resnet_transfer", "modality": "ct"})]
 
 
 @pytest.mark.parametrize("variant", list(PAPER))

@@ -13,6 +13,7 @@ from models.base import MONITOR
 
 def fit_stage(trainer, model, datamodule, folder: Path, record: dict):
     """Train, then (module in eval mode, its preprocessing config) from the selected checkpoint."""
+    record["transfer"] = dict(getattr(model, "transfer", None) or {"source": "none", "detail": None})
     fit(trainer, model, datamodule)
     record["checkpoint"] = ensure_checkpoint(trainer, folder / "model.ckpt")
     if not (folder / "split.json").is_file():

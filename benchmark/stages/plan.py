@@ -15,6 +15,10 @@ def plan(spec: RunSpec, folder: Path, record: dict) -> dict:
     record["config"] = config
     record["overrides"] = config["overrides"]  # every value that differs from the entry's own config
     record["model"] = model_name(config["model"]["class_path"])
+    if spec.source is not None:  # waits for a source running elsewhere; missing/failed: DataError
+        from benchmark.dependencies import source_checkpoint
+
+        source_checkpoint(spec.source, spec.suite)
     return config
 
 
