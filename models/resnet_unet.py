@@ -151,8 +151,9 @@ class ResNetUNet(SegmentationModule):
         elif pretrained == "synthetic":
             from models.synthetic_pretrain import WEIGHTS, ensure_encoder, load_cached
 
-            folder, meta, _ = ensure_encoder(self.hparams.synthetic_pretrain)
-            self.net.load_encoder(load_cached(folder)[0], str(folder / WEIGHTS))
+            folder, _ = ensure_encoder(self.hparams.synthetic_pretrain)
+            state, meta = load_cached(folder)
+            self.net.load_encoder(state, str(folder / WEIGHTS))
             self.transfer = {"source": "synthetic", "detail": meta["hash"]}
         elif pretrained != "none":
             self.net.load_encoder(_local_state_dict(pretrained), pretrained)

@@ -145,10 +145,9 @@ def load_cached(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def ensure_encoder(overrides: dict | None = None, root: Path | None = None, log=print) -> tuple[Path, dict, bool]:
-    """The cached folder for this config, building it if missing -> (folder, config.json, built now?).
-
-    One process builds (under `<root>/<hash>.lock`); the others wait for the folder to appear."""
+def ensure_encoder(overrides: dict | None = None, root: Path | None = None, log=print) -> tuple[Path, bool]:
+    """The cached folder for this config, building it if missing -> (folder, built now?); read it with
+    `load_cached`. One process builds (under `<root>/<hash>.lock`); the others wait for the folder."""
     from benchmark.locks import FileLock, LockHeld
 
     cfg = resolve_config(overrides)
@@ -167,12 +166,14 @@ def ensure_encoder(overrides: dict | None = None, root: Path | None = None, log=
             continue
         try:
             if not folder.is_dir():  # built by another process between our check and the lock
+                for stale in root.glob(f".{digest}.*"):  # a killed build's temp folder
+                    shutil.rmtree(stale, ignore_errors=True)
                 log(f"pretrain: building the synthetic ResNet-34 encoder {digest} in {root}")
                 _build(folder, cfg, digest, log)
-                return folder, load_cached(folder)[1], True
+                return folder, True
         finally:
             lock.release()
-    return folder, load_cached(folder)[1], False
+    return folder, False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     overrides = {k: getattr(a, k) for k in DEFAULTS}
     try:
-        folder, meta, built = ensure_encoder(overrides, Path(a.out) if a.out else None,
-                                             log=lambda m: print(m, file=sys.stderr, flush=True))
+        folder, built = ensure_encoder(overrides, Path(a.out) if a.out else None,
+                                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        meta = load_cached(folder)[1]
     except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

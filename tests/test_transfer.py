@@ -21,11 +21,12 @@ TINY = {"patients": 1, "spacing": 8, "steps": 2, "batch_size": 2, "patch": 32}
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to reach another machine fails, as on a machine without internet."""
+    """Any attempt to reach another machine fails, as on a machine without internet (loopback, e.g.
+    W&B's local service, still works)."""
     real = socket.socket.connect
 
     def refuse(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
             raise OSError("network blocked by the test")
         return real(self, address)
 
@@ -35,8 +36,8 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
-    folder, meta, was_built = sp.ensure_encoder(TINY, root, log=lambda m: None)
-    return root, folder, meta, was_built
+    folder, was_built = sp.ensure_encoder(TINY, root, log=lambda m: None)
+    return root, folder, sp.load_cached(folder)[1], was_built
 
 
 def test_synthetic_encoder_is_cached_under_its_hash_and_reused(built):
@@ -45,8 +46,7 @@ def test_synthetic_encoder_is_cached_under_its_hash_and_reused(built):
     assert was_built and folder == root / sp.config_hash(cfg) and meta["hash"] == folder.name
     assert meta["config"] == cfg and meta["generator_version"] == "2"
     assert {p.name for p in root.iterdir()} == {folder.name}  # no temp folder or lock left behind
-    again, meta2, rebuilt = sp.ensure_encoder(TINY, root, log=lambda m: None)
-    assert (again, rebuilt, meta2) == (folder, False, meta)
+    assert sp.ensure_encoder(TINY, root, log=lambda m: None) == (folder, False)
     assert sp.config_hash({**cfg, "steps": 3}) != folder.name  # another config, another folder
     state = torch.load(folder / sp.WEIGHTS, weights_only=True)
     assert "layer4.2.bn2.running_var" in state and not any(k.startswith("fc.") for k in state)
@@ -99,7 +99,7 @@ def test_two_processes_asking_at_once_build_it_once(tmp_path):
             t.join()
     finally:
         sp.train_encoder = original
-    assert len(built) == 1 and sorted(r[2] for r in results) == [False, True]
+    assert len(built) == 1 and sorted(r[1] for r in results) == [False, True]
     assert results[0][0] == results[1][0]
 
 
@@ -219,7 +219,7 @@ def test_ct_to_mri_smoke_run_on_a_fresh_clone_offline(tmp_path, monkeypatch, no_
     real = sp.train_encoder
     monkeypatch.setattr(sp, "train_encoder", lambda cfg, log=print: builds.append(cfg) or real(cfg, log))
     suite, out = _transfer_suite(tmp_path), tmp_path / "out"
-    code = runner.main(["--suite", str(suite), "--modalities", "ct,mri", "--out", str(out), "--wandb", "disabled"])
+    code = runner.main(["--suite", str(suite), "--modalities", "ct,mri", "--out", str(out), "--wandb", "offline"])
     assert code == 0
     ct, mri, xfer = (records.read_result(records.run_dir(out, "xfer", v, m, 0)) for v, m in
                      [("resnet_transfer", "ct"), ("resnet_transfer", "mri"), ("resnet_transfer_ct2mri", "mri")])
@@ -231,3 +231,24 @@ def test_ct_to_mri_smoke_run_on_a_fresh_clone_offline(tmp_path, monkeypatch, no_
     assert xfer["transfer"] == {"source": "run", "detail": f"resnet_transfer__ct__seed0 (its encoder: synthetic {digest})"}
     assert xfer["config"]["model"]["init_args"]["init_from"] == str(records.run_dir(out, "xfer", "resnet_transfer", "ct", 0) / "model.ckpt")
     assert not os.path.exists(records.run_dir(out, "xfer", "resnet_transfer_ct2mri", "ct", 0))
+    from wandb_offline import find_offline_runs
+
+    (run,) = find_offline_runs(records.run_dir(out, "xfer", "resnet_transfer_ct2mri", "mri", 0))
+    assert run.config["transfer"] == xfer["transfer"]  # W&B names the transfer source too
+
+
+def test_report_names_the_transfer_source_of_every_run(tmp_path):
+    from test_report import _row, _write_run
+
+    from benchmark.report import main as report
+
+    for seed in (0, 1):
+        _write_run(tmp_path, "unet_baseline", "ct", seed)
+        _write_run(tmp_path, "unet3d", "ct", seed)
+    for seed in (0, 1):  # the 3D CNN records name their source; the baseline's are older records (no field)
+        path = tmp_path / "paper" / f"unet3d__ct__seed{seed}" / "result.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "transfer": {"source": "synthetic", "detail": "abc123"}}))
+    assert report(["--results", str(tmp_path), "--out", str(tmp_path / "leaderboard.md")]) == 0
+    cost = (tmp_path / "leaderboard.md").read_text().split("### Cost")[1]
+    assert "| Transfer |" in cost.splitlines()[2]
+    assert _row(cost, "3D CNN").endswith("| synthetic abc123 |") and _row(cost, "U-Net Baseline").endswith("| n/a |")

@@ -81,12 +81,21 @@ def detail_tables(order, labels, groups, modalities, sig: dict) -> str:
             cost.append([name, mod, fmt_ms(*g["volume_ms"][:2], 0), fmt_ms(*g["model_volume_ms"][:2], 0),
                          fmt_ms(*g["slice_ms"][:2], 1), f"{g['params'] / 1e6:.2f}" if g["params"] else "–",
                          f"{flops / 1e9:.1f}" if flops else "–", fmt_ms(g["peak_memory_mb"][0], digits=0),
-                         g["device"] or "–", g["compute_precision"] or "–", g["preset"] or "–", g["data"] or "–"])
+                         g["device"] or "–", g["compute_precision"] or "–", g["preset"] or "–", g["data"] or "–",
+                         transfer(g["runs"])])
     a = md_table(["Variant", "Modality", "Seeds", "DSC ↑ (mean ± std over seeds)", "DSC 95% CI (bootstrap over patients)",
                   *[metric_title(k, arrow=True) + (" (mean)" if k == "failed" else "") for k in detail]], acc)
     c = md_table(["Variant", "Modality", "Volume end-to-end (ms)", "Volume model-only (ms)", "Slice model-only (ms)",
-                  "Params (M)", "GFLOPs/volume", "Peak memory (MB)", "Device", "Precision", "Preset", "Data"], cost)
+                  "Params (M)", "GFLOPs/volume", "Peak memory (MB)", "Device", "Precision", "Preset", "Data",
+                  "Transfer"], cost)
     return f"### Accuracy\n\n{a}\n\n### Cost\n\n{c}"
+
+
+def transfer(runs) -> str:
+    """Where the runs' initial weights came from (result.json `transfer`); n/a for older records."""
+    found = sorted({" ".join(str(v) for v in (t.get("source"), t.get("detail")) if v)
+                    for t in (r.get("transfer") for r in runs) if isinstance(t, dict)})
+    return ", ".join(found) if found else "n/a"
 
 
 def external_table(order, labels, groups, modalities) -> str:
