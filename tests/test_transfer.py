@@ -153,7 +153,10 @@ def test_ct_to_mri_entry_plans_mri_only_after_its_source(tmp_path):
         assert args["init_from"] == str(r.source / "model.ckpt") and args["pretrained"] == "none"
     assert not [r for r in _paper_plan(tmp_path, ["ct"]) if r.variant == "resnet_transfer_ct2mri"]
     source = next(r for r in runs if r.name == "resnet_transfer__ct__seed0")
-    assert plan.build_config(source, source.folder)["model"]["init_args"]["pretrained"] == "synthetic"
+    config = plan.build_config(source, source.folder)  # the cpu preset forces the offline source
+    assert config["model"]["init_args"]["pretrained"] == "synthetic"
+    assert {"key": "model.init_args.pretrained", "entry": "imagenet", "used": "synthetic",
+            "source": "preset cpu (forced)"} in config["overrides"]
 
 
 def test_shards_keep_a_source_and_its_dependents_together(tmp_path):
