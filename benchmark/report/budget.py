@@ -106,7 +106,7 @@ def budget_section(order, labels, runs, modalities) -> list[str]:
               "it came from (a preset, a key the preset forces, or the runner).", ""]
     if rows:
         lines += [md_table(["Variant", "Modality", "Key", "Entry config", "Used", "Source", "Seeds"], rows), ""]
-    elif not missing:
+    elif not missing and runs_by:
         lines += ["None: every run used its entry's own config.", ""]
     if missing:
         lines += [f"n/a (not recorded) for: {'; '.join(missing)}.", ""]
