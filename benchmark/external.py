@@ -131,11 +131,13 @@ def resolve_external(text: str | None, modalities: list[str]) -> dict[str, Exter
     return sets
 
 
-def score(module, preprocessing: dict, ext: ExternalSet, largest_component: bool = False) -> list[dict]:
+def score(module, preprocessing: dict, ext: ExternalSet, largest_component: bool = False,
+          precision: str = "fp32") -> list[dict]:
     """Per-case metrics on every external case, with the test stage's own scoring function."""
     from benchmark.stages.test import evaluate
 
-    rows, _ = evaluate(module, preprocessing, ext.records, ext.liver_labels, largest_component=largest_component)
+    rows, _ = evaluate(module, preprocessing, ext.records, ext.liver_labels, largest_component=largest_component,
+                       precision=precision)
     return rows
 
 

@@ -23,6 +23,8 @@ def parse_args(argv):
     p.add_argument("--out", help="write the per-case metrics to this CSV")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest component first")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
+                   help="network precision (a run's own: result.json `evaluation.precision`; default fp32)")
     return p.parse_args(argv)
 
 
@@ -45,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(args.checkpoint, "checkpoint not found")
         from benchmark.inference import Predictor
 
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=ext.modality)
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=ext.modality,
+                                              precision=args.precision)
         trained = predictor.config.get("modality")
         if trained and trained != ext.modality:
             print(f"warning: the checkpoint was trained on {trained.upper()}, the set is {ext.modality.upper()}",
                   file=sys.stderr)
-        rows = score(predictor.module, predictor.config, ext, args.largest_component)
+        rows = score(predictor.module, predictor.config, ext, args.largest_component, predictor.precision)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

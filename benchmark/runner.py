@@ -259,8 +259,9 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         lap("test_s")
         if external is not None:
             progress.set_run_stage("external")
-            largest = bool(config["evaluation"]["largest_component"])
-            record["external"], external_rows = external_stage(module, preprocessing, external, folder, largest)
+            settings = record["evaluation"]  # the test split's: same post-processing and precision
+            record["external"], external_rows = external_stage(module, preprocessing, external, folder,
+                                                               settings["largest_component"], settings["precision"])
             if record["external"].get("error"):
                 progress.log(f"[red]{spec.name}: external set not scored[/red]: {record['external']['error'][:200]}")
             lap("external_s")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from benchmark import plan, records, runner
+from benchmark.inference import cpu_has_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_UNET = """\
@@ -108,6 +109,9 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
     assert good["postprocessing"] == {"largest_component": True}  # the cpu preset keeps the largest component
+    bf16 = cpu_has_bf16()  # cpu preset precision `auto`: bf16 where native, resolved and recorded
+    assert good["evaluation"] == {"largest_component": True, "precision": "bf16" if bf16 else "fp32"}
+    assert good["config"]["trainer"]["precision"] == ("bf16-mixed" if bf16 else "32-true")
     assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
     # Checkpoints of 2D and 3D runs load as untrusted files (no MetaTensor leaked into them).
     from models import load_module
@@ -223,7 +227,7 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
     assert g["data"]["preset"] == "gpu"
-    assert b2["evaluation"] == {"largest_component": True}  # post-processing recipe switch (cpu: on)
+    assert b2["evaluation"] == {"largest_component": True, "precision": "auto"}  # recipe switch (cpu: on)
     assert g["evaluation"] == {"largest_component": False}  # gpu: the paper's plain argmax
     lcc = tmp_path / "lcc.yaml"
     lcc.write_text("evaluation: {largest_component: false}\n")
@@ -234,6 +238,20 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
         plan.load_preset(str(bad))
     with pytest.raises(plan.DataError, match="no suite named 'nope'"):
         plan.load_suite("nope")
+
+
+def test_auto_training_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """Preset `trainer.precision: auto`: bf16-mixed on a CPU with AVX-512 BF16/AMX, fp32 elsewhere
+    (emulated bf16 is slower than fp32), resolved at planning so result.json names the one used."""
+    import benchmark.inference as inference
+
+    assert plan.auto_trainer_precision("cpu") == ("bf16-mixed" if cpu_has_bf16() else "32-true")
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)  # e.g. an AMD EPYC without AVX-512 BF16
+    assert plan.auto_trainer_precision("cpu") == "32-true"
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: True)
+    assert plan.auto_trainer_precision("cpu") == "bf16-mixed"
+    spec = plan.plan_runs(plan.load_suite("paper"), plan.load_preset("cpu"), ["ct"], [0], "phantom", "out")[0]
+    assert plan.build_config(spec, spec.folder)["trainer"]["precision"] == "bf16-mixed"
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):

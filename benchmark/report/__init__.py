@@ -66,6 +66,8 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
         "- Post-processing: largest connected component only: "
         + (", ".join(sorted({"yes" if (r.get("postprocessing") or {}).get("largest_component") else "no"
                              for r in ok})) or "–") + ".",
+        f"- Precision: training {_values(ok, 'config', 'trainer', 'precision')}; test and external scoring "
+        f"{_values(ok, 'evaluation', 'precision')} (unknown: recorded before it was)."
         "- Time per volume: end-to-end (read → preprocess → model → resample to original grid), median over "
         "repeats; model-only and per-slice (2D models) times in the Cost table.",
     ]

@@ -9,11 +9,11 @@ from benchmark.records import failure_fields, write_per_case
 
 
 def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
-                   largest_component: bool = False) -> tuple[dict, list[dict]]:
+                   largest_component: bool = False, precision: str = "fp32") -> tuple[dict, list[dict]]:
     """The runner's external stage: score, write `external_per_case.csv` (atomic), return the block.
     A failure here is recorded in the block and keeps the run's own results (training is not lost)."""
     try:
-        rows = score(module, preprocessing, ext, largest_component)
+        rows = score(module, preprocessing, ext, largest_component, precision)
     except Exception as exc:  # the set was checked before training; a late surprise is recorded
         return {**ext.describe(), "error": failure_fields(exc)["error"]}, []
     write_per_case(folder, rows, "external_per_case.csv")
@@ -28,12 +28,13 @@ def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
 
     folder = Path(folder)
     largest = bool((record.get("postprocessing") or {}).get("largest_component"))
+    precision = (record.get("evaluation") or {}).get("precision", "fp32")  # as the test split was scored
     try:
         module, preprocessing = load_best(folder / "model.ckpt")
     except Exception as exc:
         record["external"] = {**ext.describe(), "error": failure_fields(exc)["error"]}
     else:
-        record["external"], _ = external_stage(module, preprocessing, ext, folder, largest)
+        record["external"], _ = external_stage(module, preprocessing, ext, folder, largest, precision)
     write_result(folder, record)
     return record
 

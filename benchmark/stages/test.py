@@ -11,26 +11,39 @@ from datamodules.files import DataError
 def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path, record: dict,
                log_images: bool = False):
     """Score the test split, write `per_case.csv`, fill `record["metrics"]`; returns (rows, overlays)."""
-    largest = bool(config["evaluation"]["largest_component"])
+    settings = evaluation_settings(config, module)
     per_case, overlays = evaluate(module, preprocessing, datamodule.test_records,
-                                  getattr(datamodule, "liver_labels", None), log_images=log_images,
-                                  largest_component=largest)
-    record["postprocessing"] = {"largest_component": largest}
+                                  getattr(datamodule, "liver_labels", None), log_images=log_images, **settings)
+    record["postprocessing"] = {"largest_component": settings["largest_component"]}
+    record["evaluation"] = settings  # how the test (and external) predictions were made
     rec.write_per_case(folder, per_case)
     record["metrics"] = {k: v for k, v in summarise(per_case).items() if k != "convention"}
     record["metrics_convention"] = SURFACE_CONVENTION
     return per_case, overlays
 
 
+def evaluation_settings(config: dict, module) -> dict:
+    """The preset's `evaluation:` with its precision resolved for where the module is (`auto`: bf16
+    on a CPU with AVX-512 BF16/AMX or a bf16 GPU, else fp32), as result.json `evaluation` records it."""
+    from benchmark.inference import resolve_precision
+
+    evaluation = config["evaluation"]
+    param = next(iter(module.parameters()), None)
+    device = param.device if param is not None else "cpu"
+    return {"largest_component": bool(evaluation["largest_component"]),
+            "precision": resolve_precision(evaluation.get("precision", "fp32"), device)}
+
+
 def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3,
-             largest_component=False):
+             largest_component=False, precision="fp32"):
     """Per-case metrics on the held-out patients, in 3D, in each file's original geometry
-    (optionally after keeping only the prediction's largest connected component)."""
+    (optionally after keeping only the prediction's largest connected component); `precision` of
+    the network (fp32, bf16 or auto, see `benchmark.inference.Predictor`)."""
     from benchmark.inference import Predictor
     from benchmark.wandb_logging import overlay_image
     from datamodules.readers import load_case
 
-    predictor = Predictor(module, preprocessing)
+    predictor = Predictor(module, preprocessing, precision=precision)
     rows, overlays = [], []
     for record in test_records:
         case = load_case(record, liver_labels)
