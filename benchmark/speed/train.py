@@ -1,4 +1,4 @@
-"""Training throughput of the cpu preset's 2D and 3D steps: fp32 vs bf16 autocast (+ channels-last),
+"""Training throughput of the cpu preset's 2D, 3D and ResNet steps: fp32 vs bf16 autocast (+ channels-last),
 alternated in one process (forward, CE loss, backward, Adam), at the preset's batch and patch sizes.
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 .venv/bin/python -m benchmark.speed.train
@@ -22,19 +22,23 @@ def main(argv=None) -> int:
 
     cpu = load_preset("cpu")
     print(machine(), f"| AVX-512 BF16/AMX: {cpu_has_bf16()}")
-    # the paper suite's U-Net Baseline and 3D CNN sizes (benchmark/suites/paper/*.yaml)
-    for name, dims, kw in (("unet2d", 2, {"features": 16, "depth": 4}), ("unet3d", 3, {"features": 8, "depth": 3})):
+    # the paper suite's sizes (benchmark/suites/paper/*.yaml): U-Net Baseline, 3D CNN, ResNet + Transfer
+    nets = (("unet2d", 2, {"features": 16, "depth": 4}), ("unet3d", 3, {"features": 8, "depth": 3}),
+            ("resnet_unet", 2, {"pretrained": "none"}))
+    for name, dims, kw in nets:
         data = budget(cpu, dims, smoke=False)["data"]
         batch, patch = int(data["batch_size"]), list(data["patch_size"])
         x = torch.randn(batch, 1, *patch)
         y = (torch.rand(batch, *patch) > 0.5).long()
         base = create_model(name, **kw).train()
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
         steps = {}
-        for label, bf16 in (("fp32", False), ("bf16 autocast channels-last", True)):
+        # "bf16 autocast" is what the preset's `trainer.precision: bf16-mixed` does (Lightning: autocast, NCHW)
+        for label, bf16, last in (("fp32", False, False), ("bf16 autocast", True, False),
+                                  ("bf16 autocast channels-last", True, True)):
             module = copy.deepcopy(base)
-            fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-            inp = x.contiguous(memory_format=fmt) if bf16 else x
-            if bf16:
+            inp = x.contiguous(memory_format=fmt) if last else x
+            if last:
                 module = module.to(memory_format=fmt)
             opt = torch.optim.Adam(module.parameters(), lr=1e-3)
 
@@ -48,7 +52,7 @@ def main(argv=None) -> int:
         res = alternate(steps, repeats=args.repeats)
         report(f"{name}: batch {batch} x {'x'.join(map(str, patch))}, {args.repeats} steps alternated", res)
         for label, r in res.items():
-            print(f"  {label}: {1 / r['median_s']:.2f} steps/s")
+            print(f"  {label}: {1 / r['median_s']:.2f} steps/s ({r['median_s'] / res['fp32']['median_s']:.2f}x fp32 time)")
     return 0
 
 
