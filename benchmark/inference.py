@@ -181,7 +181,10 @@ class Predictor:
         self.module = module.to(self.device).eval()
         dims = getattr(module, "spatial_dims", None)
         if self.channels_last and dims in (2, 3):
-            self.module = self.module.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+            from models.network import fast_eval_copy
+
+            self.module = fast_eval_copy(self.module).to(
+                memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
         self._intensity = self._intensity_steps(preprocessing_config["intensity"])
 
     @classmethod
@@ -189,9 +192,14 @@ class Predictor:
                         precision: str = "fp32", channels_last: bool | None = None) -> "Predictor":
         """Load with `models.load_module` (weights_only); `modality` supplies a default config for
         checkpoints saved without a DataModule."""
-        from models import load_module
+        from models.network import load_network
 
-        module, config = load_module(path)
+        loaded = load_network(path)  # the network alone: no Lightning import (start-up)
+        if loaded is None:  # a checkpoint without a network spec: rebuild its LightningModule
+            from models import load_module
+
+            loaded = load_module(path)
+        module, config = loaded
         if config is None:
             if modality is None:
                 raise DataError(path, "checkpoint carries no preprocessing config; pass --modality ct|mri "
@@ -260,6 +268,7 @@ class Predictor:
         input: 2D models slice by slice in batches (argmax per batch, channels-last when set),
         others via `predict_volume`."""
         from benchmark.timing import autocast_context
+        from models.network import liver_labels
 
         m = self.module
         with autocast_context(self.device, self.precision):
@@ -269,12 +278,12 @@ class Predictor:
                 n = int(getattr(m, "hparams", {}).get("slice_batch_size", 32))
                 out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.uint8, device=x.device)
                 for i in range(0, slices.shape[0], n):
-                    out[i:i + n] = m(slices[i:i + n].contiguous(memory_format=fmt)).argmax(1)
+                    out[i:i + n] = liver_labels(m(slices[i:i + n].contiguous(memory_format=fmt)))
                 labels = out.permute(1, 2, 0)
             else:
                 if self.channels_last and getattr(m, "spatial_dims", None) == 3:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
-                labels = m.predict_volume(x).argmax(1)[0].to(torch.uint8)
+                labels = liver_labels(m.predict_volume(x))[0]
         return labels.clamp(max=1)  # any class > 0 is liver
 
     @torch.inference_mode()

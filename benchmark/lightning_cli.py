@@ -15,10 +15,12 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-import models  # noqa: F401 - imports every architecture so class paths and short names resolve
+import models
 from datamodules.files import DataError
 from models.base import MONITOR, SegmentationModule
 from models.resnet_unet import PretrainedWeightsUnavailable
+
+models.import_builtin_models()  # every architecture, so class paths and short names resolve
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 

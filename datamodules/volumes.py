@@ -16,6 +16,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from datamodules.files import DataError, atomic_path
+
+try:  # ISA-L's inflate/deflate: the same gzip streams, 2-5x faster than zlib (read 0.27 -> 0.13 s per CT)
+    from isal import igzip as _gzip
+except ImportError:  # a platform without its wheels
+    import gzip as _gzip
+
+GZIP_LEVEL = 1  # nibabel's default for .nii.gz: fast, and masks compress well anyway
 from datamodules.labels import (check_labels, liver_labels_from_dataset_json, liver_mask,  # noqa: F401 (re-exported)
                                 parse_labels, resolve_liver_labels)
 
@@ -188,6 +195,8 @@ def read_volume(path: str | Path, dtype=None, series: str | None = None, nan: st
     img = _open_nifti(path)
     shape = _spatial_shape(img.shape, path)
     try:
+        if str(path).endswith(".gz"):  # inflate the whole stream at once (nibabel reads it through GzipFile)
+            img = type(img).from_bytes(_gzip.decompress(path.read_bytes()))
         array = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise DataError(path, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
@@ -280,9 +289,13 @@ def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
     img.set_sform(affine, code=codes[1])
     return save_nifti(img, path)
 def save_nifti(img, path: str | Path) -> Path:
-    """Save a nibabel image atomically (keeps the `.nii.gz` suffix so nibabel compresses)."""
+    """Save a nibabel image atomically; `.nii.gz` as one gzip member with mtime 0 (same image, same bytes)."""
     import nibabel as nib
 
-    with atomic_path(path, suffix=".nii.gz" if str(path).endswith(".nii.gz") else ".nii") as tmp:
-        nib.save(img, str(tmp))
+    gz = str(path).endswith(".gz")
+    with atomic_path(path, suffix=".nii.gz" if gz else ".nii") as tmp:
+        if gz and isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+            Path(tmp).write_bytes(_gzip.compress(img.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0))  # mtime 0: same bytes
+        else:
+            nib.save(img, str(tmp))
     return Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from models.base import SegmentationModule
+from models.network import network
 from models.registry import register_model
 
 
@@ -26,5 +27,5 @@ class AttentionUNet(SegmentationModule):
         from monai.networks.nets import AttentionUnet as MonaiAttentionUnet
 
         h = self.hparams
-        return MonaiAttentionUnet(h.spatial_dims, h.in_channels, h.num_classes, list(h.channels),
+        return network(MonaiAttentionUnet, h.spatial_dims, h.in_channels, h.num_classes, list(h.channels),
                                   [2] * (len(h.channels) - 1), dropout=h.dropout)

@@ -6,7 +6,6 @@ else — loss, optimiser, per-stage metrics, whole-volume inference — lives he
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence
 
 import lightning as L
@@ -14,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
+
+from models.network import padded_forward, plain_tensor, predict_volume  # noqa: F401 (plain_tensor re-exported)
 
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle")
@@ -56,12 +57,6 @@ def missing_requirements(cls: type) -> list[str]:
 
 def _stage_metrics(stage: str) -> MetricCollection:
     return MetricCollection({m: MeanMetric() for m in METRICS}, prefix=f"{stage}/", postfix=GRID_SUFFIX)
-
-
-def plain_tensor(x) -> torch.Tensor:
-    """A plain torch.Tensor, also from a MONAI MetaTensor (`torch.as_tensor` keeps MetaTensors, whose
-    metadata would leak into logged metrics and checkpoints that `weights_only=True` cannot load)."""
-    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 class SegmentationModule(L.LightningModule):
@@ -187,26 +182,14 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["liverbench_model"] = self.model_name
         checkpoint["liverbench_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        spec = getattr(self.net, "liverbench_spec", None)  # set by models.network.network()
+        if spec is not None:  # the network alone, rebuilt without Lightning by `liverbench predict`
+            checkpoint["liverbench_network"] = {**spec, **self.inference_spec()}
 
     # ---- forward and whole-volume inference -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back."""
-        x = plain_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
-        expected = self.spatial_dims + 2
-        if x.ndim != expected:
-            raise ValueError(
-                f"{type(self).__name__} is a {self.spatial_dims}D model and expects input "
-                f"(B, C, {'H, W' if self.spatial_dims == 2 else 'D, H, W'}), got shape {tuple(x.shape)}"
-            )
-        spatial = x.shape[2:]
-        div = self.size_divisor
-        pads = [max(math.ceil(s / div) * div, self.min_size) - s for s in spatial]
-        if any(pads):
-            x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
-        out = self.net(x)
-        if any(pads):
-            out = out[(..., *[slice(0, s) for s in spatial])]
-        return out
+        return padded_forward(self.net, x, self.spatial_dims, self.size_divisor, self.min_size, type(self).__name__)
 
     @property
     def roi_size(self) -> tuple[int, ...]:
@@ -214,27 +197,18 @@ class SegmentationModule(L.LightningModule):
         roi = [roi] * 3 if isinstance(roi, int) else roi
         return tuple(max(int(r), self.min_size) for r in roi)  # smaller windows would be padded anyway
 
-    @torch.no_grad()
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
-        """Whole-volume logits (1, num_classes, X, Y, Z) for an image (1, C, X, Y, Z).
+        """Whole-volume logits (1, num_classes, X, Y, Z) for an image (1, C, X, Y, Z): 2D models slice by
+        slice, 3D models through MONAI's Gaussian sliding window (`models.network.predict_volume`)."""
+        h = self.hparams
+        return predict_volume(self, image, self.spatial_dims, self.roi_size, h.sw_batch_size, h.sw_overlap,
+                              h.slice_batch_size)
 
-        2D models run the axial slices (last axis) in batches; 3D models use MONAI's
-        Gaussian-weighted sliding window with the training patch size.
-        """
-        image = plain_tensor(image)
-        if image.ndim != 5 or image.shape[0] != 1:
-            raise ValueError(f"predict_volume expects one volume (1, C, X, Y, Z), got {tuple(image.shape)}")
-        if self.spatial_dims == 3:
-            from monai.inferers import sliding_window_inference
-
-            return sliding_window_inference(
-                image, self.roi_size, self.hparams.sw_batch_size, self,
-                overlap=self.hparams.sw_overlap, mode="gaussian",
-            )
-        slices = image[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
-        n = self.hparams.slice_batch_size
-        out = torch.cat([self(slices[i:i + n]) for i in range(0, slices.shape[0], n)])
-        return out.permute(1, 2, 3, 0).unsqueeze(0)  # (1, classes, X, Y, Z)
+    def inference_spec(self) -> dict[str, Any]:
+        """What `models.network.load_network` needs besides the network's own spec."""
+        return {"model": self.model_name, "spatial_dims": self.spatial_dims, "size_divisor": int(self.size_divisor),
+                "min_size": int(self.min_size), "roi_size": list(self.roi_size),
+                **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
 
     # ---- training, validation, test -------------------------------------------------------
     def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from models.base import SegmentationModule
+from models.network import network
 from models.registry import register_model
 
 
@@ -33,7 +34,8 @@ class DynUNet(SegmentationModule):
 
         h = self.hparams
         n = len(h.filters)
-        return MonaiDynUNet(
+        return network(
+            MonaiDynUNet,
             h.spatial_dims, h.in_channels, h.num_classes, kernel_size=[3] * n, strides=[1] + [2] * (n - 1),
             upsample_kernel_size=[2] * (n - 1), filters=list(h.filters), dropout=h.dropout or None,
             res_block=h.res_block,

@@ -73,14 +73,22 @@ def load_entry_points() -> list[str]:
     return loaded
 
 
+def _import_builtins() -> None:
+    from models import import_builtin_models
+
+    import_builtin_models()
+
+
 def list_models() -> list[str]:
     """Sorted names of every registered model (built-in and from entry points)."""
+    _import_builtins()
     load_entry_points()
     return sorted(_MODELS)
 
 
 def get_model_class(name: str) -> type:
     if name not in _MODELS:
+        _import_builtins()
         load_entry_points()
     try:
         return _MODELS[name]

@@ -22,6 +22,7 @@ from torch import nn
 from datamodules.files import DataError
 from models.base import SegmentationModule
 from models.blocks import DoubleConv
+from models.network import network
 from models.registry import register_model
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
@@ -139,7 +140,7 @@ class ResNetUNet(SegmentationModule):
 
     def build_network(self) -> nn.Module:
         h = self.hparams
-        return ResNetUNetNet(h.in_channels, h.num_classes, tuple(h.decoder_channels), h.dropout)
+        return network(ResNetUNetNet, h.in_channels, h.num_classes, tuple(h.decoder_channels), h.dropout)
 
     def initialize_weights(self) -> None:
         pretrained = self.hparams.pretrained or "none"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from models.base import SegmentationModule
+from models.network import network
 from models.registry import register_model
 
 
@@ -19,5 +20,5 @@ class SegResNet(SegmentationModule):
         from monai.networks.nets import SegResNet as MonaiSegResNet
 
         h = self.hparams
-        return MonaiSegResNet(h.spatial_dims, h.init_filters, h.in_channels, h.num_classes,
+        return network(MonaiSegResNet, h.spatial_dims, h.init_filters, h.in_channels, h.num_classes,
                               dropout_prob=h.dropout or None)

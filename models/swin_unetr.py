@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from models.base import SegmentationModule
+from models.network import network
 from models.registry import register_model
 
 
@@ -24,5 +25,5 @@ class SwinUNETR(SegmentationModule):
         h = self.hparams
         if h.feature_size % 12:
             raise ValueError(f"swin_unetr feature_size must be a multiple of 12, got {h.feature_size}")
-        return MonaiSwinUNETR(h.in_channels, h.num_classes, feature_size=h.feature_size, drop_rate=h.dropout,
+        return network(MonaiSwinUNETR, h.in_channels, h.num_classes, feature_size=h.feature_size, drop_rate=h.dropout,
                               spatial_dims=h.spatial_dims)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from models.base import SegmentationModule
 from models.blocks import UNet
+from models.network import network
 from models.registry import register_model
 
 
@@ -33,4 +34,4 @@ class UNet2D(SegmentationModule):
 
     def build_network(self):
         h = self.hparams
-        return UNet(2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, norm=h.norm)
+        return network(UNet, 2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, norm=h.norm)

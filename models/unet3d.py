@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from models.base import SegmentationModule
 from models.blocks import UNet
+from models.network import network
 from models.registry import register_model
 
 
@@ -31,5 +32,5 @@ class UNet3D(SegmentationModule):
 
     def build_network(self):
         h = self.hparams
-        return UNet(3, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, doubling_before_pool=True,
+        return network(UNet, 3, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, doubling_before_pool=True,
                     norm=h.norm)

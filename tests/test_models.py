@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 import models
 from datamodules.files import DataError
 from models.base import missing_requirements, overlap_scores
+from models.network import load_network
 
 ALL_MODELS = models.list_models()
 # Models whose overfit check is in the default run, with small widths to fit the CI budget;
@@ -184,6 +185,12 @@ def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
     via_lightning = type(model).load_from_checkpoint(path).eval()
     with torch.no_grad():
         torch.testing.assert_close(via_lightning(x), model(x), rtol=0, atol=0)
+    network_only, _ = load_network(path)  # what `liverbench predict` loads: no LightningModule
+    assert not isinstance(network_only, L.LightningModule) and network_only.spatial_dims == model.spatial_dims
+    with torch.no_grad():
+        torch.testing.assert_close(network_only(x), model(x), rtol=0, atol=0)
+        volume = torch.randn(1, 1, 20, 18, 6)
+        torch.testing.assert_close(network_only.predict_volume(volume), model.predict_volume(volume), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

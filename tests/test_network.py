@@ -1,0 +1,115 @@
+"""models.network: the Lightning-free network path of `liverbench predict` and the inference-only
+fast layers (same function as the layers they replace)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from datamodules.files import DataError
+from models.network import (ChannelsLastInstanceNorm, StridedMaxPool, fast_eval_copy, liver_labels, load_network)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_strided_max_pool_equals_max_pool(dims):
+    torch.manual_seed(0)
+    shape = (3, 5, 12, 10) if dims == 2 else (2, 4, 8, 6, 10)
+    x = torch.randn(shape)
+    pool = nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2)
+    torch.testing.assert_close(StridedMaxPool(dims)(x), pool(x), rtol=0, atol=0)
+    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    xb = x.bfloat16().contiguous(memory_format=fmt)
+    torch.testing.assert_close(StridedMaxPool(dims)(xb), pool(xb), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 40, 40), (4, 8, 40, 40), (4, 128, 9, 9), (2, 16, 12, 12, 12),
+                                   (2, 4, 16, 16, 16), (2, 64, 4, 4, 4)])
+def test_channels_last_instance_norm_is_instance_norm(shape):
+    """Every shape path (group norm, few channels, small plane) gives F.instance_norm's values."""
+    torch.manual_seed(0)
+    norm = (nn.InstanceNorm2d if len(shape) == 4 else nn.InstanceNorm3d)(shape[1], affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    x = torch.randn(shape) * 3 + 1
+    fast = ChannelsLastInstanceNorm(norm)
+    torch.testing.assert_close(fast(x), norm(x), rtol=1e-4, atol=1e-4)
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    out = fast(x.bfloat16().contiguous(memory_format=fmt))
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    torch.testing.assert_close(out.float(), norm(x), rtol=0.02, atol=0.05)  # bf16 rounding of the output
+
+
+def test_fast_eval_copy_replaces_layers_and_leaves_the_original():
+    model = models.create_model("unet2d", features=4, depth=2).eval()
+    fast = fast_eval_copy(model)
+    kinds = {type(m) for m in fast.modules()}
+    assert StridedMaxPool in kinds and ChannelsLastInstanceNorm in kinds
+    assert not {nn.MaxPool2d, nn.InstanceNorm2d} & kinds
+    assert nn.InstanceNorm2d in {type(m) for m in model.modules()}  # original untouched
+    assert fast.net.head.weight is model.net.head.weight  # weights shared, not copied
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_liver_labels_two_classes_equals_argmax_with_ties():
+    logits = torch.tensor([[[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]])  # (1, 2 classes, 3): a tie in the middle
+    assert liver_labels(logits).tolist() == [[1, 0, 0]]
+    torch.testing.assert_close(liver_labels(logits), logits.argmax(1).to(torch.uint8), rtol=0, atol=0)
+    three = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(liver_labels(three), three.argmax(1).to(torch.uint8), rtol=0, atol=0)
+
+
+def _saved(tmp_path, spec_patch=None, preprocessing=None):
+    model = models.create_model("unet2d", features=4, depth=2)
+    ckpt = {"liverbench_model": "unet2d", "hyper_parameters": dict(model.hparams),
+            "datamodule_hyper_parameters": {"preprocessing": preprocessing},
+            "state_dict": model.state_dict(),
+            "liverbench_network": {**model.net.liverbench_spec, **model.inference_spec(), **(spec_patch or {})}}
+    path = tmp_path / "model.ckpt"
+    torch.save(ckpt, path)
+    return model, path
+
+
+def test_load_network_rebuilds_the_same_network(tmp_path):
+    model, path = _saved(tmp_path)
+    net, preprocessing = load_network(path)
+    assert preprocessing is None and net.spatial_dims == 2 and net.hparams["slice_batch_size"] == 32
+    x = torch.randn(1, 1, 20, 28, 3)  # not a multiple of the size divisor: padded like the module
+    with torch.no_grad():
+        torch.testing.assert_close(net.predict_volume(x), model.eval().predict_volume(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("class_path", ["os.system", "builtins.eval", "models.network.load_network", "torch.nn.Conv2d"])
+def test_load_network_refuses_untrusted_or_non_module_classes(tmp_path, class_path):
+    _, path = _saved(tmp_path, {"class_path": class_path})
+    with pytest.raises(DataError, match="cannot rebuild the network"):
+        load_network(path)
+
+
+def test_checkpoint_without_a_spec_returns_none(tmp_path):
+    model = models.create_model("unet2d", features=4, depth=2)
+    path = tmp_path / "old.ckpt"
+    torch.save({"liverbench_model": "unet2d", "hyper_parameters": dict(model.hparams),
+                "state_dict": model.state_dict()}, path)
+    assert load_network(path) is None
+
+
+def test_predicting_imports_no_lightning(tmp_path):
+    """The predict path (benchmark.inference + models.network) of a CT checkpoint loads and runs
+    without Lightning or MONAI."""
+    from datamodules.transforms import preprocessing_config
+
+    _, path = _saved(tmp_path, preprocessing=preprocessing_config("ct"))
+    code = ("import sys, numpy as np; from benchmark.inference import Predictor; "
+            f"p = Predictor.from_checkpoint({str(path)!r}, device='cpu'); "
+            "mask, _ = p.predict_image(np.zeros((40, 40, 12), np.float32), np.diag([2.0, 2.0, 4.0, 1.0])); "
+            "assert mask.shape == (40, 40, 12); "
+            "print(sorted(m for m in ('lightning', 'monai', 'torchmetrics') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
