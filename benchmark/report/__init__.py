@@ -67,7 +67,9 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
         + (", ".join(sorted({"yes" if (r.get("postprocessing") or {}).get("largest_component") else "no"
                              for r in ok})) or "–") + ".",
         f"- Precision: training {_values(ok, 'config', 'trainer', 'precision')}; test and external scoring "
-        f"{_values(ok, 'evaluation', 'precision')} (unknown: recorded before it was)."
+        f"{_values(ok, 'evaluation', 'precision')}"
+        + (" (unknown: runs recorded before result.json had it)" if _values(ok, 'evaluation', 'precision') == "unknown"
+           else "") + ".",
         "- Time per volume: end-to-end (read → preprocess → model → resample to original grid), median over "
         "repeats; model-only and per-slice (2D models) times in the Cost table.",
     ]
