@@ -190,8 +190,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None,
                         precision: str = "fp32", channels_last: bool | None = None) -> "Predictor":
-        """Load with `models.load_module` (weights_only); `modality` supplies a default config for
-        checkpoints saved without a DataModule."""
+        """Load the network alone with `models.network.load_network` (weights_only, no Lightning), or the
+        LightningModule with `models.load_module` for checkpoints without a network spec; `modality`
+        supplies a default config for checkpoints saved without a DataModule."""
         from models.network import load_network
 
         loaded = load_network(path)  # the network alone: no Lightning import (start-up)
