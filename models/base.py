@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.network import padded_forward, plain_tensor, predict_volume  # noqa: F401 (plain_tensor re-exported)
+from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_tensor,  # noqa: F401 (plain_tensor
+                            predict_volume)  # re-exported)
 
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle")
@@ -188,8 +189,20 @@ class SegmentationModule(L.LightningModule):
 
     # ---- forward and whole-volume inference -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back."""
-        return padded_forward(self.net, x, self.spatial_dims, self.size_divisor, self.min_size, type(self).__name__)
+        """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back.
+        In eval mode through `eval_net` (bit-identical logits, faster)."""
+        net = self.net if self.training else self.eval_net
+        return padded_forward(net, x, self.spatial_dims, self.size_divisor, self.min_size, type(self).__name__)
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """`self.net` with the max pools that compute indices replaced (`fast_eval_copy(norms=False)`:
+        same parameters, bit-identical logits); validation spends a sixth of its time less. Cached in a
+        plain dict, so it is no submodule (not in the state dict) and is rebuilt if `net` is replaced."""
+        cache = self.__dict__.setdefault("_eval_net_cache", {})
+        if cache.get("net") is not self.net:
+            cache.update(net=self.net, eval_net=fast_eval_copy(self.net, norms=False))
+        return cache["eval_net"]
 
     @property
     def roi_size(self) -> tuple[int, ...]:
@@ -238,7 +251,7 @@ class SegmentationModule(L.LightningModule):
         loss = self.compute_loss(logits, label)
         n = image.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        scores = overlap_scores(logits.argmax(1), label[:, 0] > 0.5, per_sample=False)
+        scores = overlap_scores(liver_labels(logits), label[:, 0] > 0.5, per_sample=False)
         for name, value in scores.items():
             self.train_metrics[name].update(value)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
@@ -250,7 +263,7 @@ class SegmentationModule(L.LightningModule):
         loss = self.compute_loss(logits, label)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=1)
         metrics = getattr(self, f"{stage}_metrics")
-        for name, value in overlap_scores(logits.argmax(1), label[:, 0] > 0.5).items():
+        for name, value in overlap_scores(liver_labels(logits), label[:, 0] > 0.5).items():
             metrics[name].update(value)
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1, prog_bar=stage == "val")
         return loss
@@ -263,7 +276,7 @@ class SegmentationModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Liver mask (1, 1, X, Y, Z) uint8 in the preprocessed grid."""
-        return self.predict_volume(batch["image"]).argmax(1, keepdim=True).to(torch.uint8)
+        return liver_labels(self.predict_volume(batch["image"])).unsqueeze(1)
 
     def configure_optimizers(self):
         # every parameter, frozen ones included: an encoder frozen for N epochs thaws later

@@ -142,16 +142,17 @@ def _rewritable_norm(m: nn.Module) -> bool:
     return (isinstance(m, (nn.InstanceNorm2d, nn.InstanceNorm3d)) and m.affine and not m.track_running_stats)
 
 
-def fast_eval_copy(net: nn.Module) -> nn.Module:
-    """`net` for channels-last inference, with its stride-2 max pools and affine instance norms
-    replaced by `StridedMaxPool` / `ChannelsLastInstanceNorm` (same function). Modules on the way to
-    a replaced layer are shallow copies, all else (parameters included) is shared: the original is
-    untouched and training never sees these layers."""
+def fast_eval_copy(net: nn.Module, norms: bool = True) -> nn.Module:
+    """`net` for inference, with its stride-2 max pools replaced by `StridedMaxPool` (bit-identical
+    output in any layout) and, if `norms`, its affine instance norms by `ChannelsLastInstanceNorm` (same
+    function, other rounding; for channels-last). Modules on the way to a replaced layer are shallow
+    copies, all else (parameters included) is shared: the original is untouched and training never
+    sees these layers (`StridedMaxPool` would split gradients between tied maxima)."""
     if _rewritable_pool(net):
         return StridedMaxPool(2 if isinstance(net, nn.MaxPool2d) else 3)
-    if _rewritable_norm(net):
+    if norms and _rewritable_norm(net):
         return ChannelsLastInstanceNorm(net)
-    children = {name: fast_eval_copy(child) for name, child in net._modules.items() if child is not None}
+    children = {name: fast_eval_copy(child, norms) for name, child in net._modules.items() if child is not None}
     if all(children[name] is net._modules[name] for name in children):
         return net
     out = copy.copy(net)

@@ -11,7 +11,8 @@ from torch import nn
 
 import models
 from datamodules.files import DataError
-from models.network import (ChannelsLastInstanceNorm, StridedMaxPool, fast_eval_copy, liver_labels, load_network)
+from models.network import (ChannelsLastInstanceNorm, StridedMaxPool, fast_eval_copy, liver_labels, load_network,
+                            padded_forward)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -55,6 +56,25 @@ def test_fast_eval_copy_replaces_layers_and_leaves_the_original():
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_eval_forward_is_bit_identical_and_shares_the_training_weights():
+    model = models.create_model("unet2d", features=4, depth=2)
+    keys = set(model.state_dict())
+    x = torch.randn(2, 1, 20, 28)  # padded to the size divisor like every forward
+    with torch.no_grad():
+        model.eval()
+        assert StridedMaxPool in {type(m) for m in model.eval_net.modules()}
+        assert nn.MaxPool2d not in {type(m) for m in model.eval_net.modules()}
+        assert torch.equal(model(x), padded_forward(model.net, x, 2, model.size_divisor))  # bit-identical
+        assert set(model.state_dict()) == keys  # the cached copy is no submodule
+        model.net.head.weight.add_(1.0)  # a training step changes the shared weights: eval sees it
+        assert torch.equal(model(x), padded_forward(model.net, x, 2, model.size_divisor))
+    model.train()
+    assert nn.MaxPool2d in {type(m) for m in model.net.modules()}  # training keeps MaxPool's gradients
+    out = model(x)
+    out.sum().backward()
+    assert model.net.head.weight.grad is not None
 
 
 def test_liver_labels_two_classes_equals_argmax_with_ties():
