@@ -69,7 +69,7 @@ def _sha256(path: Path) -> str:
 def train_encoder(cfg: dict, log=print) -> dict[str, torch.Tensor]:
     """Train the ResNet-U-Net on the tissue task; the encoder's state dict. Same cfg -> same weights."""
     from datamodules.phantom.tissue_task import N_CLASSES, build_volumes
-    from models.resnet_unet import ResNetUNetNet
+    from models.resnet_unet_net import ResNetUNetNet
 
     rng = np.random.default_rng([cfg["seed"], 1])
     t0 = time.perf_counter()

@@ -85,9 +85,9 @@ def test_liver_labels_two_classes_equals_argmax_with_ties():
     torch.testing.assert_close(liver_labels(three), three.argmax(1).to(torch.uint8), rtol=0, atol=0)
 
 
-def _saved(tmp_path, spec_patch=None, preprocessing=None):
-    model = models.create_model("unet2d", features=4, depth=2)
-    ckpt = {"liverbench_model": "unet2d", "hyper_parameters": dict(model.hparams),
+def _saved(tmp_path, spec_patch=None, preprocessing=None, name="unet2d", **init):
+    model = models.create_model(name, **(init or {"features": 4, "depth": 2}))
+    ckpt = {"liverbench_model": name, "hyper_parameters": dict(model.hparams),
             "datamodule_hyper_parameters": {"preprocessing": preprocessing},
             "state_dict": model.state_dict(),
             "liverbench_network": {**model.net.liverbench_spec, **model.inference_spec(), **(spec_patch or {})}}
@@ -120,12 +120,13 @@ def test_checkpoint_without_a_spec_returns_none(tmp_path):
     assert load_network(path) is None
 
 
-def test_predicting_imports_no_lightning(tmp_path):
+@pytest.mark.parametrize("name,init", [("unet2d", {}), ("resnet_unet", {"pretrained": "none"})])
+def test_predicting_imports_no_lightning(tmp_path, name, init):
     """The predict path (benchmark.inference + models.network) of a CT checkpoint loads and runs
     without Lightning or MONAI."""
     from datamodules.transforms import preprocessing_config
 
-    _, path = _saved(tmp_path, preprocessing=preprocessing_config("ct"))
+    _, path = _saved(tmp_path, preprocessing=preprocessing_config("ct"), name=name, **init)
     code = ("import sys, numpy as np; from benchmark.inference import Predictor; "
             f"p = Predictor.from_checkpoint({str(path)!r}, device='cpu'); "
             "mask, _ = p.predict_image(np.zeros((40, 40, 12), np.float32), np.diag([2.0, 2.0, 4.0, 1.0])); "
