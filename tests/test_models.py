@@ -22,6 +22,7 @@ ALL_MODELS = models.list_models()
 # Models whose overfit check is in the default run, with small widths to fit the CI budget;
 # every other registered model gets it with `make test-all` (slow).
 FAST_OVERFIT = {"unet2d": {"features": 8, "depth": 3}}
+OVERFIT_STEPS = {"attention_unet": 60}  # 40 steps reached training Dice 0.842 (< 0.85) on the 2-core AMD EPYC
 
 
 def synthetic_volume(seed: int, shape=(32, 32, 16)) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +206,7 @@ def test_overfits_one_case(name, tmp_path):
     batch = next(iter(DataLoader(dm.train_set, batch_size=len(dm.train_set))))
     before = _dice(model, batch)
     model.train()
-    trainer = quick_trainer(tmp_path, max_steps=40, limit_val_batches=0)
+    trainer = quick_trainer(tmp_path, max_steps=OVERFIT_STEPS.get(name, 40), limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     after = _dice(model, batch)
     print(f"overfit {name}: training Dice {before:.3f} -> {after:.3f}")
