@@ -134,3 +134,26 @@ def test_predicting_imports_no_lightning(tmp_path, name, init):
             "print(sorted(m for m in ('lightning', 'monai', 'torchmetrics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_fp32_block_of_the_precision_study_runs_fp32_inside_bf16_autocast():
+    """benchmark.speed.precision_layers keeps chosen U-Net blocks in fp32: inside bf16 autocast such a block
+    returns exactly what it returns in plain fp32, while the other blocks stay bf16."""
+    from benchmark.speed.precision_layers import VARIANTS, Fp32Block
+    from models.blocks import UNet
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 2, features=4, depth=2, norm="instance").eval()
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        expected = net.down[0](x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = Fp32Block(net.down[0])(x)
+            unwrapped_conv = net.down[0][0](x)
+    assert inside.dtype == torch.float32 and unwrapped_conv.dtype == torch.bfloat16
+    assert torch.equal(inside, expected)
+    for name, keep_fp32 in VARIANTS.items():  # every variant rewrites a fresh UNet without error
+        fresh = UNet(2, 1, 2, features=4, depth=2, norm="instance").eval()
+        keep_fp32(fresh)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fresh(x).shape == (2, 2, 16, 16), name

@@ -1,6 +1,9 @@
 """`liverbench predict` / Predictor: masks in the input's exact geometry, in the right place."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from test_dicom import write_series
 from benchmark.inference import Predictor, liver_ml, read_scan
 from benchmark.predict import main as predict_main
 from datamodules.transforms import preprocessing_config
+from datamodules.volumes import write_volume
 
 
 def _save_ckpt(path, config=None, model="unet2d", **kw):
@@ -143,3 +147,29 @@ def test_foreign_or_corrupt_checkpoints_give_clear_errors(tmp_path, real_data, c
     assert run(bare) == 2 and "--modality" in capsys.readouterr().err
     assert run(bare, "--modality", "ct", "--device", "cpu") == 0
     assert nib.load(tmp_path / "m.nii.gz").shape == (122, 101, 30)
+
+
+def test_predict_process_skips_teardown_but_keeps_its_output(ckpts, tmp_path):
+    """As a process, `liverbench predict` ends through `os._exit` (torch's teardown took 0.6-0.9 s): atexit
+    hooks do not run, yet its lines reach a pipe, the mask is complete and a bad scan still exits 2."""
+    src = tmp_path / "ct.nii.gz"
+    image = np.random.default_rng(0).normal(40, 200, (40, 40, 12)).astype(np.float32)
+    write_volume(src, image, np.diag([2.0, 2.0, 4.0, 1.0]))
+    out = tmp_path / "mask.nii.gz"
+
+    def liverbench_predict(scan):
+        code = ("import atexit, sys; atexit.register(lambda: print('teardown ran')); "
+                f"sys.argv = ['liverbench', 'predict', '--checkpoint', {str(ckpts['ct'])!r}, '--input', {str(scan)!r}, "
+                f"'--output', {str(out)!r}, '--precision', 'fp32', '--device', 'cpu']; "
+                "from benchmark.cli import main; sys.exit(main())")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+    proc = liverbench_predict(src)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{src} -> {out}: liver" in proc.stdout and "teardown ran" not in proc.stdout
+    expected, _ = Predictor.from_checkpoint(ckpts["ct"], device="cpu").predict_file(src)
+    assert np.array_equal(np.asarray(nib.load(out).dataobj), expected)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a NIfTI file")
+    proc = liverbench_predict(bad)
+    assert proc.returncode == 2 and "bad.nii.gz" in proc.stderr and "teardown ran" not in proc.stdout

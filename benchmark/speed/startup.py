@@ -1,6 +1,7 @@
 """Whole-process `liverbench predict` on the reference CT (issue 10, target 3): wall seconds of the
-command from start to exit, start-up included, and the time to import torch alone for scale, each
-run `--repeats` times alternated, plus the peak memory of the predict process.
+command from start to exit, start-up included; the same command with the interpreter's teardown (as
+when `benchmark.cli.main` is called with a list, before `FAST_EXIT`); and the time to import torch alone
+for scale; each run `--repeats` times alternated, plus the peak memory of the predict process.
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 .venv/bin/python -m benchmark.speed.startup \\
         --checkpoint results/paper/unet_baseline__ct__seed0/model.ckpt
@@ -39,15 +40,19 @@ def main(argv=None) -> int:
     exe = Path(sys.executable).with_name("liverbench")
     predict = [str(exe), "predict", "--checkpoint", str(args.checkpoint), "--input", str(image),
                "--output", str(args.work / "startup.nii.gz"), "--precision", args.precision]
+    with_teardown = [sys.executable, "-c", f"from benchmark.cli import main; raise SystemExit(main({predict[1:]!r}))"]
     torch_only = [sys.executable, "-c", "import torch"]
     print(machine())
     timed(predict)  # warm the page cache
-    runs: dict[str, list[float]] = {"liverbench predict (whole process)": [], "python -c 'import torch'": []}
+    commands = {"liverbench predict (whole process)": predict,
+                "the same, with the interpreter's teardown": with_teardown, "python -c 'import torch'": torch_only}
+    runs: dict[str, list[float]] = {name: [] for name in commands}
     last = ""
     for _ in range(args.repeats):
-        seconds, last = timed(predict)
-        runs["liverbench predict (whole process)"].append(seconds)
-        runs["python -c 'import torch'"].append(timed(torch_only)[0])
+        for name, cmd in commands.items():
+            seconds, out = timed(cmd)
+            runs[name].append(seconds)
+            last = out if cmd is predict else last
     for name, values in runs.items():
         values = sorted(values)
         print(f"{name}: median {values[len(values) // 2]:.2f} s (min {values[0]:.2f}, max {values[-1]:.2f}, "
