@@ -1,5 +1,3 @@
-import sys
+from benchmark.cli import console
 
-from benchmark.cli import main
-
-sys.exit(main())
+console()

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # Commands that, run as a process, end without the interpreter's teardown once their output is written and
-# flushed: unloading torch's modules and libraries took 0.6-0.9 s of a 4.2 s `liverbench predict`.
+# flushed: unloading torch's modules and libraries took 0.2-0.9 s of a 3.8-4.2 s `liverbench predict`.
 FAST_EXIT = frozenset({"predict"})
 
 
@@ -41,10 +41,15 @@ def _load(target: str):
     return getattr(importlib.import_module(module), func)
 
 
+def _target(name: str, rest: list[str]) -> str:
+    """The `module:function` that runs `liverbench <name> <rest>`."""
+    if name == "predict" and any(a == "--config" or a.startswith("--config=") for a in rest):
+        return "benchmark.lightning_cli:main"  # LightningCLI's own predict subcommand
+    return COMMANDS[name][0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`argv=None`: the `liverbench` process itself (the console script, `python -m benchmark`); commands in
-    `FAST_EXIT` then leave through `os._exit`. Called with a list (tests, other code), it only returns."""
-    as_process = argv is None
+    """Run one command and return its exit code (`argv` None: `sys.argv[1:]`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -53,15 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"liverbench: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    target = COMMANDS[name][0]
-    if name == "predict" and any(a == "--config" or a.startswith("--config=") for a in rest):
-        target = "benchmark.lightning_cli:main"  # LightningCLI's own predict subcommand
+    target = _target(name, rest)
     if target == "benchmark.lightning_cli:main":
         rest = [name, *rest]
-    code = int(_load(target)(rest) or 0)
-    if as_process and name in FAST_EXIT and target == COMMANDS[name][0]:  # not LightningCLI (loggers, atexit)
+    return int(_load(target)(rest) or 0)
+
+
+def console() -> None:
+    """The `liverbench` executable and `python -m benchmark`: `main`, then the process ends. Commands in
+    `FAST_EXIT` end it through `os._exit` (not the LightningCLI predict: its loggers need the normal exit)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in FAST_EXIT and _target(argv[0], argv[1:]) == COMMANDS[argv[0]][0]:
         exit_now(code)
-    return code
+    sys.exit(code)
 
 
 def exit_now(code: int) -> None:
@@ -79,4 +89,4 @@ def exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
