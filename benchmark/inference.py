@@ -1,13 +1,14 @@
-"""End-to-end inference on one scan: read → checkpoint's preprocessing → model → argmax → invert.
+"""End-to-end inference on one scan: read → checkpoint's preprocessing → model → liver margin → invert.
 
 The preprocessing is the checkpoint's config (datamodules.transforms: orientation, spacing,
-optional body crop, intensity), done here with torch on the tensor: re-orientation as axis
-permutes and flips (skipped when it is the identity), spacing as one trilinear `F.interpolate`
-to MONAI `Spacingd`'s output size (corner voxels aligned). The model's argmax (uint8) is
-inverted by nearest-neighbour index gathers and the inverse permutes, so the mask lands on
-the input's own grid (same shape and affine, also for LPS, oblique or anisotropic scans) by
-construction. `precision` bf16 runs the network under autocast and channels-last (fast on CPUs
-with AVX-512 BF16/AMX and on GPUs); `auto` picks it where the hardware has it.
+optional body crop, intensity), done here on the array: re-orientation as axis permutes and
+flips (skipped when it is the identity), spacing as a separable linear interpolation on MONAI
+`Spacingd`'s output grid. The model's liver margin (foreground minus background logit, one
+channel) is interpolated linearly back to the input grid and thresholded at 0, which is MONAI's
+`Invertd` (bilinear) on the logits followed by the argmax, so the mask lands on the input's own
+grid (same shape and affine, also for LPS, oblique or anisotropic scans) by construction.
+`precision` bf16 runs the network under autocast and channels-last (fast on CPUs with AVX-512
+BF16/AMX and on GPUs) with its first convolution in fp32; `auto` picks it where the hardware has it.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from datamodules.files import DataError
 from datamodules.volumes import is_nifti, read_volume, write_mask
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only
+# The liver margin outside the body box (never run through the network): surely background, and
+# small enough that interpolating with it stays finite.
+OUTSIDE_BOX_MARGIN = -1.0e4
 
 
 @dataclass
@@ -148,27 +152,16 @@ def resample_linear(a: np.ndarray, size, steps) -> np.ndarray:
     return _restore(p, perm)
 
 
-def upsample_nearest(labels: np.ndarray, shape, steps) -> np.ndarray:
-    """Nearest neighbour from `resample_linear`'s grid back to `shape` (input voxel i at grid
-    position i / step), as index gathers with the fastest-varying axis first while the array is
-    still small. Returns an X-fastest (Fortran-ordered, as NIfTI stores it) uint8 array."""
-    out = np.asfortranarray(labels, dtype=np.uint8).T  # C-ordered (Z, Y, X) view
-    for axis in (2, 1, 0):
-        n, full, step = out.shape[axis], int(shape[2 - axis]), float(steps[2 - axis])
-        idx = np.clip(np.rint(np.arange(full) / step), 0, n - 1).astype(np.intp)
-        out = np.take(out, idx, axis=axis)
-    return out.T
-
-
 class Predictor:
     """Runs a `SegmentationModule` with the preprocessing config stored in its checkpoint.
 
     `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present.
     `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None means
-    "with bf16" (where it pays off)."""
+    "with bf16" (where it pays off). In bf16/fp16 the first convolution and those with at most
+    `fp32_max_channels` output channels run in fp32 (None: the model class's `fp32_max_channels`)."""
 
     def __init__(self, module, preprocessing_config: dict[str, Any], device: str | torch.device | None = None,
-                 precision: str = "fp32", channels_last: bool | None = None):
+                 precision: str = "fp32", channels_last: bool | None = None, fp32_max_channels: int | None = None):
         if not preprocessing_config:
             raise ValueError("Predictor needs the checkpoint's preprocessing config")
         self.config = preprocessing_config
@@ -185,11 +178,17 @@ class Predictor:
 
             self.module = fast_eval_copy(self.module).to(
                 memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+        if self.precision in ("bf16", "fp16"):
+            from models.network import full_precision_copy
+
+            if fp32_max_channels is None:  # the model class's choice
+                fp32_max_channels = int(getattr(module, "fp32_max_channels", 0))
+            self.module = full_precision_copy(self.module, fp32_max_channels)
         self._intensity = self._intensity_steps(preprocessing_config["intensity"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None,
-                        precision: str = "fp32", channels_last: bool | None = None) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None, precision: str = "fp32",
+                        channels_last: bool | None = None, fp32_max_channels: int | None = None) -> "Predictor":
         """Load the network alone with `models.network.load_network` (weights_only, no Lightning), or the
         LightningModule with `models.load_module` for checkpoints without a network spec; `modality`
         supplies a default config for checkpoints saved without a DataModule."""
@@ -208,7 +207,8 @@ class Predictor:
             from datamodules.transforms import preprocessing_config
 
             config = preprocessing_config(modality)
-        return cls(module, config, device or ("cuda" if torch.cuda.is_available() else "cpu"), precision, channels_last)
+        return cls(module, config, device or ("cuda" if torch.cuda.is_available() else "cpu"), precision, channels_last,
+                   fp32_max_channels)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -264,12 +264,12 @@ class Predictor:
                          "box": box, "shape": tuple(image.shape)}
 
     @torch.inference_mode()
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 0/1 liver argmax (X', Y', Z') of the model on a preprocessed (1, C, X', Y', Z')
-        input: 2D models slice by slice in batches (argmax per batch, channels-last when set),
-        others via `predict_volume`."""
+    def margin(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 (X', Y', Z') liver margin of the model on a preprocessed (1, C, X', Y', Z') input: the
+        best foreground logit minus the background one (`models.network.liver_margin`; > 0 is liver). 2D
+        models slice by slice in batches (channels-last when set), others via `predict_volume`."""
         from benchmark.timing import autocast_context
-        from models.network import liver_labels
+        from models.network import liver_margin
 
         m = self.module
         with autocast_context(self.device, self.precision):
@@ -277,27 +277,29 @@ class Predictor:
                 slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
                 fmt = torch.channels_last if self.channels_last else torch.contiguous_format
                 n = int(getattr(m, "hparams", {}).get("slice_batch_size", 32))
-                out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.uint8, device=x.device)
+                n = -(-slices.shape[0] // -(-slices.shape[0] // n))  # equal batches: one set of kernels to build
+                out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.float32, device=x.device)
                 for i in range(0, slices.shape[0], n):
-                    out[i:i + n] = liver_labels(m(slices[i:i + n].contiguous(memory_format=fmt)))
-                labels = out.permute(1, 2, 0)
-            else:
-                if self.channels_last and getattr(m, "spatial_dims", None) == 3:
-                    x = x.contiguous(memory_format=torch.channels_last_3d)
-                labels = liver_labels(m.predict_volume(x))[0]
-        return labels.clamp(max=1)  # any class > 0 is liver
+                    out[i:i + n] = liver_margin(m(slices[i:i + n].contiguous(memory_format=fmt)))
+                return out.permute(1, 2, 0)
+            if self.channels_last and getattr(m, "spatial_dims", None) == 3:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            return liver_margin(m.predict_volume(x))[0]
 
     @torch.inference_mode()
-    def invert(self, labels: torch.Tensor, state: dict) -> np.ndarray:
-        """The low-resolution argmax back on the input grid (uint8 0/1): paste into the body box,
-        nearest neighbour to the oriented input size, undo the orientation (numpy views). The
-        result is X-fastest, as NIfTI stores it, so writing it is a straight copy."""
-        labels = labels.cpu().numpy()
+    def invert(self, margin: torch.Tensor, state: dict) -> np.ndarray:
+        """The low-resolution liver margin back on the input grid as a uint8 0/1 mask: paste into the
+        body box (background outside), linear interpolation to the oriented input size, threshold at 0,
+        undo the orientation (numpy views). Interpolating the two-class margin and thresholding is
+        MONAI's Invertd (bilinear) on the logits followed by the argmax, on one channel instead of two.
+        The result is X-fastest, as NIfTI stores it, so writing it is a straight copy."""
+        margin = margin.float().cpu().numpy()
         if state["box"] is not None:
-            full = np.zeros(state["grid_size"], dtype=np.uint8)
-            full[state["box"]] = labels
-            labels = full
-        mask = upsample_nearest(labels, state["oriented_shape"], state["steps"])
+            full = np.full(state["grid_size"], OUTSIDE_BOX_MARGIN, dtype=np.float32)
+            full[state["box"]] = margin
+            margin = full
+        steps = [1.0 / s for s in state["steps"]]
+        mask = (resample_linear(np.asfortranarray(margin), state["oriented_shape"], steps) > 0).view(np.uint8)
         if state["back"] is not None:
             import nibabel.orientations as nio
 
@@ -313,7 +315,7 @@ class Predictor:
         if image.ndim != 3:
             raise ValueError(f"predict_image expects an (X, Y, Z) volume, got shape {image.shape}")
         x, state = self.preprocess(image, affine)
-        return self.invert(self.labels(x), state), affine
+        return self.invert(self.margin(x), state), affine
 
     def predict_file(self, path: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 mask in the input's original grid, its affine) for a NIfTI or DICOM folder."""

@@ -92,6 +92,9 @@ class SegmentationModule(L.LightningModule):
     # Optional Python packages the architecture needs (checked before building, listed by
     # `liverbench models`), e.g. ("einops",).
     requires: tuple[str, ...] = ()
+    # bf16/fp16 inference keeps convolutions with at most this many output channels in fp32
+    # (`models.network.full_precision_copy`): where bf16 moves the mask more than it saves time.
+    fp32_max_channels: int = 0
 
     def __init__(
         self,
@@ -221,7 +224,7 @@ class SegmentationModule(L.LightningModule):
         """What `models.network.load_network` needs besides the network's own spec."""
         return {"model": self.model_name, "spatial_dims": self.spatial_dims, "size_divisor": int(self.size_divisor),
                 "min_size": int(self.min_size), "roi_size": list(self.roi_size),
-                **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
+                "fp32_max_channels": int(self.fp32_max_channels), **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
 
     # ---- training, validation, test -------------------------------------------------------
     def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,14 @@ def predict_volume(model: nn.Module, image: torch.Tensor, spatial_dims: int, roi
     return out.permute(1, 2, 3, 0).unsqueeze(0)  # (1, classes, X, Y, Z)
 
 
+def liver_margin(logits: torch.Tensor) -> torch.Tensor:
+    """float32 liver margin over the class axis (1): the best foreground logit minus the background
+    one, so `> 0` is the liver (for two classes exactly `liver_labels`). Being linear in the logits for
+    two classes, it can be interpolated instead of them: `Predictor.invert`."""
+    fg = logits[:, 1] if logits.shape[1] == 2 else logits[:, 1:].amax(1)
+    return fg.float() - logits[:, 0].float()
+
+
 def liver_labels(logits: torch.Tensor) -> torch.Tensor:
     """uint8 argmax over the class axis (1); for two classes a comparison, which gives the same labels
     (ties go to class 0 in both) and is many times faster than `argmax` on strided 3D logits."""
@@ -127,6 +135,53 @@ class ChannelsLastInstanceNorm(nn.Module):
         return F.group_norm(x, c, self.weight, self.bias, self.eps)
 
 
+class FullPrecisionLayer(nn.Module):
+    """Runs `layer` in fp32 inside an autocast region (its weights are fp32 already); its output is
+    fp32 too, so the layers after it take it as autocast would any fp32 tensor."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.float())
+
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def full_precision_copy(net: nn.Module, max_channels: int = 0) -> nn.Module:
+    """`net` for bf16/fp16 inference with some convolutions in fp32 (`FullPrecisionLayer`): the first
+    one, so the scan itself is never rounded to 8 significant bits (one input channel: well under 1 % of
+    the FLOPs), and every one with at most `max_channels` output channels. Narrow convolutions are
+    memory-bound, so bf16 buys them little speed but costs the most agreement with fp32 (the 2D U-Net's
+    full- and half-resolution levels: docs/speed.md); a model class chooses `fp32_max_channels`. Shallow
+    copies on the way, parameters shared, as `fast_eval_copy`."""
+    first = next((name for name, m in net.named_modules() if isinstance(m, CONVOLUTIONS)), None)
+
+    def keep(name: str, m: nn.Module):
+        if isinstance(m, CONVOLUTIONS) and (name == first or m.out_channels <= max_channels):
+            return FullPrecisionLayer(m)
+        return None
+    return _rewritten(net, keep)
+
+
+def _rewritten(net: nn.Module, replace, name: str = "") -> nn.Module:
+    """`net` with every module for which `replace(qualified name, module)` gives a replacement replaced;
+    modules on the way are shallow copies, everything else (parameters included) is shared."""
+    new = replace(name, net)
+    if new is not None:
+        return new
+    children = {key: _rewritten(child, replace, f"{name}.{key}" if name else key)
+                for key, child in net._modules.items() if child is not None}
+    if all(children[key] is net._modules[key] for key in children):
+        return net
+    out = copy.copy(net)
+    out._modules = {**net._modules, **children}
+    return out
+
+
 def _rewritable_pool(m: nn.Module) -> bool:
     if not isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)):
         return False
@@ -148,16 +203,14 @@ def fast_eval_copy(net: nn.Module, norms: bool = True) -> nn.Module:
     function, other rounding; for channels-last). Modules on the way to a replaced layer are shallow
     copies, all else (parameters included) is shared: the original is untouched and training never
     sees these layers (`StridedMaxPool` would split gradients between tied maxima)."""
-    if _rewritable_pool(net):
-        return StridedMaxPool(2 if isinstance(net, nn.MaxPool2d) else 3)
-    if norms and _rewritable_norm(net):
-        return ChannelsLastInstanceNorm(net)
-    children = {name: fast_eval_copy(child, norms) for name, child in net._modules.items() if child is not None}
-    if all(children[name] is net._modules[name] for name in children):
-        return net
-    out = copy.copy(net)
-    out._modules = {**net._modules, **children}
-    return out
+
+    def fast(_, m: nn.Module):
+        if _rewritable_pool(m):
+            return StridedMaxPool(2 if isinstance(m, nn.MaxPool2d) else 3)
+        if norms and _rewritable_norm(m):
+            return ChannelsLastInstanceNorm(m)
+        return None
+    return _rewritten(net, fast)
 
 
 # ---- rebuilding a checkpoint's network without the LightningModule ------------------------------
@@ -182,6 +235,7 @@ class InferenceNetwork(nn.Module):
         self.roi_size = tuple(int(r) for r in spec.get("roi_size") or (64, 64, 64))
         self.hparams = {k: spec[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size") if k in spec}
         self.model_name = spec.get("model")
+        self.fp32_max_channels = int(spec.get("fp32_max_channels", 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return padded_forward(self.net, x, self.spatial_dims, self.size_divisor, self.min_size, self.model_name or "model")

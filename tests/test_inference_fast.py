@@ -1,4 +1,4 @@
-"""The fast inference path: resampling on MONAI Spacingd's grid, nearest inversion, precision
+"""The fast inference path: resampling on MONAI Spacingd's grid, inversion as MONAI Invertd on the logits, precision
 resolution, bf16 + channels-last masks, and the timing fields recorded with every timing."""
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from benchmark import timing as T
-from benchmark.inference import (Predictor, cpu_has_bf16, resample_linear, resolve_precision, spacing_grid,
-                                 upsample_nearest)
+from benchmark.inference import Predictor, cpu_has_bf16, resample_linear, resolve_precision, spacing_grid
 from datamodules.transforms import preprocessing_config
 
 
@@ -28,15 +27,55 @@ def test_resampling_matches_monai_spacingd(spacing, target):
     assert ours.flags.f_contiguous  # the layout is kept
 
 
-def test_nearest_inversion_returns_the_input_grid_in_nifti_order():
-    labels = np.zeros((5, 4, 3), np.uint8)
-    labels[2:4, 1:3, 1] = 1
-    size, steps = spacing_grid((19, 15, 7), (0.8, 0.8, 1.0), (3.0, 3.0, 2.0))
-    assert size == [6, 5, 4]
-    mask = upsample_nearest(np.pad(labels, ((0, 1), (0, 1), (0, 1))), (19, 15, 7), steps)
-    assert mask.shape == (19, 15, 7) and mask.flags.f_contiguous and mask.dtype == np.uint8
-    i = np.arange(19)
-    np.testing.assert_array_equal(mask[:, 5, 2] > 0, np.isin(np.clip(np.rint(i / steps[0]), 0, 5), [2, 3]))
+class MarginNet(torch.nn.Module):
+    """Logits (0, x - 0.5): the liver margin is the preprocessed intensity minus 0.5, smooth in space."""
+
+    spatial_dims = 3
+
+    def predict_volume(self, x):
+        x = torch.as_tensor(x)
+        return torch.cat([torch.zeros_like(x), x - 0.5], dim=1)
+
+
+def _monai_tutorial_mask(net, image, affine, config):
+    """MONAI's own pipeline: Orientationd, Spacingd, ScaleIntensityRanged, network, Invertd (bilinear,
+    on the logits), AsDiscreted argmax."""
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscreted, Compose, Invertd, Orientationd, ScaleIntensityRanged, Spacingd
+
+    w = config["intensity"]
+    pre = Compose([Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=config["target_spacing"], mode="bilinear"),
+                   ScaleIntensityRanged("image", a_min=w["a_min"], a_max=w["a_max"], b_min=0.0, b_max=1.0, clip=True)])
+    data = pre({"image": MetaTensor(torch.from_numpy(image)[None], affine=torch.from_numpy(affine))})
+    data["pred"] = MetaTensor(net.predict_volume(data["image"][None])[0], meta=data["image"].meta)
+    post = Compose([Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False), AsDiscreted("pred", argmax=True)])
+    return post(data)["pred"][0].numpy() > 0
+
+
+@pytest.mark.parametrize("flips", [(1, 1, 1), (-1, -1, 1), (-1, 1, -1)])
+def test_inversion_is_monais_bilinear_invert_of_the_logits(flips):
+    """Interpolating the one-channel margin and thresholding it gives MONAI's Invertd-then-argmax mask,
+    on the input grid, in NIfTI (X-fastest) order, for RAS, LPS and other axis flips."""
+    x, y, z = np.meshgrid(np.arange(61), np.arange(47), np.arange(13), indexing="ij")
+    image = (300 * np.exp(-((x - 28) ** 2 / 300 + (y - 20) ** 2 / 150 + (z - 6) ** 2 / 12)) - 120).astype(np.float32)
+    affine = np.diag([0.8 * flips[0], 0.9 * flips[1], 2.5 * flips[2], 1.0])
+    config = preprocessing_config("ct")
+    ours, _ = Predictor(MarginNet(), config, "cpu", precision="fp32").predict_image(np.asfortranarray(image), affine)
+    theirs = _monai_tutorial_mask(MarginNet(), image, affine, config)
+    assert ours.shape == image.shape and ours.dtype == np.uint8 and abs(ours.strides[0]) == 1  # X fastest
+    assert 0 < ours.sum() < ours.size / 2
+    np.testing.assert_array_equal(ours > 0, theirs)
+
+
+def test_liver_margin_is_the_argmax_decision():
+    from models.network import liver_labels, liver_margin
+
+    logits = torch.randn(4, 2, 5, 6)
+    logits[0, :, 0, 0] = 0.0  # a tie: background, as argmax
+    assert torch.equal((liver_margin(logits) > 0).to(torch.uint8), liver_labels(logits))
+    three = torch.randn(3, 3, 7)
+    assert torch.equal(liver_margin(three) > 0, three.argmax(1) > 0)
+    assert liver_margin(logits.bfloat16()).dtype == torch.float32
 
 
 def test_precision_resolution():

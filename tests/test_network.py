@@ -11,8 +11,8 @@ from torch import nn
 
 import models
 from datamodules.files import DataError
-from models.network import (ChannelsLastInstanceNorm, StridedMaxPool, fast_eval_copy, liver_labels, load_network,
-                            padded_forward)
+from models.network import (ChannelsLastInstanceNorm, FullPrecisionLayer, StridedMaxPool, fast_eval_copy,
+                            full_precision_copy, liver_labels, load_network, padded_forward)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -136,24 +136,51 @@ def test_predicting_imports_no_lightning(tmp_path, name, init):
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_fp32_block_of_the_precision_study_runs_fp32_inside_bf16_autocast():
-    """benchmark.speed.precision_layers keeps chosen U-Net blocks in fp32: inside bf16 autocast such a block
-    returns exactly what it returns in plain fp32, while the other blocks stay bf16."""
-    from benchmark.speed.precision_layers import VARIANTS, Fp32Block
+def _fp32_convs(net):
+    return {name for name, m in net.named_modules() if isinstance(m, FullPrecisionLayer)}
+
+
+def test_full_precision_copy_runs_the_first_and_narrow_convs_in_fp32_inside_bf16_autocast():
+    """bf16 inference keeps the first convolution fp32 (the scan is not rounded) and those with at most
+    `max_channels` outputs: inside bf16 autocast such a layer returns exactly its plain fp32 output, the
+    original network is untouched and the weights are shared."""
     from models.blocks import UNet
 
     torch.manual_seed(0)
-    net = UNet(2, 1, 2, features=4, depth=2, norm="instance").eval()
+    net = UNet(2, 1, 2, features=4, depth=2, norm="instance").eval()  # widths 4, 8, 16
+    first_only = full_precision_copy(net)
+    assert _fp32_convs(first_only) == {"down.0.0"} and first_only.down[0][0].layer is net.down[0][0]
+    assert isinstance(net.down[0][0], nn.Conv2d) and first_only.down[1] is net.down[1]
+    narrow = full_precision_copy(net, max_channels=4)  # level 0, the last up-convolution, the 2-channel head
+    assert _fp32_convs(narrow) == {"down.0.0", "down.0.3", "up.1", "decode.1.0", "decode.1.3", "head"}
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
-        expected = net.down[0](x)
+        expected = net.down[0][0](x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            inside = Fp32Block(net.down[0])(x)
-            unwrapped_conv = net.down[0][0](x)
-    assert inside.dtype == torch.float32 and unwrapped_conv.dtype == torch.bfloat16
+            inside = first_only.down[0][0](x)
+            unwrapped = net.down[0][0](x)
+            assert first_only(x).shape == narrow(x).shape == (2, 2, 16, 16)
+    assert inside.dtype == torch.float32 and unwrapped.dtype == torch.bfloat16
     assert torch.equal(inside, expected)
-    for name, keep_fp32 in VARIANTS.items():  # every variant rewrites a fresh UNet without error
-        fresh = UNet(2, 1, 2, features=4, depth=2, norm="instance").eval()
-        keep_fp32(fresh)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            assert fresh(x).shape == (2, 2, 16, 16), name
+    linear = nn.Linear(2, 2)
+    assert full_precision_copy(linear) is linear and isinstance(full_precision_copy(nn.Conv3d(1, 2, 3)), FullPrecisionLayer)
+
+
+def test_predictor_keeps_convs_fp32_only_in_bf16_as_the_model_class_says(tmp_path):
+    """The 2D U-Net keeps its <= 32-channel convolutions fp32 in bf16 (`fp32_max_channels`), also when
+    rebuilt from a checkpoint's network spec; the 3D U-Net only its first convolution; fp32 none."""
+    from benchmark.inference import Predictor
+    from datamodules.transforms import preprocessing_config
+
+    unet2d, path = _saved(tmp_path, features=16, depth=2)
+    unet3d = models.create_model("unet3d", features=8, depth=2)
+    config = preprocessing_config("ct")
+    assert _fp32_convs(Predictor(unet2d, config, "cpu", precision="fp32").module) == set()
+    wide = {name for name, m in unet2d.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.out_channels <= 32}
+    assert _fp32_convs(Predictor(unet2d, config, "cpu", precision="bf16").module) == wide and "net.down.2.0" not in wide
+    assert _fp32_convs(Predictor(unet3d, config, "cpu", precision="bf16").module) == {"net.down.0.0"}
+    assert _fp32_convs(Predictor(unet2d, config, "cpu", precision="bf16", fp32_max_channels=0).module) == {"net.down.0.0"}
+    loaded, _ = load_network(path)
+    assert loaded.fp32_max_channels == 32
+    assert {n.removeprefix("net.") for n in _fp32_convs(Predictor(loaded, config, "cpu", precision="bf16").module)} == \
+        {n.removeprefix("net.") for n in wide}
