@@ -224,7 +224,8 @@ class SegmentationModule(L.LightningModule):
         """What `models.network.load_network` needs besides the network's own spec."""
         return {"model": self.model_name, "spatial_dims": self.spatial_dims, "size_divisor": int(self.size_divisor),
                 "min_size": int(self.min_size), "roi_size": list(self.roi_size),
-                "fp32_max_channels": int(self.fp32_max_channels), **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
+                "fp32_max_channels": int(self.fp32_max_channels),
+                **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
 
     # ---- training, validation, test -------------------------------------------------------
     def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
