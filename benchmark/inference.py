@@ -12,6 +12,7 @@ BF16/AMX and on GPUs) with its first convolution in fp32; `auto` picks it where 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,8 +277,8 @@ class Predictor:
             if getattr(m, "spatial_dims", None) == 2:
                 slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
                 fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                n = int(getattr(m, "hparams", {}).get("slice_batch_size", 32))
-                n = -(-slices.shape[0] // -(-slices.shape[0] // n))  # equal batches: one set of kernels to build
+                batches = math.ceil(slices.shape[0] / int(getattr(m, "hparams", {}).get("slice_batch_size", 32)))
+                n = math.ceil(slices.shape[0] / batches)  # equal batches: one set of oneDNN kernels to build
                 out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.float32, device=x.device)
                 for i in range(0, slices.shape[0], n):
                     out[i:i + n] = liver_margin(m(slices[i:i + n].contiguous(memory_format=fmt)))

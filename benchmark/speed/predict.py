@@ -21,8 +21,8 @@ def monai_pipeline(module, config: dict, out_dir: Path, invert: str = "logits"):
 
     `invert="logits"` is MONAI's tutorial post-processing (Invertd on the network's output with
     bilinear interpolation, then AsDiscreted argmax, then SaveImaged); `invert="labels"` takes the
-    argmax at the network's resolution and inverts that with nearest neighbour (what our Predictor
-    does: the faster MONAI variant, kept as a second reference)."""
+    argmax at the network's resolution and inverts that with nearest neighbour (faster, but its mask
+    differs at the edges; kept as a second reference)."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import (AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd,
