@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +21,12 @@ import numpy as np
 import torch
 
 from datamodules.files import DataError
-from datamodules.volumes import is_nifti, read_volume, write_mask
+from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only
 # The liver margin outside the body box (never run through the network): surely background, and
 # small enough that interpolating with it stays finite.
 OUTSIDE_BOX_MARGIN = -1.0e4
-
-
-@dataclass
-class Scan:
-    """A scan as read from disk: `image` (X, Y, Z) float32, `affine` voxel -> RAS mm, and the
-    `Volume` it came from (its header is kept for writing the mask)."""
-
-    image: np.ndarray
-    affine: np.ndarray
-    path: Path
-    volume: Any = None
-
-
-def read_scan(path: str | Path, series: str | None = None) -> Scan:
-    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine), via `read_volume`
-    (validated there: NaN/Inf per --nan-policy, spacing, size, one DICOM series or `series`)."""
-    path = Path(path)
-    if not path.is_dir() and path.is_file() and not is_nifti(path):
-        raise DataError(path, "input must be a .nii/.nii.gz file or a DICOM series folder")
-    if not path.exists():
-        raise DataError(path, "input does not exist")
-    vol = read_volume(path, dtype=np.float32, series=series)
-    return Scan(vol.array, vol.affine, path, vol)
 
 
 def liver_ml(mask: np.ndarray, affine: np.ndarray) -> float:

@@ -205,6 +205,30 @@ def read_volume(path: str | Path, dtype=None, series: str | None = None, nan: st
     return Volume(array, affine, spacing_from_affine(affine), img.header, path)
 
 
+@dataclass
+class Scan:
+    """A scan as `predict` reads it: `image` (X, Y, Z) float32, `affine` voxel -> RAS mm, and the
+    `Volume` it came from (its header is kept for writing the mask). Here, not next to the torch
+    code, so `liverbench predict` can read the scan while torch is still being imported."""
+
+    image: np.ndarray
+    affine: np.ndarray
+    path: Path
+    volume: Any = None
+
+
+def read_scan(path: str | Path, series: str | None = None) -> Scan:
+    """A NIfTI file or a DICOM series folder (sorted by position, RAS affine), via `read_volume`
+    (validated there: NaN/Inf per --nan-policy, spacing, size, one DICOM series or `series`)."""
+    path = Path(path)
+    if not path.is_dir() and path.is_file() and not is_nifti(path):
+        raise DataError(path, "input must be a .nii/.nii.gz file or a DICOM series folder")
+    if not path.exists():
+        raise DataError(path, "input does not exist")
+    vol = read_volume(path, dtype=np.float32, series=series)
+    return Scan(vol.array, vol.affine, path, vol)
+
+
 def _grid(v) -> tuple[tuple[int, ...], np.ndarray]:
     if isinstance(v, Volume):
         return tuple(v.shape), np.asarray(v.affine, float)

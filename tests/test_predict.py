@@ -179,3 +179,15 @@ def test_predict_process_skips_teardown_but_keeps_its_output(ckpts, tmp_path):
     assert proc.returncode == 2 and "bad.nii.gz" in proc.stderr and "teardown ran" not in proc.stdout
     proc = liverbench_predict(src, entry="main(sys.argv[1:])")  # called as a function: returns, normal exit
     assert proc.returncode == 0 and "teardown ran" in proc.stdout, proc.stderr
+
+
+def test_the_scan_is_read_without_torch(tmp_path):
+    """`liverbench predict` reads the first scan on the other core while torch is imported: that
+    only overlaps if the command module and `read_scan` leave torch unimported."""
+    src = tmp_path / "scan.nii.gz"
+    write_volume(src, np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([0.8, 0.8, 2.5, 1.0]))
+    code = ("import sys, benchmark.predict; from datamodules.volumes import read_scan; "
+            f"s = read_scan({str(src)!r}); print(s.image.dtype, s.image.shape, float(s.image[5, 4, 3]), "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["float32", "(6,", "5,", "4)", "119.0", "False"]

@@ -2,6 +2,8 @@
 command from start to exit, start-up included; the same command with the interpreter's teardown (as
 when `benchmark.cli.main` is called with a list, before `FAST_EXIT`); and the time to import torch alone
 for scale; each run `--repeats` times alternated, plus the peak memory of the predict process.
+`--against TREE` adds the same predict from another checkout (e.g. `git worktree add /tmp/old COMMIT`),
+run with that tree first on the path, to compare two commits in one alternated run.
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 .venv/bin/python -m benchmark.speed.startup \\
         --checkpoint results/paper/unet_baseline__ct__seed0/model.ckpt
@@ -9,6 +11,7 @@ for scale; each run `--repeats` times alternated, plus the peak memory of the pr
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -17,9 +20,11 @@ import time
 from pathlib import Path
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str], tree: Path | None = None) -> tuple[float, str]:
+    """Wall seconds and stdout of `cmd`; with `tree`, run in that checkout with it first on sys.path."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
@@ -31,8 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", default="auto")
+    p.add_argument("--against", type=Path, default=None, help="another checkout to time alternately")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "liverbench-speed")
     args = p.parse_args(argv)
+    args.checkpoint, args.work = args.checkpoint.resolve(), args.work.resolve()  # --against runs elsewhere
 
     from benchmark.speed.common import machine, reference_ct
 
@@ -44,13 +51,19 @@ def main(argv=None) -> int:
     torch_only = [sys.executable, "-c", "import torch"]
     print(machine())
     timed(predict)  # warm the page cache
-    commands = {"liverbench predict (whole process)": predict,
-                "the same, with the interpreter's teardown": with_teardown, "python -c 'import torch'": torch_only}
+    commands = {"liverbench predict (whole process)": (predict, None),
+                "the same, with the interpreter's teardown": (with_teardown, None),
+                "python -c 'import torch'": (torch_only, None)}
+    if args.against is not None:
+        module_predict = [sys.executable, "-m", "benchmark.cli", *predict[1:]]  # that tree's code, not ours
+        commands[f"liverbench predict from {args.against}"] = (module_predict, args.against.resolve())
+        here = Path(__file__).resolve().parents[2]
+        commands["liverbench predict from this tree, the same way"] = (module_predict, here)
     runs: dict[str, list[float]] = {name: [] for name in commands}
     last = ""
     for _ in range(args.repeats):
-        for name, cmd in commands.items():
-            seconds, out = timed(cmd)
+        for name, (cmd, tree) in commands.items():
+            seconds, out = timed(cmd, tree)
             runs[name].append(seconds)
             last = out if cmd is predict else last
     for name, values in runs.items():
