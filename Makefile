@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 EXTERNAL ?=
 REAL     ?= ../shared/data/real
 
-.PHONY: test test-all bench bench-full devset gpu-check install clean
+.PHONY: test test-all bench bench-full devset gpu-check gpu-wheels install clean
 
 install: $(STAMP)
 
@@ -44,8 +44,22 @@ devset: $(STAMP)
 
 # On a lent GPU machine (<= 8 min on one GPU): writes docs/gpu/gpu_check.{json,md}.
 # DRY_RUN=1: the same script on the CPU at tiny sizes (CI), writes docs/gpu/dry_run.{json,md}.
-gpu-check: $(STAMP)
+# With wheels in $(GPU_WHEELS) (`make gpu-wheels`, for a machine without a package index): the machine's python3
+# and its torch, plus those wheels (benchmark/gpu_check.sh); otherwise the project's venv.
+GPU_WHEEL_PYTHON ?= 3.12
+GPU_WHEELS ?= .whl
+export GPU_WHEELS
+gpu-check: $(if $(wildcard $(GPU_WHEELS)/*.whl),,$(STAMP))
+ifneq ($(wildcard $(GPU_WHEELS)/*.whl),)
+	sh benchmark/gpu_check.sh $(if $(DRY_RUN),--dry-run)
+else
 	WANDB_MODE=disabled $(PY) -m benchmark.gpu_check $(if $(DRY_RUN),--dry-run)
+endif
+
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_WHEEL_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) -r benchmark/gpu_wheels.txt
 
 clean:
 	rm -rf $(VENV) results results-full .pytest_cache

@@ -10,7 +10,10 @@
 Writes `gpu_check.json` and `gpu_check.md` under `--out` (default docs/gpu/), atomically.
 `--dry-run` (`make gpu-check DRY_RUN=1`) runs the same code on the CPU at tiny sizes in seconds
 and writes `dry_run.json`/`dry_run.md`, so CI catches a broken check without a GPU.
-Installs nothing: only the project and its dependencies.
+Installs what it needs without a package index: `make gpu-wheels` (where PyPI is reachable) puts the
+wheels the lent GPU image lacks (benchmark/gpu_wheels.txt: MONAI, nibabel, ...) in .whl/, which travels
+with the tree; there `make gpu-check` runs benchmark/gpu_check.sh, which installs them into a scratch
+folder and runs this module with the image's own torch. Without wheels it runs in the project's venv.
 """
 from __future__ import annotations
 

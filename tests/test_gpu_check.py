@@ -1,8 +1,12 @@
-"""GPU readiness without a GPU: the gpu preset's dry run on CPU and `make gpu-check DRY_RUN=1`."""
+"""GPU readiness without a GPU: the gpu preset's dry run on CPU, `make gpu-check DRY_RUN=1`, and the
+wheels that let it run on a lent GPU machine with no package index."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 from benchmark import gpu_check, plan, runner
@@ -44,5 +48,80 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
     assert {m: r["steps_per_s"] > 0 for m, r in s["training"]["models"].items()} == {"unet2d": True, "unet3d": True}
     md = (tmp_path / "dry_run.md").read_text()
     assert "dry run on CPU" in md and "| unet_baseline | unet2d |" in md
-    make = subprocess.run(["make", "-n", "gpu-check", "DRY_RUN=1"], cwd=REPO, capture_output=True, text=True)
-    assert "-m benchmark.gpu_check --dry-run" in make.stdout, make.stdout + make.stderr
+
+
+# The lent GPU image's packages (../.library/device/KINDS.md, "Python packages already there", read
+# 2026-11-17) that the check may import; everything else must come from benchmark/gpu_wheels.txt.
+GPU_IMAGE = {"torch", "torchvision", "lightning", "lightning-utilities", "pytorch-lightning", "torchmetrics",
+             "numpy", "scipy", "scikit-image", "matplotlib", "rich", "pyyaml", "einops", "pillow", "packaging",
+             "typing-extensions", "fsspec", "filelock", "jinja2", "markupsafe", "networkx", "sympy", "mpmath",
+             "triton", "tqdm", "pygments", "markdown-it-py", "mdurl", "aiohttp", "yarl", "multidict",
+             "frozenlist", "aiosignal", "attrs", "propcache", "aiohappyeyeballs", "idna", "psutil", "contourpy",
+             "cycler", "fonttools", "kiwisolver", "pyparsing", "python-dateutil", "six", "imageio", "tifffile",
+             "lazy-loader", "protobuf", "setuptools", "certifi", "charset-normalizer", "urllib3", "requests",
+             "cloudpickle", "joblib", "threadpoolctl", "scikit-learn", "pandas", "tensorboard", "zipp"}
+
+
+def _wheel_names() -> set[str]:
+    lines = (REPO / "benchmark" / "gpu_wheels.txt").read_text().splitlines()
+    return {line.split("==")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_the_dry_run_imports_only_the_gpu_image_and_the_wheels(tmp_path):
+    """On the lent GPU machine nothing can be installed but .whl/: every distribution the check imports
+    (run in a fresh process) is in the image or in benchmark/gpu_wheels.txt, so W&B, say, is not needed."""
+    script = f"""
+import importlib.metadata as md, json, sys
+from benchmark import gpu_check
+assert gpu_check.main(["--dry-run", "--out", {str(tmp_path)!r}]) == 0
+tops = {{name.split(".")[0] for name in list(sys.modules)}}
+owners = md.packages_distributions()
+print(json.dumps(sorted({{d.lower().replace("_", "-") for t in tops for d in owners.get(t, [])}})))
+"""
+    env = dict(os.environ, WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert {"torch", "monai", "nibabel", "jsonargparse"} <= loaded  # the scan really ran the check
+    cuda = {d for d in loaded if d.startswith(("nvidia-", "cuda-"))}  # torch's CUDA libraries, in the image
+    assert loaded - cuda - GPU_IMAGE - _wheel_names() - {"liverbench"} == set()
+
+
+def test_make_gpu_check_installs_the_wheels_when_there_are_some(tmp_path):
+    """`make gpu-check` takes the venv without wheels and benchmark/gpu_check.sh with them; `make gpu-wheels`
+    downloads benchmark/gpu_wheels.txt for the GPU image's Python; the script without wheels says so."""
+    def make(*args):
+        proc = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    empty, wheels = tmp_path / "empty", tmp_path / "wheels"
+    empty.mkdir(), wheels.mkdir()
+    (wheels / "monai-1.6.1-py3-none-any.whl").write_bytes(b"")
+    assert "-m benchmark.gpu_check --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={empty}")
+    assert "sh benchmark/gpu_check.sh --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={wheels}")
+    download = make("gpu-wheels", f"GPU_WHEELS={wheels}")
+    assert "--python-version 3.12" in download and f"-d {wheels} -r benchmark/gpu_wheels.txt" in download
+    proc = subprocess.run(["sh", "benchmark/gpu_check.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, GPU_WHEELS=str(empty)))
+    assert proc.returncode == 2 and f"{empty}/: no wheels" in proc.stderr
+
+
+def test_gpu_check_sh_installs_the_wheels_into_a_scratch_folder(tmp_path):
+    """The script pip-installs every wheel in $GPU_WHEELS offline into $TMPDIR/liverbench-gpu-site (the
+    machine's own Python untouched), then runs the check with them on the path (here: its --help)."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "liverbench_probe-0.1-py3-none-any.whl", "w") as whl:
+        whl.writestr("liverbench_probe.py", "ANSWER = 42\n")
+        info = "liverbench_probe-0.1.dist-info/"
+        whl.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: liverbench-probe\nVersion: 0.1\n")
+        whl.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(info + "RECORD", "")
+    env = dict(os.environ, GPU_WHEELS=str(wheels), GPU_PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    proc = subprocess.run(["sh", "benchmark/gpu_check.sh", "--help"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "--dry-run" in proc.stdout
+    assert (tmp_path / "liverbench-gpu-site" / "liverbench_probe.py").read_text() == "ANSWER = 42\n"
