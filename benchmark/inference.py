@@ -93,25 +93,43 @@ def _is_identity(ornt: np.ndarray) -> bool:
 def spacing_grid(shape, spacing, target) -> tuple[list[int], list[float]]:
     """MONAI `Spacingd`'s output grid (`compute_shape_offset`, scale_extent off): size
     round((n - 1) * s / t + 1) per axis, output voxel j at input voxel j * t / s."""
+    if any(not float(t) > 0 for t in target):  # e.g. the gpu preset's unresolved 0 ("keep the slice spacing")
+        raise ValueError(f"target spacing must be three positive mm values, got {list(target)}")
     size = [max(1, int(np.round((n - 1) * s / t + 1.0))) for n, s, t in zip(shape, spacing, target)]
     return size, [float(t) / float(s) for s, t in zip(spacing, target)]
 
 
-def _memory_view(a: np.ndarray) -> tuple[np.ndarray, list[int]]:
+def _permute(a, perm):
+    return a.permute(*perm) if isinstance(a, torch.Tensor) else a.transpose(perm)
+
+
+def _memory_view(a):
     """`a` with its axes in memory order (C-contiguous view of a Fortran array) and that order."""
-    perm = sorted(range(a.ndim), key=lambda k: (-a.strides[k], k))
-    return a.transpose(perm), perm
+    strides = a.stride() if isinstance(a, torch.Tensor) else a.strides
+    perm = sorted(range(a.ndim), key=lambda k: (-strides[k], k))
+    return _permute(a, perm), perm
 
 
-def _restore(p: np.ndarray, perm: list[int]) -> np.ndarray:
-    return p.transpose(np.argsort(perm))
+def _restore(p, perm: list[int]):
+    return _permute(p, [int(i) for i in np.argsort(perm)])
 
 
-def resample_linear(a: np.ndarray, size, steps) -> np.ndarray:
+def apply_orientation(a, ornt: np.ndarray):
+    """nibabel's `apply_orientation` (flips, then a transpose), also for a torch tensor on its device."""
+    if not isinstance(a, torch.Tensor):
+        import nibabel.orientations as nio
+
+        return nio.apply_orientation(a, ornt)
+    flips = [axis for axis, flip in enumerate(ornt[:, 1]) if flip == -1]
+    return _permute(a.flip(flips) if flips else a, [int(i) for i in np.argsort(ornt[:, 0])])
+
+
+def resample_linear(a, size, steps):
     """Linear interpolation of an (X, Y, Z) float32 array on MONAI `Spacingd`'s grid (output voxel
     j at input position j * step, border padding): one separable gather + lerp per axis, in memory
     order, largest reduction first, so it costs a few passes over the input instead of a
-    per-voxel interpolation. The memory layout is kept."""
+    per-voxel interpolation. The memory layout is kept. `a` is a numpy array or a torch tensor
+    (then on its own device, e.g. a GPU, with the same float32 operations, so the same values)."""
     p, perm = _memory_view(a)
     for k in sorted(range(3), key=lambda k: (-steps[perm[k]], -k)):
         n, m, step = p.shape[k], int(size[perm[k]]), float(steps[perm[k]])
@@ -121,7 +139,11 @@ def resample_linear(a: np.ndarray, size, steps) -> np.ndarray:
         lo = np.floor(pos).astype(np.intp)
         hi = np.minimum(lo + 1, n - 1)
         w = (pos - lo).astype(np.float32).reshape([-1 if i == k else 1 for i in range(3)])
-        low, high = np.take(p, lo, axis=k), np.take(p, hi, axis=k)
+        if isinstance(p, torch.Tensor):
+            lo, hi, w = (torch.from_numpy(v).to(p.device) for v in (lo, hi, w))
+            low, high = p.index_select(k, lo), p.index_select(k, hi)
+        else:
+            low, high = np.take(p, lo, axis=k), np.take(p, hi, axis=k)
         high -= low
         high *= w
         low += high
@@ -135,7 +157,11 @@ class Predictor:
     `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present.
     `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None means
     "with bf16" (where it pays off). In bf16/fp16 the first convolution and those with at most
-    `fp32_max_channels` output channels run in fp32 (None: the model class's `fp32_max_channels`)."""
+    `fp32_max_channels` output channels run in fp32 (None: the model class's `fp32_max_channels`).
+    Off the CPU (a GPU) the resampling, re-orientation and inversion run on the device too, so only
+    the file's voxels go up and the uint8 mask comes back; `resample_on_device` forces either way."""
+
+    resample_on_device: bool | None = None  # None: on the device when it is not the CPU
 
     def __init__(self, module, preprocessing_config: dict[str, Any], device: str | torch.device | None = None,
                  precision: str = "fp32", channels_last: bool | None = None, fp32_max_channels: int | None = None):
@@ -162,6 +188,10 @@ class Predictor:
                 fp32_max_channels = int(getattr(module, "fp32_max_channels", 0))
             self.module = full_precision_copy(self.module, fp32_max_channels)
         self._intensity = self._intensity_steps(preprocessing_config["intensity"])
+
+    @property
+    def _on_device(self) -> bool:
+        return self.device.type != "cpu" if self.resample_on_device is None else bool(self.resample_on_device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device=None, modality: str | None = None, precision: str = "fp32",
@@ -214,20 +244,21 @@ class Predictor:
     def preprocess(self, image: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, dict]:
         """(1, C=1, X', Y', Z') float32 model input and what `invert` needs to go back."""
         x = np.asarray(image, dtype=np.float32)  # (X, Y, Z), layout as stored (NIfTI: X fastest)
+        if self._on_device:
+            x = torch.from_numpy(x if min(x.strides) >= 0 else np.ascontiguousarray(x)).to(self.device)
         codes = self.config.get("orientation", "RAS")
         ornt = _orientation_transform(affine, codes)
         identity = _is_identity(ornt)  # most scans: nothing to do
         if not identity:
-            import nibabel.orientations as nio
-
-            x = nio.apply_orientation(x, ornt)  # flips and a transpose: views
+            x = apply_orientation(x, ornt)  # flips and a transpose (numpy: views)
         file_spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
         spacing = [0.0] * 3
         for axis, (new_axis, _) in enumerate(ornt):
             spacing[int(new_axis)] = float(file_spacing[axis])
         oriented_shape = tuple(x.shape)
         size, steps = spacing_grid(oriented_shape, spacing, self.config["target_spacing"])
-        x = torch.from_numpy(np.ascontiguousarray(resample_linear(x, size, steps)))[None].to(self.device)
+        x = resample_linear(x, size, steps)
+        x = (x.contiguous() if self._on_device else torch.from_numpy(np.ascontiguousarray(x)))[None].to(self.device)
         box = None
         crop = self.config.get("crop_to_body")
         if crop:
@@ -270,17 +301,23 @@ class Predictor:
         undo the orientation (numpy views). Interpolating the two-class margin and thresholding is
         MONAI's Invertd (bilinear) on the logits followed by the argmax, on one channel instead of two.
         The result is X-fastest, as NIfTI stores it, so writing it is a straight copy."""
-        margin = margin.float().cpu().numpy()
+        margin = margin.float() if self._on_device else margin.float().cpu().numpy()
         if state["box"] is not None:
-            full = np.full(state["grid_size"], OUTSIDE_BOX_MARGIN, dtype=np.float32)
+            full = (torch.full(state["grid_size"], OUTSIDE_BOX_MARGIN, device=margin.device) if self._on_device
+                    else np.full(state["grid_size"], OUTSIDE_BOX_MARGIN, dtype=np.float32))
             full[state["box"]] = margin
             margin = full
         steps = [1.0 / s for s in state["steps"]]
-        mask = (resample_linear(np.asfortranarray(margin), state["oriented_shape"], steps) > 0).view(np.uint8)
+        if self._on_device:  # X fastest (the Fortran order of a numpy array), as below
+            margin = margin.permute(2, 1, 0).contiguous().permute(2, 1, 0)
+        else:
+            margin = np.asfortranarray(margin)
+        mask = resample_linear(margin, state["oriented_shape"], steps) > 0
+        mask = mask.view(torch.uint8) if self._on_device else mask.view(np.uint8)
         if state["back"] is not None:
-            import nibabel.orientations as nio
-
-            mask = nio.apply_orientation(mask, state["back"])
+            mask = apply_orientation(mask, state["back"])
+        if self._on_device:  # one download of the uint8 mask, still X fastest
+            mask = mask.permute(2, 1, 0).contiguous().cpu().numpy().T
         if mask.shape != state["shape"]:
             raise RuntimeError(f"inverted mask shape {mask.shape} != input shape {state['shape']}")
         return mask

@@ -44,7 +44,11 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
     assert set(runs) == {"unet_baseline__ct__seed0", "cnn3d__ct__seed0"}
     assert all(r["status"] == "ok" and r["precision"] == "bf16-mixed" for r in runs.values())
     assert set(s["predict"]["variants"]) == {"unet_baseline", "cnn3d"}
-    assert all(v["volume_ms"] > 0 and v["model_volume_ms"] > 0 for v in s["predict"]["variants"].values())
+    for v in s["predict"]["variants"].values():  # timed at the gpu preset's spacing, as on the GPU
+        assert v["volume_ms"] > 0 and v["model_volume_ms"] > 0 and v["target_spacing"] == [1.5, 1.5, 6.0]
+        assert v["preprocessed_shape"][2] == 12 and v["preprocessed_shape"][0] > 24  # upsampled from 3 mm
+    assert s["predict"]["variants"]["cnn3d"]["roi_size"] == [40, 40, 16]  # main's windows, not the smoke's 32^3
+    assert gpu_check.gpu_batch_and_patch(2) == (16, [256, 256]) and gpu_check.gpu_batch_and_patch(3) == (2, [128] * 3)
     assert {m: r["steps_per_s"] > 0 for m, r in s["training"]["models"].items()} == {"unet2d": True, "unet3d": True}
     md = (tmp_path / "dry_run.md").read_text()
     assert "dry run on CPU" in md and "| unet_baseline | unet2d |" in md

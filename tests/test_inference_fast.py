@@ -27,6 +27,14 @@ def test_resampling_matches_monai_spacingd(spacing, target):
     assert ours.flags.f_contiguous  # the layout is kept
 
 
+@pytest.mark.parametrize("target", [(1.5, 1.5, 0.0), (1.5, -1.0, 2.5), (float("nan"), 1.5, 2.5)])
+def test_a_target_spacing_that_is_not_positive_is_refused(target):
+    """The gpu preset's unresolved 0 ("keep the slice spacing") once reached the resampling as a
+    ZeroDivisionError; now it is a clear error."""
+    with pytest.raises(ValueError, match="target spacing must be three positive mm values"):
+        spacing_grid((512, 512, 100), (0.8, 0.8, 2.5), target)
+
+
 class MarginNet(torch.nn.Module):
     """Logits (0, x - 0.5): the liver margin is the preprocessed intensity minus 0.5, smooth in space."""
 
@@ -62,6 +70,35 @@ def test_inversion_is_monais_bilinear_invert_of_the_logits(tmp_path, flips):
     assert 0 < ours.sum() < ours.size / 2
     np.testing.assert_array_equal(ours > 0, masks["logits"])
     assert (masks["labels"] != (ours > 0)).any()
+
+
+@pytest.mark.parametrize("modality,advanced", [("ct", False), ("mri", True)])  # MRI advanced: the body crop
+@pytest.mark.parametrize("axes", [np.diag([0.8, 0.9, 2.5]), np.diag([-0.8, -0.9, 2.5]),
+                                  np.array([[0.0, 0.9, 0.0], [-0.8, 0.0, 0.0], [0.0, 0.0, -2.5]])])
+def test_resampling_on_the_device_gives_the_same_mask(axes, modality, advanced):
+    """On a GPU the resampling, re-orientation and inversion run as torch operations on the device
+    (`Predictor.resample_on_device`); forced here on the CPU they give exactly the numpy path's model
+    input and mask (the same float32 operations), for RAS, LPS and an axis swap, 2D and 3D models."""
+    from models import create_model
+
+    x, y, z = np.meshgrid(np.arange(61), np.arange(47), np.arange(13), indexing="ij")
+    image = (300 * np.exp(-((x - 28) ** 2 / 300 + (y - 20) ** 2 / 150 + (z - 6) ** 2 / 12)) - 120).astype(np.float32)
+    image = np.asfortranarray(image + np.random.default_rng(0).normal(0, 5, image.shape).astype(np.float32))
+    affine = np.eye(4)
+    affine[:3, :3] = axes
+    config = preprocessing_config(modality, advanced=advanced)
+    torch.manual_seed(0)
+    for module in (MarginNet(), create_model("unet2d", features=4, depth=2)):
+        numpy_path, torch_path = (Predictor(module, config, "cpu", precision="fp32") for _ in range(2))
+        torch_path.resample_on_device = True
+        (a, state_a), (b, state_b) = numpy_path.preprocess(image, affine), torch_path.preprocess(image, affine)
+        assert torch.equal(a, b) and state_a["box"] == state_b["box"]
+        if advanced:
+            assert state_a["box"] != tuple(slice(0, n) for n in state_a["grid_size"])  # cropped
+        mask_a, mask_b = numpy_path.predict_image(image, affine)[0], torch_path.predict_image(image, affine)[0]
+        assert mask_b.dtype == np.uint8 and mask_b.shape == image.shape and mask_b.strides[0] == 1  # X fastest
+        np.testing.assert_array_equal(mask_a, mask_b)
+        assert 0 < mask_a.sum() < mask_a.size
 
 
 def test_liver_margin_is_the_argmax_decision():
