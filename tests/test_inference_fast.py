@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmark import timing as T
-from benchmark.inference import Predictor, cpu_has_bf16, resample_linear, resolve_precision, spacing_grid
+from benchmark.inference import Predictor, cpu_has_bf16, resolve_precision
+from benchmark.resampling import resample_linear, spacing_grid
 from datamodules.transforms import preprocessing_config
 
 
