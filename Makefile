@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 EXTERNAL ?=
 REAL     ?= ../shared/data/real
 
-.PHONY: test test-all bench bench-full devset gpu-check gpu-wheels install clean
+.PHONY: test test-all bench bench-full devset real-cv gpu-check gpu-wheels install clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ bench-full: $(STAMP)
 devset: $(STAMP)
 	$(VENV)/bin/liverbench data devset --real "$(REAL)" --out data/devset
 
+# The recipe on real anatomy: the cpu preset's U-Net Baseline in 3-fold cross-validation by patient over the six
+# shared CHAOS T2 patients (4 train+val / 2 test per fold); results-cv/crossval.md (docs/convergence.md).
+real-cv: $(STAMP)
+	$(VENV)/bin/liverbench crossval --data "$(REAL)/chaos_t2" --modality mri --entry unet_baseline --folds 3 \
+	  --preset cpu --out results-cv
+
 # On a lent GPU machine (<= 8 min on one GPU): writes docs/gpu/gpu_check.{json,md}.
 # DRY_RUN=1: the same script on the CPU at tiny sizes (CI), writes docs/gpu/dry_run.{json,md}.
 # With wheels in $(GPU_WHEELS) (`make gpu-wheels`, for a machine without a package index): the machine's python3
@@ -62,4 +68,4 @@ gpu-wheels:
 	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) -r benchmark/gpu_wheels.txt
 
 clean:
-	rm -rf $(VENV) results results-full .pytest_cache
+	rm -rf $(VENV) results results-full results-cv .pytest_cache

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("benchmark.report:main", "turn result records into leaderboard.md"),
     "evaluate": ("benchmark.evaluate:main", "score a folder of NIfTI predictions against ground truth"),
     "predict": ("benchmark.predict:main", "segment a scan with a checkpoint (or LightningCLI predict with --config)"),
+    "crossval": ("benchmark.crossval:main", "k-fold cross-validation by patient of one entry on a real dataset"),
     "external-eval": ("benchmark.external_eval:main", "score a checkpoint on a real dataset (per case + mean)"),
     "pretrain": ("models.synthetic_pretrain:main", "pre-train the ResNet-34 encoder on the phantom (pretrained: synthetic)"),
     "models": ("models.registry:main", "list registered models with parameter counts"),

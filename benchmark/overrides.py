@@ -65,13 +65,15 @@ def _normalise(key: str, value: Any) -> Any:
 
 
 def list_overrides(entry: dict, used: dict, sources: dict[str, str], default_source: str = "runner") -> list[dict]:
-    """Every leaf of the entry's model/data/trainer config whose used value differs, sorted by key.
+    """Every leaf of the entry's model/data/trainer config whose used value differs, and every forced key the
+    entry does not set, sorted by key.
 
     `sources`: dotted key (as in `used`) -> who set it (e.g. "preset cpu (forced)")."""
     rows = []
-    for section in ("model", "data", "trainer"):
-        for key, value in flatten(entry.get(section) or {}, section + ".").items():
-            now = get_dotted(used, key, None)
-            if _normalise(key, now) != _normalise(key, value):
-                rows.append({"key": key, "entry": value, "used": now, "source": sources.get(key, default_source)})
+    leaves = {k: v for section in ("model", "data", "trainer") for k, v in flatten(entry.get(section) or {}, section + ".").items()}
+    forced_unset = {k: None for k in sources if k not in leaves}  # a forced key the entry leaves to its default
+    for key, value in {**leaves, **forced_unset}.items():
+        now = get_dotted(used, key, None)
+        if _normalise(key, now) != _normalise(key, value):
+            rows.append({"key": key, "entry": value, "used": now, "source": sources.get(key, default_source)})
     return sorted(rows, key=lambda r: r["key"])

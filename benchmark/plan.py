@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.convergence import convergence_rule
 from benchmark.dependencies import order
 from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
@@ -109,12 +110,13 @@ def _check_dependency(path: Path, i: int, entry: dict, variants: set) -> None:
                               f"`modality` ({', '.join(DATAMODULES)})")
 
 
-def load_preset(name_or_path: str) -> dict:
+def load_preset(name_or_path: str, _seen: tuple = ()) -> dict:
+    """A preset YAML; `extends: NAME|FILE` starts from that preset (see `_extend`)."""
     path = _named_file(name_or_path, "presets")
     preset = _yaml(path)
     preset.setdefault("name", path.stem)
-    unknown = set(preset) - {"name", "description", "trainer", "model", "models", "data", "dims", "timing",
-                             "evaluation", "smoke", "force", "budget"}
+    unknown = set(preset) - {"name", "description", "extends", "trainer", "model", "models", "data", "dims",
+                             "timing", "evaluation", "convergence", "smoke", "force", "budget"}
     if unknown:
         raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
     for where, layer in _layers(preset):  # a bad `force`/`budget` fails now, not in every run
@@ -122,10 +124,26 @@ def load_preset(name_or_path: str) -> dict:
             check_force(layer.get("force"), where)
             if layer.get("budget") is not None:
                 _time_budget(layer["budget"], where)
+            if layer.get("convergence") is not None:
+                convergence_rule(layer["convergence"])
         except ValueError as exc:
             raise DataError(path, str(exc)) from None
+    if preset.get("extends") is not None:
+        preset = _extend(path, preset, _seen)
     preset["path"] = str(path)
     return preset
+
+
+def _extend(path: Path, preset: dict, seen: tuple) -> dict:
+    """`extends`: the named preset, with this one's keys merged over it (a list, `force` too, replaces the base's)."""
+    base_name = preset.pop("extends")
+    if not isinstance(base_name, str):
+        raise DataError(path, f"`extends` must name a preset or a preset file, got {base_name!r}")
+    if path in seen:
+        raise DataError(path, "presets extend each other in a circle: " + " -> ".join(map(str, (*seen, path))))
+    if base_name.endswith((".yaml", ".yml")):  # a file name is relative to the extending preset
+        base_name = str(path.parent / base_name)
+    return deep_merge(load_preset(base_name, (*seen, path)), preset)
 
 
 def _layers(preset: dict):
@@ -211,12 +229,12 @@ def _model_keys(class_path: str) -> set[str]:
     return keys
 
 
-SECTIONS = ("trainer", "model", "data", "timing", "evaluation")
-RUNNER_ONLY = ("timing", "evaluation", "dry_run", "overrides", "budget_limit")  # runner-only, not LightningCLI keys
+SECTIONS = ("trainer", "model", "data", "timing", "evaluation", "convergence")
+RUNNER_ONLY = ("timing", "evaluation", "convergence", "dry_run", "overrides", "budget_limit")  # runner-only, not LightningCLI keys
 
 
 def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
-    """The preset's `trainer`/`model`/`data`/`timing`/`evaluation` for one dimensionality, then its per-model
+    """The preset's `trainer`/`model`/`data`/`timing`/`evaluation`/`convergence` for one dimensionality, then its per-model
     `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models.
 
     Also `force` (the keys these layers force over the entry's own values, see benchmark/overrides.py)
@@ -277,7 +295,8 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     data_args = _entry_wins(b["data"], data_args, b["force"], "data")
     data_args["seed"] = spec.seed  # sampling and augmentation order; the split has its own `split_seed`
     data_args["data_dir"] = None if spec.data == "phantom" else spec.data
-    data_args["split_file"] = str(folder / "split.json")  # the DataModule saves its split there
+    # the DataModule saves its split there, or loads the entry's own fixed split (e.g. a cross-validation fold)
+    data_args.setdefault("split_file", str(folder / "split.json"))
     if spec.source is not None:  # all weights from the source run: nothing else is fetched
         config["model"]["init_args"].update(init_from=str(spec.source / "model.ckpt"), pretrained="none")
     config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
@@ -291,6 +310,7 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     config["trainer"] = trainer
     config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
     config["evaluation"] = {"largest_component": False, "precision": "fp32", **b["evaluation"]}
+    config["convergence"] = convergence_rule(b["convergence"])  # the stopping rule, the same for every variant
     if spec.dry_run:
         config = cpu_dry_run(config)
     limited = b["limit"] and not spec.dry_run

@@ -238,7 +238,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         config = plan(spec, folder, record)
         logger = make_logger(mode, project, spec.suite, record, folder) if rank_zero else None
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
-        curve = ValidationCurve()
+        curve = ValidationCurve(config["convergence"])
         callbacks = [StepProgress(progress), curve] + ([validation_overlays()] if logger is not None else [])
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
@@ -251,7 +251,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         record["world_size"] = trainer.world_size
         lap("fit_s")
         record["budget"] = budget_record(trainer, datamodule.hparams.batch_size, durations["fit_s"],
-                                         config["budget_limit"], curve.dice)
+                                         config["budget_limit"], curve)
         progress.set_run_stage("test")
         per_case, overlays = score_test_split(module, preprocessing, datamodule, config, folder, record,
                                               log_images=logger is not None)

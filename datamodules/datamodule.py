@@ -46,6 +46,9 @@ class LiverDataModule(L.LightningDataModule):
         patch_size: training crop size, (H, W) or (D, H, W); None = preset default.
         samples_per_epoch: training samples per epoch (so budgets are counted in steps).
         liver_oversample: probability that a sample is drawn around liver.
+        val_margin_mm: validation during training sees each validation volume cropped to its liver's
+            bounding box plus this margin (None: whole volumes); val_slice_stride: and, for 2D models,
+            every k-th axial slice. Cheap, fixed validation points for the learning curve (test: whole).
         num_workers: DataLoader workers (0 measured fastest on 2 cores; see docs/data.md).
         cache: "memory" or "disk" (memory-mapped `.npy` under `$LIVERBENCH_CACHE/preprocessed`).
         seed: training-sample order and augmentation (the runner passes the run's seed).
@@ -66,7 +69,8 @@ class LiverDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
                  target_spacing: list[float] | None = None, advanced_preprocessing: bool = False,
                  augmentation: bool | str = False, batch_size: int = 16, patch_size: list[int] | None = None,
-                 samples_per_epoch: int = 256, liver_oversample: float = 0.5, num_workers: int = 0,
+                 samples_per_epoch: int = 256, liver_oversample: float = 0.5, val_margin_mm: float | None = None,
+                 val_slice_stride: int = 1, num_workers: int = 0,
                  cache: str = "memory", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
@@ -80,6 +84,9 @@ class LiverDataModule(L.LightningDataModule):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+        if val_margin_mm is not None and val_margin_mm < 0 or val_slice_stride < 1:
+            raise ValueError(f"val_margin_mm must be >= 0 (or None) and val_slice_stride >= 1, "
+                             f"got {val_margin_mm} and {val_slice_stride}")
         if cache not in ("memory", "disk"):
             raise ValueError(f"cache must be 'memory' or 'disk', got {cache!r}")
         build_augmentation(dims, augmentation)  # fail now on an unknown recipe, not in setup()
@@ -231,15 +238,17 @@ class LiverDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), self.hparams.batch_size, shuffle=False)
 
-    def _eval_loader(self, name: str) -> DataLoader:
+    def _eval_loader(self, name: str, **view) -> DataLoader:
         if not self.split.get(name):
             self._prepare()
         if not self.split.get(name):
             raise DataError(self.data_dir, f"the {name!r} split is empty (set {name}_fraction > 0)")
-        return DataLoader(VolumeDataset(self.volumes(name)), batch_size=1, shuffle=False, num_workers=0)
+        return DataLoader(VolumeDataset(self.volumes(name), **view), batch_size=1, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        hp = self.hparams
+        return self._eval_loader("val", margin_mm=hp.val_margin_mm,
+                                 slice_stride=hp.val_slice_stride if self.dims == 2 else 1)
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

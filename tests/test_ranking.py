@@ -85,7 +85,8 @@ def test_rank_frequencies_and_noise_floor():
 
 # --- the leaderboard sections -----------------------------------------------------------------------
 
-def write_run(root, variant, modality, seed, dice=None, status="ok", suite="paper", extra=None, patients=None):
+def write_run(root, variant, modality, seed, dice=None, status="ok", suite="paper", extra=None, patients=None,
+              converged=True):
     run = root / suite / f"{variant}__{modality}__seed{seed}"
     run.mkdir(parents=True)
     record = {"status": status, "suite": suite, "variant": variant, "label": LABELS.get(variant, variant),
@@ -101,6 +102,8 @@ def write_run(root, variant, modality, seed, dice=None, status="ok", suite="pape
                 w.writerow([case, patients[i] if patients else case, d])
         record["metrics"] = {"dice": float(np.mean(dice)), "failed": 0}
         record["timing"] = {"volume_ms": 1000.0 + 100 * len(variant)}
+        if converged is not None:  # verdicts compare converged runs only; None: an old record without budget
+            record.setdefault("budget", {"converged": converged})
     else:
         record["error"] = "RuntimeError: boom"
     (run / "result.json").write_text(json.dumps(record))
@@ -165,21 +168,30 @@ def test_rank_table_probability_and_sentence(tmp_path):
 
 def test_budget_and_overrides_render_with_na_for_old_records(tmp_path):
     budget = {"unit": "samples", "steps": 400, "samples_per_step": 8, "samples": 3200, "seconds": 612.5,
-              "limit": {"steps": 400}, "val_dice": [0.5, 0.7, 0.8], "still_improving": True}
+              "limit": {"steps": 400}, "val_dice": [0.5, 0.7, 0.8], "still_improving": True,
+              "rule": {"stop": True, "min_points": 5, "window": 1 / 3, "min_delta": 0.005},
+              "curve": [{"step": 100 * i, "seconds": 10.0 * i, "val_dice": d} for i, d in enumerate((0.5, 0.7, 0.8))]}
     overrides = [{"key": "model.init_args.lr", "entry": 1e-4, "used": 1e-3, "source": "preset cpu"},
                  {"key": "trainer.max_steps", "entry": None, "used": 400, "source": "preset cpu (forced)"}]
-    for seed, secs, improving in ((0, 600.0, True), (1, 625.0, False)):
+    for seed, secs, improving, reason in ((0, 600.0, True, "max_steps"), (1, 625.0, False, "plateau")):
         write_run(tmp_path, "unet_baseline", "ct", seed, [0.9, 0.8], extra={
-            "budget": {**budget, "seconds": secs, "still_improving": improving}, "overrides": overrides,
+            "budget": {**budget, "seconds": secs, "still_improving": improving, "converged": reason == "plateau",
+                       "stop_reason": reason}, "overrides": overrides,
             "test_set": {"name": "phantom_test", "n_patients": 2, "n_cases": 2, "split_seed": 0, "fixed": True}})
-    write_run(tmp_path, "b", "ct", 0, [0.7, 0.8])  # an older record: no budget, no overrides
+    write_run(tmp_path, "b", "ct", 0, [0.7, 0.8], converged=None)  # an older record: no budget, no overrides
     out = tmp_path / "lb.md"
     assert main(["--results", str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
     section = text.split("## Training budget")[1].split("\n## ")[0]
     assert _cells(section, "Base |") == ["Base", "2", "400 × 8 = 3200", "samples", "steps 400",
+                                         "**no** (1 of 2 seeds)", "max_steps at 400; plateau at 400",
                                          "**yes** (1 of 2 seeds)", "612.5 ± 17.7"]
-    assert _cells(section, "Bee |") == ["Bee", "1", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    assert _cells(section, "Bee |") == ["Bee", "1"] + ["n/a"] * 7
+    assert "the best validation Dice of the last 33% of them beats the best before by less than 0.005" in section
+    assert (tmp_path / "lb_curves.png").is_file() and "(lb_curves.png)" in section
+    # Bee has no convergence record and one Base seed did not converge: no verdict between them
+    ct = _section(text, "### CT\n")
+    assert "**CT**: no verdict. No verdict where a run did not converge (Base, Bee)" in ct
     ov = _section(text, "## Overrides")
     assert _cells(ov, "Base | CT | `model") == ["Base", "CT", "`model.init_args.lr`", "`0.0001`", "`0.001`",
                                                  "preset cpu", "0, 1"]

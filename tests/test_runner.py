@@ -211,7 +211,8 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
 def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     cpu, gpu = plan.load_preset("cpu"), plan.load_preset("gpu")
     b2, b3 = plan.budget(cpu, 2, smoke=False), plan.budget(cpu, 3, smoke=False)
-    assert b2["trainer"]["max_steps"] != b3["trainer"]["max_steps"]
+    assert b2["data"]["batch_size"] != b3["data"]["batch_size"]
+    assert b2["convergence"]["stop"] and b2["trainer"]["max_steps"] > 0  # the plateau ends a run; max_steps caps it
     assert len(b3["data"]["patch_size"]) == 3 and len(b2["data"]["patch_size"]) == 2
     assert b2["data"]["preset"] == "cpu" and b2["trainer"]["accelerator"] == "cpu"
     smoke = plan.budget(cpu, 2, smoke=True)
@@ -226,7 +227,10 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     g = plan.budget(gpu, 2, smoke=False)  # the paper's recipe
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
-    assert g["data"]["preset"] == "gpu"
+    assert g["data"]["preset"] == "gpu" and g["convergence"] == {"stop": False}  # reported, not acted on
+    gc = plan.budget(plan.load_preset("gpu-converged"), 2, smoke=False)  # extends gpu: same recipe, plateau stop
+    assert gc["model"] == g["model"] and gc["data"] == g["data"] and gc["convergence"]["stop"] is True
+    assert gc["trainer"]["max_epochs"] > g["trainer"]["max_epochs"]
     assert b2["evaluation"] == {"largest_component": True, "precision": "auto"}  # recipe switch (cpu: on)
     assert g["evaluation"] == {"largest_component": False}  # gpu: the paper's plain argmax
     lcc = tmp_path / "lcc.yaml"

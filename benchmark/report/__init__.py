@@ -13,9 +13,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.report.budget import budget_section
+from benchmark.report.budget import budget_section, ok_runs_by
 from benchmark.report.load import BASELINE, Run, build_groups, load_runs, modalities_of, read_per_case  # noqa: F401
-from benchmark.report.plots import pareto_plot, rank_plot
+from benchmark.report.plots import learning_curve_plot, pareto_plot, rank_plot
 from benchmark.report.ranking import compute_rankings, significance
 from benchmark.report.ranking_md import ranking_section
 from benchmark.report.tables import detail_tables, failed_table, real_scan_section, table1
@@ -47,6 +47,8 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
     if groups:
         pareto_plot(order, labels, groups, modalities, plot)
     has_ranks = rank_plot(rankings, ranks_png)
+    curves_png = out.with_name(f"{out.stem}_curves.png")
+    has_curves = learning_curve_plot(order, labels, ok_runs_by(runs), modalities, curves_png)
     ok = [r for r in runs if r.ok]
     commands = sorted({str(r.get("command")) for r in runs if r.get("command")})
     finished = sorted(str(r.get("finished")) for r in ok if r.get("finished"))
@@ -80,7 +82,7 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
         *ranking_section(rankings, groups, baseline, ranks_png.name if has_ranks else None),
         *real_scan_section(order, labels, groups, modalities),
         "## Details", "", detail_tables(order, labels, groups, modalities, sig), "",
-        *budget_section(order, labels, runs, modalities),
+        *budget_section(order, labels, runs, modalities, curves_png.name if has_curves else None),
         "## Pareto plot", "", f"![Dice vs time per volume]({plot.name})" if groups else "No successful runs.", "",
         "## Failed runs", "", failed_table(runs), "",
     ]

@@ -1,5 +1,5 @@
 """The training budget each run used (optimiser steps × samples per step, wall-clock seconds, its limit,
-whether validation Dice was still rising) and every value that differs from the entry's own config.
+whether it converged and what stopped it) and every value that differs from the entry's own config.
 Records written before these fields existed show n/a."""
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 import math
 from collections import defaultdict
 
+from benchmark.convergence import convergence_rule, describe_rule
 from benchmark.report.columns import cell, fmt_ms, md_table
 from benchmark.report.ranking import MODALITY_NAMES
 from benchmark.stats import mean_std
 
 NA = "n/a"
+YES_NO = {True: "yes", False: "no"}
 
 
 def _samples(b: dict) -> str:
@@ -28,14 +30,20 @@ def _limit(b: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(limit.items()))
 
 
-def _improving(budgets: list[dict]) -> str:
-    flags = [b.get("still_improving") for b in budgets if isinstance(b.get("still_improving"), bool)]
+def _flag(budgets: list[dict], key: str, alarm: bool) -> str:
+    """yes/no over the seeds; the `alarm` value (the one that needs attention) in bold, with its count."""
+    flags = [b.get(key) for b in budgets if isinstance(b.get(key), bool)]
     if not flags:
         return NA
-    n = sum(flags)
+    n = flags.count(alarm)
     if n == 0:
-        return "no"
-    return "**yes**" + ("" if n == len(flags) else f" ({n} of {len(flags)} seeds)")
+        return YES_NO[not alarm]
+    return f"**{YES_NO[alarm]}**" + ("" if n == len(flags) else f" ({n} of {len(flags)} seeds)")
+
+
+def _stops(budgets: list[dict]) -> str:
+    reasons = [f"{b['stop_reason']} at {b.get('steps')}" for b in budgets if b.get("stop_reason")]
+    return "; ".join(reasons) if reasons else NA
 
 
 def _distinct(values: list[str]) -> str:
@@ -52,7 +60,8 @@ def budget_rows(order, labels, runs_by: dict, modality: str) -> list[list[str]]:
         seconds = mean_std([b.get("seconds") if isinstance(b.get("seconds"), (int, float)) else math.nan for b in budgets])
         unit = _distinct([str(b.get("unit")) for b in budgets if b.get("unit")])
         rows.append([labels[v], len(runs), _distinct([_samples(b) for b in budgets]), unit,
-                     _distinct([_limit(b) for b in budgets]), _improving(budgets),
+                     _distinct([_limit(b) for b in budgets]), _flag(budgets, "converged", alarm=False),
+                     _stops(budgets), _flag(budgets, "still_improving", alarm=True),
                      NA if not budgets or math.isnan(seconds[0]) else fmt_ms(*seconds[:2], 1)])
     return rows
 
@@ -86,21 +95,42 @@ def overrides_rows(order, labels, runs_by: dict, modalities: list[str]) -> tuple
     return rows, missing
 
 
-def budget_section(order, labels, runs, modalities) -> list[str]:
+def _rules(runs) -> str:
+    rules = set()
+    for r in runs:
+        try:
+            rules.add(describe_rule(convergence_rule(r.get("budget", "rule"))) if r.get("budget", "rule") else None)
+        except (ValueError, TypeError):  # a malformed stored rule: said so, not guessed
+            rules.add(f"unreadable rule in {r.path}")
+    rules.discard(None)
+    return "; ".join(sorted(rules)) if rules else "n/a (runs recorded before the rule existed)"
+
+
+def ok_runs_by(runs) -> dict:
+    """{(variant key, modality): [ok runs]}."""
     runs_by: dict = defaultdict(list)
     for r in runs:
         if r.ok:
             runs_by[(r.variant_key(), r.get("modality", default="?"))].append(r)
-    lines = ["## Training budget", "",
+    return runs_by
+
+
+def budget_section(order, labels, runs, modalities, curves_png: str | None = None) -> list[str]:
+    runs_by = ok_runs_by(runs)
+    lines = ["## Training budget and convergence", "",
              "One unit for every variant: optimiser steps × samples per step = samples seen, the wall-clock seconds of "
-             "the fit (mean ± std over seeds), the limit that ended it, and whether validation Dice was still rising "
-             "at the end (**yes**: the variant may be under-trained at this budget). n/a: not recorded.", ""]
+             "the fit (mean ± std over seeds), the cap, whether the run converged (**no**: it was still learning, so "
+             "its row says more about the step budget than the architecture, and no verdict uses it), what ended "
+             "it (per seed: `plateau` = the rule below, else the cap) and whether the last validation Dice was the "
+             "best. n/a: not recorded.", "", f"Convergence rule (every variant alike): {_rules([r for r in runs if r.ok])}.", ""]
+    if curves_png:
+        lines += [f"![Validation Dice against steps and seconds]({curves_png})", ""]
     for m in modalities:
         rows = budget_rows(order, labels, runs_by, m)
         if rows:
             lines += [f"### {MODALITY_NAMES.get(m, m)}", "",
-                      md_table(["Variant", "Seeds", "Steps × samples/step = samples", "Unit", "Limit",
-                                "Still improving", "Fit seconds"], rows), ""]
+                      md_table(["Variant", "Seeds", "Steps × samples/step = samples", "Unit", "Cap", "Converged",
+                                "Stopped by (at step)", "Still improving", "Fit seconds"], rows), ""]
     rows, missing = overrides_rows(order, labels, runs_by, modalities)
     lines += ["## Overrides", "", "Every value a run used that differs from its suite entry's own config, and where "
               "it came from (a preset, a key the preset forces, or the runner).", ""]

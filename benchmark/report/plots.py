@@ -100,3 +100,37 @@ def dice_time_figure(points: list[dict]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def learning_curve_plot(order, labels, runs_by: dict, modalities, out: Path) -> bool:
+    """Validation Dice against optimiser steps (left) and training seconds (right), one row per modality,
+    one colour per variant, a line per seed; a ring marks each run's last validation. False
+    (nothing written) when no run recorded a curve."""
+    rows = [(m, [(v, r.get("budget", "curve")) for v in order for r in runs_by.get((v, m), [])]) for m in modalities]
+    rows = [(m, [(v, c) for v, c in curves if isinstance(c, list) and c]) for m, curves in rows]
+    rows = [(m, curves) for m, curves in rows if curves]
+    if not rows:
+        return False
+    plt = _pyplot()
+    colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(order)}
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 4.2 * len(rows)), squeeze=False)
+    for (m, curves), (by_step, by_time) in zip(rows, axes):
+        named = set()
+        for v, curve in curves:
+            x_steps = [p.get("step", math.nan) for p in curve]
+            x_secs = [p.get("seconds", math.nan) for p in curve]
+            dice = [p.get("val_dice", math.nan) for p in curve]
+            label = None if v in named else labels[v]
+            named.add(v)
+            for ax, x in ((by_step, x_steps), (by_time, x_secs)):
+                ax.plot(x, dice, c=colours[v], lw=1.2, label=label if ax is by_step else None)
+                ax.scatter(x[-1:], dice[-1:], s=25, facecolors="none", edgecolors=[colours[v]], zorder=3)
+        name = MODALITY_NAMES.get(m, m)
+        by_step.set(title=f"{name}: validation Dice vs steps", xlabel="optimiser steps", ylabel="val/dice_grid")
+        by_time.set(title=f"{name}: validation Dice vs seconds", xlabel="training seconds (validation included)")
+        by_step.legend(fontsize=7, loc="lower right")
+        for ax in (by_step, by_time):
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, out)
+    return True

@@ -36,6 +36,7 @@ class Ranking:
     rank_interval: dict = field(default_factory=dict)  # key -> (2.5th, 97.5th percentile) of the bootstrap ranks
     p_beats: dict = field(default_factory=dict)
     tests: dict = field(default_factory=dict)  # key -> paired_wilcoxon(...) + p_holm
+    converged: dict = field(default_factory=dict)  # key -> every seed's run converged (result.json budget)
     noise: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -46,9 +47,13 @@ class Ranking:
 
     _several_suites: bool = False
 
+    def comparable(self, key) -> bool:
+        """A verdict against the baseline needs both trainings finished: every seed of both converged."""
+        return bool(self.converged.get(key)) and bool(self.converged.get(self.baseline))
+
     def significant(self, key) -> bool:
         t = self.tests.get(key)
-        return bool(t) and t["p_holm"] < ALPHA
+        return bool(t) and t["p_holm"] < ALPHA and self.comparable(key)
 
 
 def _better(a: float, b: float) -> bool:
@@ -97,6 +102,7 @@ def rank_one(suite, modality, keys, labels, groups, failed, baseline, n_boot=N_B
     freq = rank_frequencies(ranks)
     for j, k in enumerate(r.keys):
         r.seeds[k] = [run.get("seed") for run in runs[k]]
+        r.converged[k] = all(run.get("budget", "converged") is True for run in runs[k])
         r.dice[k] = float(observed[j])
         r.rank[k] = float(average_ranks(observed, higher)[j])
         r.mean_rank[k] = float(ranks[:, j].mean())
@@ -161,7 +167,7 @@ def rows(r: Ranking, groups: dict) -> list[dict]:
                "rank_ci_high": r.rank_interval[k][1], "p_beats_baseline": r.p_beats.get(k, math.nan),
                "mean_diff": t.get("mean_diff", math.nan), "p": t.get("p", math.nan),
                "p_holm": t.get("p_holm", math.nan), "significant": r.significant(k),
-               "seed_std": r.noise["std"][k], "volume_ms": g["volume_ms"][0]}
+               "seed_std": r.noise["std"][k], "volume_ms": g["volume_ms"][0], "converged": r.converged[k]}
         row.update({f"rank_{i + 1}_pct": 100 * f for i, f in enumerate(r.freq[k])})
         out.append(row)
     return out

@@ -25,10 +25,17 @@ def verdict(r: Ranking) -> str:
     tested = [k for k in r.keys if k in r.tests]
     if not tested:
         return f"{head}: only the baseline {base} has results; nothing to compare.{lead}"
-    held = [k for k in tested if r.significant(k)]
-    noise = ", ".join(r.labels[k] for k in tested if not r.significant(k))
+    unfinished = ", ".join(r.labels[k] for k in [r.baseline, *tested] if not r.converged.get(k))
+    comparable = [k for k in tested if r.comparable(k)]
+    open_ = (f" No verdict where a run did not converge ({unfinished}): a difference between unfinished "
+             "trainings measures their step budgets, not the variants." if unfinished else "")
+    held = [k for k in comparable if r.significant(k)]
+    noise = ", ".join(r.labels[k] for k in comparable if not r.significant(k))
     if not held:
-        return f"{head}: no difference from {base} holds at 95 % (Holm-corrected Wilcoxon); {noise} within noise.{lead}"
+        within = f"; {noise} within noise" if noise else ""
+        head_text = (f"{head}: no difference from {base} holds at 95 % (Holm-corrected Wilcoxon){within}."
+                     if comparable else f"{head}: no verdict.")
+        return head_text + open_ + lead
 
     def one(k) -> str:
         t, p = r.tests[k], r.p_beats[k]
@@ -39,7 +46,7 @@ def verdict(r: Ranking) -> str:
         return text
 
     tail = f"; {noise}: within noise (Holm p ≥ {ALPHA:g})" if noise else ""
-    return f"{head}: at 95 % (Holm-corrected Wilcoxon), " + "; ".join(one(k) for k in held) + tail + "." + lead
+    return f"{head}: at 95 % (Holm-corrected Wilcoxon), " + "; ".join(one(k) for k in held) + tail + "." + open_ + lead
 
 
 def noise_line(r: Ranking) -> str:
@@ -72,6 +79,12 @@ def rank_table(r: Ranking, groups: dict) -> str:
     return md_table(headers, out)
 
 
+def _holds(r: Ranking, k) -> str:
+    if not r.comparable(k):
+        return "no verdict (not converged)"
+    return "yes" + SIGNIFICANT if r.significant(k) else "no (within noise)"
+
+
 def wilcoxon_table(rankings: list[Ranking], baseline: str) -> str:
     out = []
     for r in rankings:
@@ -82,7 +95,7 @@ def wilcoxon_table(rankings: list[Ranking], baseline: str) -> str:
             elif t is not None:
                 out.append([r.labels[k], r.name, t["n"], _signed(t["mean_diff"]),
                             "–" if math.isnan(t["statistic"]) else f"{t['statistic']:g}", fmt_p(t["p"]),
-                            fmt_p(t["p_holm"]), "yes" + SIGNIFICANT if r.significant(k) else "no (within noise)"])
+                            fmt_p(t["p_holm"]), _holds(r, k)])
     if not out:
         return f"No paired test: the baseline `{baseline}` or a second variant is missing."
     return md_table(["Variant", "Modality", "n cases", "Mean ΔDSC vs baseline", "W", "p (two-sided)", "p (Holm)",

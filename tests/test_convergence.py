@@ -1,0 +1,114 @@
+"""The convergence rule on synthetic learning curves, its checks, and the callback that stops a fit."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmark.convergence import CONVERGENCE_DEFAULTS, convergence_rule, describe_rule, plateaued
+
+RULE = convergence_rule({})
+
+
+def saturating(n: int, rate: float, top: float = 0.95) -> list[float]:
+    return [top * (1 - math.exp(-rate * (i + 1))) for i in range(n)]
+
+
+def test_a_plateau_converges_and_a_rising_curve_does_not():
+    assert plateaued([0.5, 0.8, 0.9, 0.93, 0.931, 0.932], RULE)  # last third gains 0.002 < 0.005
+    assert not plateaued([0.5, 0.6, 0.7, 0.8, 0.85, 0.9], RULE)  # still rising: last third gains 0.1
+    assert not plateaued(saturating(9, 0.2), RULE)  # slow saturation, not there yet
+    assert plateaued(saturating(30, 0.5), RULE)
+
+
+def test_too_few_points_never_converge():
+    flat = [0.9] * 4
+    assert not plateaued(flat, RULE) and plateaued(flat + [0.9], RULE)
+    assert not plateaued([], RULE)
+
+
+def test_a_falling_curve_has_converged():
+    """Overfitting: the best was earlier; the checkpoint keeps it, training longer cannot help."""
+    assert plateaued([0.6, 0.9, 0.88, 0.85, 0.84, 0.83], RULE)
+
+
+def test_noisy_plateau_converges_once_its_spread_is_covered_but_a_noisy_rise_does_not():
+    rng = np.random.default_rng(0)
+    noisy_flat = list(0.9 + rng.normal(0, 0.01, 60))
+    # with enough points the earlier part holds a noise peak as high as the later part's
+    assert any(plateaued(noisy_flat[:n], RULE) for n in range(5, 60))
+    assert plateaued(noisy_flat, RULE)
+    noisy_rise = list(np.linspace(0.5, 0.9, 30) + rng.normal(0, 0.005, 30))
+    assert not plateaued(noisy_rise, RULE)
+
+
+def test_window_and_delta_are_the_rule():
+    curve = [0.5, 0.8, 0.9, 0.91, 0.915, 0.92]  # last third (2 points) gains 0.01 over 0.91
+    assert not plateaued(curve, RULE)
+    assert plateaued(curve, convergence_rule({"min_delta": 0.02}))
+    # last half (3 points: 0.91, 0.915, 0.92) vs best before (0.9): gains 0.02
+    assert not plateaued(curve, convergence_rule({"window": 0.5, "min_delta": 0.015}))
+
+
+@pytest.mark.parametrize("bad, message", [({"stpo": True}, "unknown keys stpo"), ({"stop": "yes"}, "stop"),
+                                          ({"min_points": 1}, "min_points"), ({"window": 1.5}, "window"),
+                                          ({"min_delta": -1}, "min_delta")])
+def test_bad_rules_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        convergence_rule(bad)
+
+
+def test_the_rule_reads_as_a_sentence():
+    text = describe_rule(convergence_rule({"stop": True}))
+    assert "at least 5 validation points" in text and "33%" in text and "0.005" in text and "stops" in text
+    assert set(CONVERGENCE_DEFAULTS) == set(RULE)
+
+
+def _trainer_with_curve(values: list[float], rule: dict):
+    """A real Lightning fit whose validation Dice follows `values` (a tiny module, a few steps)."""
+    import lightning as L
+    import torch
+
+    from benchmark.stages.budget import ValidationCurve, budget_record
+    from models.base import MONITOR
+
+    class Scripted(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.checks = 0
+
+        def training_step(self, batch, i):
+            return (self.w - 1).pow(2).sum()
+
+        def validation_step(self, batch, i):
+            self.log(MONITOR, values[min(self.checks, len(values) - 1)])
+
+        def on_validation_epoch_end(self):
+            self.checks += 1
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1)
+    curve = ValidationCurve(rule)
+    trainer = L.Trainer(max_steps=4 * len(values), val_check_interval=4, limit_val_batches=1, max_epochs=-1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[curve])
+    trainer.fit(Scripted(), data, data)
+    return budget_record(trainer, 1, 1.0, {"steps": trainer.max_steps}, curve)
+
+
+def test_the_callback_stops_on_the_plateau_and_records_the_curve():
+    record = _trainer_with_curve([0.3, 0.6, 0.8, 0.81, 0.811, 0.8112, 0.5, 0.5], convergence_rule({"stop": True}))
+    assert record["stop_reason"] == "plateau" and record["converged"] is True
+    assert record["steps"] == 24 and [p["step"] for p in record["curve"]] == [4, 8, 12, 16, 20, 24]
+    assert record["val_dice"] == pytest.approx([0.3, 0.6, 0.8, 0.81, 0.811, 0.8112])
+    assert all(p["seconds"] >= 0 for p in record["curve"]) and record["rule"]["stop"] is True
+
+
+def test_without_stop_the_run_reaches_its_cap_and_says_whether_it_converged():
+    rising = [0.1 * i for i in range(1, 10)]
+    record = _trainer_with_curve(rising, convergence_rule({"stop": False}))
+    assert record["stop_reason"] == "max_steps" and record["converged"] is False and record["still_improving"]
