@@ -21,10 +21,11 @@ SUMMARY_KEYS = {  # W&B summary key -> (record section, key); metric keys from t
     **{m.wandb_key: ("metrics", m.name) for m in METRICS},
     "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
     "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
-    "flops": (None, "flops"),
+    "flops": (None, "flops"), "budget/converged": ("budget", "converged"), "budget/steps": ("budget", "steps"),
+    "budget/stop_reason": ("budget", "stop_reason"),
 }
 LEADERBOARD_COLUMNS = ["variant", "model", "modality", "seed", *(m.name for m in METRICS if m.name != "failed"),
-                       "volume_ms", "slice_ms", "params", "flops", "status"]
+                       "volume_ms", "slice_ms", "params", "flops", "converged", "stop_reason", "status"]
 
 
 def has_api_key() -> bool:
@@ -188,14 +189,15 @@ def abort_run(logger) -> None:
 def leaderboard_rows(records: list[dict]) -> list[list]:
     rows = []
     for r in records:
-        flat = {**(r.get("metrics") or {}), **(r.get("timing") or {}), **r}
+        budget = {k: (r.get("budget") or {}).get(k) for k in ("converged", "stop_reason")}
+        flat = {**(r.get("metrics") or {}), **(r.get("timing") or {}), **budget, **r}
         rows.append([flat.get(c) for c in LEADERBOARD_COLUMNS])
     return rows
 
 
 RANK_COLUMNS = ["modality", "variant", "label", "seeds", "n_cases", "dice", "ci_low", "ci_high", "rank", "mean_rank", "median_rank",
                 "rank_ci_low", "rank_ci_high",
-                "p_beats_baseline", "mean_diff", "p", "p_holm", "significant", "seed_std", "volume_ms"]
+                "p_beats_baseline", "mean_diff", "p", "p_holm", "significant", "seed_std", "volume_ms", "converged"]
 TIME_COLUMNS = ["modality", "variant", "label", "volume_ms", "dice", "ci_low", "ci_high", "significant"]
 
 

@@ -196,6 +196,8 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
             assert run.summary["test/hd95"] == pytest.approx(record["metrics"]["hd95"])
         assert run.summary["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
         assert run.summary["params"] == record["params"]
+        assert run.summary["budget/converged"] is record["budget"]["converged"]  # the smoke runs: False
+        assert run.summary["budget/stop_reason"] == record["budget"]["stop_reason"]
         assert any("val/dice_grid" in row for row in run.history)  # Lightning's own logging
         cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
         assert [row[0] for row in run.table("test/per_case")["data"]] == cases
@@ -204,7 +206,9 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
         assert {"val/overlays", "test/overlays"} <= logged  # validation overlays after fit, test overlays
     summaries = [r for r in find_offline_runs(out / suite / "wandb") if r.job_type == "summary"]
     runs = [p for p in (out / suite).iterdir() if (p / "result.json").is_file()]
-    assert len(summaries[-1].table("leaderboard")["data"]) == len(runs)  # failed runs too
+    table = summaries[-1].table("leaderboard")
+    assert len(table["data"]) == len(runs)  # failed runs too
+    assert {"converged", "stop_reason"} <= set(table["columns"])
     assert len(summaries[-1].table("accuracy_vs_time_table")["data"]) == len(variants)
 
 
