@@ -32,10 +32,10 @@ def ceiling(folder: Path, preset: str, spacing: list[float] | None) -> list[dict
     from datamodules.readers import load_case, read_dataset
     from datamodules.transforms import preprocessing_config
 
+    config = preprocessing_config("ct", preset, spacing)  # only its grid matters: the intensity step is replaced
     rows = []
     for record in read_dataset(folder, None):
         case = load_case(record)
-        config = preprocessing_config("ct", preset, spacing)
         metrics = case_metrics(oracle_mask(case.mask, case.affine, config) > 0, case.mask, case.spacing)
         rows.append({"case": record.case, "spacing": [round(float(s), 3) for s in case.spacing],
                      "grid": config["target_spacing"], "dice": metrics["dice"]})

@@ -8,7 +8,6 @@ summary over the test patients of all folds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
