@@ -1,14 +1,20 @@
 """The convergence rule, the same for every variant (preset section `convergence:`): a run has
 converged when it has at least `min_points` validation points and the best validation Dice of the last
-`window` of them (a third by default) beats the best before them by less than `min_delta`. With
-`stop: true` the run ends as soon as the rule holds; the trainer's max_steps / max_time stays the cap.
+`window` of them (a third by default, at least `min_window` points: noise must not end a run that one
+bad point made look flat) beats the best before them by less than `min_delta`. With
+`lr_drops: N`, the first N plateaus each multiply the learning rate by `lr_factor` and start a new phase
+(the rule then looks only at the points since the drop), as reduce-on-plateau does: a stall at a high
+learning rate is not mistaken for the end of learning. A run has converged when the rule holds in its
+last phase after all N drops. With `stop: true` the run ends there; the trainer's max_steps / max_time
+stays the cap.
 Plain Python: the planner and the report use it without importing Lightning."""
 from __future__ import annotations
 
 import math
 
 STILL_IMPROVING_MARGIN = 0.002  # the last check beats every earlier one by at least this much
-CONVERGENCE_DEFAULTS = {"stop": False, "min_points": 5, "window": 1 / 3, "min_delta": 0.005}
+CONVERGENCE_DEFAULTS = {"stop": False, "min_points": 5, "window": 1 / 3, "min_window": 1, "min_delta": 0.005,
+                        "lr_drops": 0, "lr_factor": 0.1}
 
 
 def convergence_rule(settings: dict | None) -> dict:
@@ -22,18 +28,35 @@ def convergence_rule(settings: dict | None) -> dict:
         raise ValueError(f"convergence.stop must be true or false, got {rule['stop']!r}")
     if not (isinstance(rule["min_points"], int) and rule["min_points"] >= 2):
         raise ValueError(f"convergence.min_points must be an integer >= 2, got {rule['min_points']!r}")
+    if not (isinstance(rule["min_window"], int) and 1 <= rule["min_window"] < rule["min_points"]):
+        raise ValueError(f"convergence.min_window must be an integer in [1, min_points), got {rule['min_window']!r}")
     if not (isinstance(rule["window"], (int, float)) and 0 < rule["window"] < 1):
         raise ValueError(f"convergence.window must be a fraction in (0, 1), got {rule['window']!r}")
     if not (isinstance(rule["min_delta"], (int, float)) and rule["min_delta"] >= 0):
         raise ValueError(f"convergence.min_delta must be >= 0, got {rule['min_delta']!r}")
+    if not (isinstance(rule["lr_drops"], int) and not isinstance(rule["lr_drops"], bool) and rule["lr_drops"] >= 0):
+        raise ValueError(f"convergence.lr_drops must be an integer >= 0, got {rule['lr_drops']!r}")
+    if not (isinstance(rule["lr_factor"], (int, float)) and 0 < rule["lr_factor"] < 1):
+        raise ValueError(f"convergence.lr_factor must be a fraction in (0, 1), got {rule['lr_factor']!r}")
     return rule
 
 
 def describe_rule(rule: dict) -> str:
     """The rule in one sentence, for the leaderboard."""
-    return (f"converged = at least {rule['min_points']} validation points and the best validation Dice of the last "
-            f"{rule['window']:.0%} of them beats the best before by less than {rule['min_delta']:g}"
-            + ("; the run stops there" if rule["stop"] else "; the run goes on to its cap"))
+    drops = rule.get("lr_drops", 0)
+    text = (f"at least {rule['min_points']} validation points and the best validation Dice of the last "
+            f"{rule['window']:.0%} of them{_at_least(rule['min_window'])} beats the best before by less than {rule['min_delta']:g}")
+    if drops:
+        text = (f"plateau = {text}; the first {drops} plateau{'s' if drops > 1 else ''} multiply the learning rate "
+                f"by {rule['lr_factor']:g} and the rule restarts from there; converged = a plateau after "
+                f"{'all ' if drops > 1 else ''}{drops} drop{'s' if drops > 1 else ''}")
+    else:
+        text = f"converged = {text}"
+    return text + ("; the run stops there" if rule["stop"] else "; the run goes on to its cap")
+
+
+def _at_least(points: int) -> str:
+    return f" (at least {points} points)" if points > 1 else ""
 
 
 def plateaued(curve: list[float], rule: dict) -> bool:
@@ -41,8 +64,15 @@ def plateaued(curve: list[float], rule: dict) -> bool:
     n = len(curve)
     if n < rule["min_points"]:
         return False
-    tail = max(1, math.ceil(n * rule["window"]))
+    tail = max(rule.get("min_window", 1), math.ceil(n * rule["window"]))
     return max(curve[n - tail:]) < max(curve[:n - tail]) + rule["min_delta"]
+
+
+def converged(curve: list[float], drops_at: list[int], rule: dict) -> bool:
+    """The rule on a whole run: every learning-rate drop taken (`drops_at`: index of the first point of
+    each new phase) and a plateau in the last phase."""
+    start = drops_at[-1] if drops_at else 0
+    return len(drops_at) >= rule.get("lr_drops", 0) and plateaued(curve[start:], rule)
 
 
 def still_improving(curve: list[float]) -> bool:

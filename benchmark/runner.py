@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.callbacks import LearningRateMonitor
 from rich.console import Console
 
 from benchmark import locks
@@ -239,7 +240,9 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         logger = make_logger(mode, project, spec.suite, record, folder) if rank_zero else None
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
         curve = ValidationCurve(config["convergence"])
-        callbacks = [StepProgress(progress), curve] + ([validation_overlays()] if logger is not None else [])
+        # with a logger: the learning rate per step too (where the convergence rule dropped it)
+        callbacks = [StepProgress(progress), curve] + (
+            [validation_overlays(), LearningRateMonitor("step")] if logger is not None else [])
         model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()

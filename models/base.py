@@ -18,7 +18,8 @@ from models.network import fast_eval_copy, liver_labels, padded_forward, predict
 from models.network import plain_tensor  # noqa: F401 (re-exported)
 
 LOSSES = ("ce", "dice_ce")
-LR_SCHEDULES = ("constant", "onecycle")
+LR_SCHEDULES = ("constant", "onecycle", "warmup")
+WARMUP_FRACTION = 0.1  # of the trainer's length: the linear warm-up of "onecycle" and "warmup"
 METRICS = ("dice", "jaccard", "precision", "recall")
 # Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
 # (original geometry, benchmark.metrics), so they carry their own name: `val/dice_grid`.
@@ -73,7 +74,8 @@ class SegmentationModule(L.LightningModule):
         lr, weight_decay: Adam settings (paper: lr 1e-4); with a schedule, `lr` is the peak.
         lr_schedule: "constant" (the paper's) or "onecycle" (warm-up then cosine decay over the
             trainer's max_steps: a short, fixed step budget ends at a low learning rate instead of
-            stopping mid-way at a high one).
+            stopping mid-way at a high one), or "warmup" (linear warm-up over the first 10 % of the
+            trainer's length, then constant: for a convergence rule that lowers the rate on plateaus).
         dropout: dropout probability where the architecture has dropout.
         roi_size: 3D sliding-window size; None = the DataModule's training patch size.
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
@@ -287,9 +289,14 @@ class SegmentationModule(L.LightningModule):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.get("lr_schedule", "constant") == "constant":
             return opt
+        schedule = self.hparams.lr_schedule
         total = self.trainer.estimated_stepping_batches
         if not 0 < total < float("inf"):
-            raise ValueError("lr_schedule 'onecycle' needs a finite training length (trainer max_steps or max_epochs)")
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=int(total), pct_start=0.1,
-                                                    cycle_momentum=False)
+            raise ValueError(f"lr_schedule {schedule!r} needs a finite training length (trainer max_steps or max_epochs)")
+        if schedule == "warmup":
+            warmup = max(1, int(WARMUP_FRACTION * total))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        else:
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=int(total),
+                                                        pct_start=WARMUP_FRACTION, cycle_momentum=False)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.convergence import CONVERGENCE_DEFAULTS, convergence_rule, describe_rule, plateaued
+from benchmark.convergence import CONVERGENCE_DEFAULTS, convergence_rule, converged, describe_rule, plateaued
 
 RULE = convergence_rule({})
 
@@ -53,7 +53,9 @@ def test_window_and_delta_are_the_rule():
 
 @pytest.mark.parametrize("bad, message", [({"stpo": True}, "unknown keys stpo"), ({"stop": "yes"}, "stop"),
                                           ({"min_points": 1}, "min_points"), ({"window": 1.5}, "window"),
-                                          ({"min_delta": -1}, "min_delta")])
+                                          ({"min_delta": -1}, "min_delta"), ({"lr_drops": -1}, "lr_drops"),
+                                          ({"lr_drops": 1.5}, "lr_drops"), ({"lr_factor": 1.0}, "lr_factor"),
+                                          ({"min_window": 5}, "min_window"), ({"min_window": 0}, "min_window")])
 def test_bad_rules_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         convergence_rule(bad)
@@ -65,7 +67,29 @@ def test_the_rule_reads_as_a_sentence():
     assert set(CONVERGENCE_DEFAULTS) == set(RULE)
 
 
-def _trainer_with_curve(values: list[float], rule: dict):
+def test_min_window_keeps_one_noisy_dip_from_ending_a_rising_run():
+    """Measured (CHAOS T2 fold, 2026-12-04): a rise with one bad point looked flat over a 2-point window."""
+    noisy_rise = [0.40, 0.61, 0.61, 0.64, 0.55, 0.64]
+    assert plateaued(noisy_rise, convergence_rule({"min_points": 6}))
+    strict = convergence_rule({"min_points": 6, "min_window": 4})
+    assert not plateaued(noisy_rise, strict) and not plateaued(noisy_rise + [0.67], strict)
+    assert plateaued(noisy_rise + [0.67, 0.66, 0.66, 0.665, 0.668], strict)
+    assert "(at least 4 points)" in describe_rule(strict)
+
+
+def test_with_drops_a_run_converges_only_on_a_plateau_after_every_drop():
+    rule = convergence_rule({"lr_drops": 2})
+    stall = [0.5, 0.55, 0.56, 0.56, 0.56, 0.56]
+    assert plateaued(stall, rule) and not converged(stall, [], rule)
+    after_two = stall + [0.8, 0.85, 0.86, 0.86, 0.86, 0.86] + [0.9, 0.9, 0.9, 0.9, 0.9]
+    assert not converged(after_two, [6], rule)  # one drop taken of two
+    assert converged(after_two, [6, 12], rule)  # the last phase (0.9 x 5) is flat
+    assert not converged(after_two[:15], [6, 12], rule)  # only 3 points since the second drop
+    text = describe_rule(rule)
+    assert "first 2 plateaus multiply the learning rate by 0.1" in text and "after all 2 drops" in text
+
+
+def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "constant"):
     """A real Lightning fit whose validation Dice follows `values` (a tiny module, a few steps)."""
     import lightning as L
     import torch
@@ -76,6 +100,7 @@ def _trainer_with_curve(values: list[float], rule: dict):
     class Scripted(L.LightningModule):
         def __init__(self):
             super().__init__()
+            self.save_hyperparameters({"lr_schedule": lr_schedule})
             self.w = torch.nn.Parameter(torch.zeros(1))
             self.checks = 0
 
@@ -112,3 +137,24 @@ def test_without_stop_the_run_reaches_its_cap_and_says_whether_it_converged():
     rising = [0.1 * i for i in range(1, 10)]
     record = _trainer_with_curve(rising, convergence_rule({"stop": False}))
     assert record["stop_reason"] == "max_steps" and record["converged"] is False and record["still_improving"]
+
+
+def test_the_callback_drops_the_learning_rate_on_each_plateau_then_stops():
+    """A stall at the first learning rate is not the end: x0.1 and a new phase; the stop comes on the
+    plateau after the last drop, and the curve records the learning rate of every point."""
+    stall, after = [0.5, 0.52, 0.52, 0.52, 0.52], [0.8, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85]
+    record = _trainer_with_curve(stall + after + [0.2] * 4, convergence_rule({"stop": True, "lr_drops": 1}))
+    assert record["stop_reason"] == "plateau" and record["converged"] is True
+    assert record["lr_drops_at_step"] == [20] and record["steps"] == 40
+    assert [p["lr"] for p in record["curve"]] == pytest.approx([0.1] * 5 + [0.01] * 5)
+
+
+def test_a_cap_before_the_last_drop_is_not_converged():
+    record = _trainer_with_curve([0.5] * 7, convergence_rule({"stop": True, "lr_drops": 2}))
+    assert record["stop_reason"] == "max_steps" and record["converged"] is False
+    assert len(record["lr_drops_at_step"]) == 1
+
+
+def test_drops_refuse_a_schedule_that_would_undo_them():
+    with pytest.raises(ValueError, match="lr_drops needs model.lr_schedule"):
+        _trainer_with_curve([0.5] * 3, convergence_rule({"lr_drops": 1}), lr_schedule="onecycle")

@@ -75,7 +75,7 @@ def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
     listed = {o["key"]: (o["entry"], o["used"], o["source"]) for o in config["overrides"]}
     assert listed == {"model.init_args.lr": (0.0001, 0.003, "preset cpu (forced)"),
                       "model.init_args.loss": ("ce", "dice_ce", "preset cpu (forced)"),
-                      "model.init_args.lr_schedule": (None, "onecycle", "preset cpu (forced)"),
+                      "model.init_args.lr_schedule": (None, "warmup", "preset cpu (forced)"),
                       "data.init_args.batch_size": (16, 8, "preset cpu (forced)")}
     gpu = plan.build_config(plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0],
                                            "phantom", tmp_path)[0], tmp_path / "run")

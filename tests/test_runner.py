@@ -199,6 +199,7 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
         assert run.summary["budget/converged"] is record["budget"]["converged"]  # the smoke runs: False
         assert run.summary["budget/stop_reason"] == record["budget"]["stop_reason"]
         assert any("val/dice_grid" in row for row in run.history)  # Lightning's own logging
+        assert any(key.startswith("lr-") for row in run.history for key in row)  # the learning rate per step
         cases = [row["case"] for row in csv.DictReader((folder / "per_case.csv").open())]
         assert [row[0] for row in run.table("test/per_case")["data"]] == cases
         assert run.images() and run.exit_code == 0

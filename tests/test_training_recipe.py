@@ -66,3 +66,10 @@ def test_onecycle_warms_up_then_decays_within_max_steps():
     assert cycle.index(peak) <= 2
     with pytest.raises(ValueError, match="lr_schedule"):
         create_model("unet2d", lr_schedule="step")
+
+
+def test_warmup_ramps_over_a_tenth_of_the_steps_then_holds():
+    """The cpu preset's schedule: the convergence rule, not the step count, lowers the rate later."""
+    warm = _lrs("warmup")
+    assert warm[:2] == pytest.approx([5e-3, 1e-2])  # 2 warm-up steps of 20, linear
+    assert warm[2:] == [pytest.approx(1e-2)] * 18

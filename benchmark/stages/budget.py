@@ -7,17 +7,19 @@ import time
 
 from lightning.pytorch.callbacks import Callback
 
-from benchmark.convergence import convergence_rule, plateaued, still_improving
+from benchmark.convergence import convergence_rule, converged, plateaued, still_improving
 from models.base import MONITOR
 
 
 class ValidationCurve(Callback):
-    """Collects `val/dice_grid` after every validation (sanity checks excluded) with the step and the
-    seconds since training began; with `rule["stop"]`, ends the fit when the curve has plateaued."""
+    """Collects `val/dice_grid` after every validation (sanity checks excluded) with the step, the
+    seconds since training began and the learning rate; on a plateau, drops the learning rate while the
+    rule has `lr_drops` left, else (with `rule["stop"]`) ends the fit."""
 
     def __init__(self, rule: dict | None = None):
         self.rule = convergence_rule(rule)
         self.points: list[dict] = []
+        self.drops_at: list[int] = []  # index in `points` of the first point after each learning-rate drop
         self.stopped_on_plateau = False
         self._start = None
 
@@ -26,18 +28,47 @@ class ValidationCurve(Callback):
         return [p["val_dice"] for p in self.points]
 
     def on_train_start(self, trainer, pl_module) -> None:
+        schedule = getattr(pl_module, "hparams", {}).get("lr_schedule", "constant")
+        if self.rule["lr_drops"] and schedule not in DROPPABLE_SCHEDULES:
+            raise ValueError(f"convergence.lr_drops needs model.lr_schedule in {DROPPABLE_SCHEDULES} "
+                             f"(a schedule that sets the learning rate itself would undo the drop), got {schedule!r}")
         self._start = time.perf_counter()
+
+    @property
+    def converged(self) -> bool:
+        return converged(self.dice, self.drops_at, self.rule)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(MONITOR)
         if trainer.sanity_checking or value is None:
             return
         seconds = time.perf_counter() - self._start if self._start is not None else 0.0
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         self.points.append({"step": int(trainer.global_step), "seconds": round(seconds, 2),
-                            "val_dice": round(float(value), 6)})
-        if self.rule["stop"] and plateaued(self.dice, self.rule):
+                            "val_dice": round(float(value), 6), "lr": lr})
+        start = self.drops_at[-1] if self.drops_at else 0
+        if not plateaued(self.dice[start:], self.rule):
+            return
+        if len(self.drops_at) < self.rule["lr_drops"]:
+            scale_learning_rate(trainer, self.rule["lr_factor"])
+            self.drops_at.append(len(self.points))
+        elif self.rule["stop"]:
             self.stopped_on_plateau = True
             trainer.should_stop = True
+
+
+DROPPABLE_SCHEDULES = ("constant", "warmup")
+
+
+def scale_learning_rate(trainer, factor: float) -> None:
+    """Multiply the learning rate now and for the rest of the fit: the optimisers' groups and the base of
+    a LambdaLR-style scheduler (which recomputes lr = base x lambda(step) every step)."""
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+    for config in trainer.lr_scheduler_configs:
+        if hasattr(config.scheduler, "base_lrs"):
+            config.scheduler.base_lrs = [lr * factor for lr in config.scheduler.base_lrs]
 
 
 def stop_reason(trainer, curve: ValidationCurve, limit: dict) -> str:
@@ -59,5 +90,6 @@ def budget_record(trainer, batch_size: int, seconds: float, limit: dict, curve: 
     dice = curve.dice
     return {"unit": "samples", "steps": steps, "samples_per_step": per_step, "samples": steps * per_step,
             "seconds": round(float(seconds), 2), "limit": limit, "val_dice": dice, "curve": list(curve.points),
-            "still_improving": still_improving(dice), "converged": plateaued(dice, curve.rule),
+            "still_improving": still_improving(dice), "converged": curve.converged,
+            "lr_drops_at_step": [curve.points[i - 1]["step"] for i in curve.drops_at],
             "stop_reason": stop_reason(trainer, curve, limit), "rule": dict(curve.rule)}
