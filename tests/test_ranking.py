@@ -170,7 +170,8 @@ def test_budget_and_overrides_render_with_na_for_old_records(tmp_path):
     budget = {"unit": "samples", "steps": 400, "samples_per_step": 8, "samples": 3200, "seconds": 612.5,
               "limit": {"steps": 400}, "val_dice": [0.5, 0.7, 0.8], "still_improving": True,
               "rule": {"stop": True, "min_points": 5, "window": 1 / 3, "min_delta": 0.005},
-              "curve": [{"step": 100 * i, "seconds": 10.0 * i, "val_dice": d} for i, d in enumerate((0.5, 0.7, 0.8))]}
+              "curve": [{"step": 100 * i, "seconds": 10.0 * i, "val_dice": d, "lr": lr}  # x0.1 at the last point
+                        for i, (d, lr) in enumerate(zip((0.5, 0.7, 0.8), (1e-3, 1e-3, 1e-4)))]}
     overrides = [{"key": "model.init_args.lr", "entry": 1e-4, "used": 1e-3, "source": "preset cpu"},
                  {"key": "trainer.max_steps", "entry": None, "used": 400, "source": "preset cpu (forced)"}]
     for seed, secs, improving, reason in ((0, 600.0, True, "max_steps"), (1, 625.0, False, "plateau")):

@@ -104,8 +104,9 @@ def dice_time_figure(points: list[dict]):
 
 def learning_curve_plot(order, labels, runs_by: dict, modalities, out: Path) -> bool:
     """Validation Dice against optimiser steps (left) and training seconds (right), one row per modality,
-    one colour per variant, a line per seed; a ring marks each run's last validation. False
-    (nothing written) when no run recorded a curve."""
+    one colour per variant, a line per seed; a ring marks each run's last validation, a triangle each
+    point where the convergence rule had lowered the learning rate. False (nothing written) when no run
+    recorded a curve."""
     rows = [(m, [(v, r.get("budget", "curve")) for v in order for r in runs_by.get((v, m), [])]) for m in modalities]
     rows = [(m, [(v, c) for v, c in curves if isinstance(c, list) and c]) for m, curves in rows]
     rows = [(m, curves) for m, curves in rows if curves]
@@ -120,11 +121,15 @@ def learning_curve_plot(order, labels, runs_by: dict, modalities, out: Path) -> 
             x_steps = [p.get("step", math.nan) for p in curve]
             x_secs = [p.get("seconds", math.nan) for p in curve]
             dice = [p.get("val_dice", math.nan) for p in curve]
+            lrs = [p.get("lr") for p in curve]
+            dropped = [i for i in range(1, len(curve)) if lrs[i] and lrs[i - 1] and lrs[i] < 0.99 * lrs[i - 1]]
             label = None if v in named else labels[v]
             named.add(v)
             for ax, x in ((by_step, x_steps), (by_time, x_secs)):
                 ax.plot(x, dice, c=colours[v], lw=1.2, label=label if ax is by_step else None)
                 ax.scatter(x[-1:], dice[-1:], s=25, facecolors="none", edgecolors=[colours[v]], zorder=3)
+                ax.scatter([x[i] for i in dropped], [dice[i] for i in dropped], s=30, marker="v", c=[colours[v]],
+                           zorder=3)
         name = MODALITY_NAMES.get(m, m)
         by_step.set(title=f"{name}: validation Dice vs steps", xlabel="optimiser steps", ylabel="val/dice_grid")
         by_time.set(title=f"{name}: validation Dice vs seconds", xlabel="training seconds (validation included)")
