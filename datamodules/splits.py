@@ -77,15 +77,25 @@ def check_split(split: dict[str, list[str]], records: Sequence[CaseRecord], path
         raise DataError(path, "no training case")
 
 
+VAL_ON_TRAIN = "train"
+
+
 def load_split(path: str | Path, records: Sequence[CaseRecord]) -> dict[str, list[str]]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(path, f"unreadable split file ({exc})") from exc
+    # "val": "train" validates on the training cases: a few-patient cross-validation, where a held-out
+    # validation patient would cost a quarter of the training data and give a one-patient curve
+    val_on_train = isinstance(data, dict) and data.get("val") == VAL_ON_TRAIN
+    if val_on_train:
+        data = {**data, "val": []}
     if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list) for k in SPLITS):
-        raise DataError(path, 'expected {"train": [...], "val": [...], "test": [...]}')
+        raise DataError(path, f'expected {{"train": [...], "val": [...] or "{VAL_ON_TRAIN}", "test": [...]}}')
     split = {k: [str(c) for c in data.get(k, [])] for k in SPLITS}
     check_split(split, records, path)
+    if val_on_train:
+        split["val"] = list(split["train"])
     return split
 
 

@@ -64,6 +64,21 @@ def test_split_file_with_leak_is_rejected(dataset, tmp_path):
         LiverDataModule(str(dataset), split_file=str(bad)).setup("fit")
 
 
+def test_val_train_validates_on_the_training_cases_and_still_guards_the_test_split(dataset, tmp_path):
+    """The few-patient cross-validation's split: the curve on the training cases, the test split untouched."""
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["case_002", "case_003"], "val": "train", "test": ["case_004"]}))
+    dm = LiverDataModule(str(dataset), split_file=str(split))
+    dm.setup("fit")
+    assert dm.split == {"train": ["case_002", "case_003"], "val": ["case_002", "case_003"], "test": ["case_004"]}
+    split.write_text(json.dumps({"train": ["case_002"], "val": "train", "test": ["case_003"]}))  # same patient
+    with pytest.raises(DataError, match="split.json: patient 'p1' is in both 'train' and 'test'"):
+        LiverDataModule(str(dataset), split_file=str(split)).setup("fit")
+    split.write_text(json.dumps({"train": ["case_002"], "val": "all", "test": []}))
+    with pytest.raises(DataError, match='"val": \\[...\\] or "train"'):
+        LiverDataModule(str(dataset), split_file=str(split)).setup("fit")
+
+
 def test_kfold_folds_are_disjoint_and_cover_all_patients(dataset):
     records = read_dataset(dataset)
     folds = [split_patients(records, test_fraction=0.0, num_folds=4, fold=k, seed=3) for k in range(4)]
