@@ -35,10 +35,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), umask_mode())  # mkstemp's 0600 would hide shared results
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """The mode `open()` would give a new file under the process's umask (read, then restored)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return base & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
