@@ -136,7 +136,7 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 skip = lock is None
             else:  # a DDP follower: rank zero decides from the same records
                 lock, previous, note = None, rec.read_result(spec.folder), "already done"
-                skip = finished(previous, args.resume)
+                skip = finished(previous, args.resume, spec=spec)
             if skip and rank_zero and previous and needs_scoring(previous, external.get(spec.modality)):
                 progress.log(f"{spec.name}: finished earlier; scoring its model.ckpt on the external set")
                 previous = score_finished_run(spec.folder, previous, external[spec.modality])
@@ -150,7 +150,7 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 progress.log(f"start {spec.name}" + (f" ({note})" if note else ""))
             try:
                 record = execute_run(spec, mode, args.project, progress, command, external.get(spec.modality),
-                                     where=where, rank_zero=rank_zero)
+                                     where=where, rank_zero=rank_zero, replaces=previous)
                 results.extend([record] if record else [])
             except KeyboardInterrupt:
                 interrupted = True
@@ -213,15 +213,17 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
 
 
 def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "",
-                external=None, where: dict | None = None, rank_zero: bool = True) -> dict | None:
-    """One run, start to record (`external`: the validated real set of its modality, or None).
+                external=None, where: dict | None = None, rank_zero: bool = True,
+                replaces: dict | None = None) -> dict | None:
+    """One run, start to record (`external`: the validated real set of its modality, or None;
+    `replaces`: the finished record of a stale run re-run with --resume).
     Exceptions become a `failed` record; Ctrl-C propagates.
 
     On DDP ranks >= 1 (`rank_zero=False`) only the fit runs, with the same checkpoint logic (its
     saving is collective): no folder clean-up, W&B, test, timing or record; returns None."""
     from benchmark.wandb_logging import abort_run, make_logger, validation_overlays
 
-    folder = rec.prepare_run_dir(spec.folder) if rank_zero else spec.folder
+    folder = rec.prepare_run_dir(spec.folder, replaces) if rank_zero else spec.folder
     folder.mkdir(parents=True, exist_ok=True)
     record = new_record(spec, command, where)
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
