@@ -201,3 +201,30 @@ def test_predict_batch_reports_a_bad_scan_and_goes_on(ckpt, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--input", str(inp / "b.nii.gz"), "--output", str(out / "b.nii.gz"),
                  "--device", "cpu", "--nan-policy", "fill"]) == 0
     assert nib.load(out / "b.nii.gz").shape == (16, 14, 4)
+
+
+def _tampered(ckpt, path, value):
+    """A copy of `ckpt` with one weight tensor set to `value` (NaN: diverged; 1e38: overflows to Inf)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point() and v.ndim > 1)
+    state["state_dict"][name] = torch.full_like(state["state_dict"][name], value)
+    torch.save(state, path)
+    return path
+
+
+def test_predict_refuses_nan_weights_and_non_finite_output(ckpt, tmp_path, capsys):
+    """Issue 27, item 3: a diverged checkpoint never predicts 'liver 0.0 ml' with exit 0."""
+    from benchmark.predict import main
+
+    scan = _scan(tmp_path / "scan.nii.gz")
+    nan = _tampered(ckpt, tmp_path / "nan.ckpt", float("nan"))
+    assert main(["--checkpoint", str(nan), "--input", str(scan), "--output", str(tmp_path / "m.nii.gz"),
+                 "--device", "cpu"]) == 2
+    assert f"error: {nan}: non-finite weights (NaN/Inf) in 1 tensor(s)" in capsys.readouterr().err
+    huge = _tampered(ckpt, tmp_path / "huge.ckpt", 1e38)  # finite weights, an Inf/NaN output
+    assert main(["--checkpoint", str(huge), "--input", str(scan), "--output", str(tmp_path / "m.nii.gz"),
+                 "--device", "cpu"]) == 2
+    assert f"error: {huge}: non-finite network output (NaN/Inf)" in capsys.readouterr().err
+    assert not (tmp_path / "m.nii.gz").exists()
