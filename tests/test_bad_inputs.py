@@ -228,3 +228,69 @@ def test_predict_refuses_nan_weights_and_non_finite_output(ckpt, tmp_path, capsy
                  "--device", "cpu"]) == 2
     assert f"error: {huge}: non-finite network output (NaN/Inf)" in capsys.readouterr().err
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+# ---- config files: every file x {unknown key, wrong type} -----------------------------------------
+
+ENTRY = "model:\n  class_path: models.unet2d.UNet2D\n  init_args: {features: 4, depth: 2, dropout: 0.1}\n" \
+        "data:\n  class_path: datamodules.CTDataModule\n  init_args: {dims: 2}\n"
+SUITE = "name: s\nbudget: smoke\nentries:\n  - {variant: tiny, label: Tiny, config: tiny.yaml}\n"
+PRESET = "name: p\ntrainer: {max_steps: 4}\nsmoke:\n  dims:\n    2: {trainer: {max_steps: 2}}\n"
+
+
+@pytest.mark.parametrize("file, before, after, problem", [
+    ("suite", "budget: smoke", "budgt: smoke", "unknown key `budgt` (did you mean `budget`?)"),
+    ("suite", "budget: smoke", "budget: 4", "`budget` must be one of smoke, got 4"),
+    ("suite", "label: Tiny", "labl: Tiny", "entry 0: unknown key `labl` (did you mean `label`?)"),
+    ("suite", "config: tiny.yaml", "config: [tiny.yaml]", "entry 0: `variant` and `config` must be strings"),
+    ("entry", "dropout: 0.1", "dropuot: 0.1", "model.init_args: unknown key `dropuot` (did you mean `dropout`?)"),
+    ("entry", "data:\n", "dta:\n", "unknown key `dta` (did you mean `data`?)"),
+    ("entry", "init_args: {dims: 2}", "init_args: [2]", "`data.init_args` must be a mapping, got list [2]"),
+    ("entry", "init_args: {dims: 2}", "init_args: {dims: 2, patch_sise: [8, 8]}",
+     "data.init_args: unknown key `patch_sise` (did you mean `patch_size`?)"),
+    ("preset", "max_steps: 4", "max_step: 4", "trainer: unknown key `max_step` (did you mean `max_steps`?)"),
+    ("preset", "2: {trainer: {max_steps: 2}}", "2: {trainr: {max_steps: 2}}",
+     "smoke: dims 2: unknown key `trainr` (did you mean `trainer`?)"),
+    ("preset", "trainer: {max_steps: 4}", "trainer: 4", "`trainer` must be a mapping, got int 4"),
+    ("preset", "name: p", "name: p\nmodels: {unet2: {model: {lr: 0.1}}}",
+     "models: unknown key `unet2` (did you mean `unet2d`?)"),
+    ("preset", "name: p", "name: p\nextnds: cpu", "unknown key `extnds` (did you mean `extends`?)"),
+    ("preset", "max_steps: 2}}", "max_steps: 2}, convergence: {stpo: true}}",
+     "smoke: dims 2: convergence: unknown key `stpo` (did you mean `stop`?)"),
+])
+def test_config_files_refuse_unknown_keys_and_wrong_types(tmp_path, capsys, file, before, after, problem):
+    """Issue 27, item 4: a typo never changes the experiment in silence: `run` stops before training
+    with `error: <file>: <problem>` and the nearest valid key."""
+    from benchmark.runner import main
+
+    texts = {"suite": SUITE, "entry": ENTRY, "preset": PRESET}
+    assert before in texts[file]
+    texts[file] = texts[file].replace(before, after)
+    paths = {"suite": tmp_path / "s.yaml", "entry": tmp_path / "tiny.yaml", "preset": tmp_path / "p.yaml"}
+    for name, text in texts.items():
+        paths[name].write_text(text)
+    out = tmp_path / "out"
+    assert main(["--suite", str(paths["suite"]), "--preset", str(paths["preset"]), "--modalities", "ct",
+                 "--out", str(out), "--wandb", "disabled"]) == 2
+    assert f"error: {paths[file]}: {problem}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
+    """The key check knows every key the shipped presets, suites and entry configs use (`extends`,
+    `convergence`, the DataModule's `val_margin_mm`/`val_slice_stride`, ...), and an entry's own
+    `split_file` (a cross-validation fold, `liverbench crossval`)."""
+    from benchmark import plan
+
+    presets = sorted((plan.PACKAGE_DIR / "presets").glob("*.yaml"))
+    suites = sorted((plan.PACKAGE_DIR / "suites").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"cpu", "gpu", "gpu-converged"} and {s.stem for s in suites} >= {"paper", "smoke"}
+    for path in presets:
+        plan.load_preset(str(path))
+    for path in suites:
+        plan.load_suite(str(path))
+    (tmp_path / "fold0.yaml").write_text(ENTRY.replace("init_args: {dims: 2}", "init_args: {dims: 2, split_file: f.json}"))
+    (tmp_path / "s.yaml").write_text("name: s\nentries:\n  - {variant: fold0, config: fold0.yaml}\n")
+    assert plan.load_suite(str(tmp_path / "s.yaml"))["entries"][0]["variant"] == "fold0"
+    (tmp_path / "p.yaml").write_text("extends: cpu\nconvergence: {stop: false}\nsmoke: {convergence: {min_points: 3}}\n")
+    assert plan.load_preset(str(tmp_path / "p.yaml"))["convergence"]["stop"] is False

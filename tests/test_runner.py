@@ -242,7 +242,7 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
-    with pytest.raises(plan.DataError, match="unknown preset keys: budgets"):
+    with pytest.raises(plan.DataError, match=r"unknown key `budgets` \(did you mean `budget`\?\)"):
         plan.load_preset(str(bad))
     with pytest.raises(plan.DataError, match="no suite named 'nope'"):
         plan.load_suite("nope")
