@@ -108,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             raise DataError(args.results, "no result.json found (run `liverbench run` first)")
         text = render(runs, args.results, args.out, argv, args.baseline)
+        atomic_write_text(args.out, text)
     except DataError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return 2
-    atomic_write_text(args.out, text)
+    except OSError as exc:  # read-only or full output folder: name the output, not a temp file
+        print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out} ({len(runs)} runs)")
     if args.wandb:
         log_summaries(runs, args.results, args.wandb, args.project, args.baseline)
