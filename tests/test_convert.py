@@ -243,8 +243,8 @@ def test_inspect_flags_missing_dataset_json_and_count_mismatch(tmp_path, capsys)
     assert f"error: {out / 'dataset.json'}: numTraining is {meta['numTraining'] + 1} but {meta['numTraining']}" \
         in capsys.readouterr().err
     (out / "dataset.json").unlink()
-    assert inspect_main([str(out)]) == 0
-    assert f"warning: {out / 'dataset.json'}: missing: not a converted dataset" in capsys.readouterr().err
+    assert inspect_main([str(out)]) == 2  # issue 27, item 7: a partial dataset fails inspection
+    assert f"error: {out / 'dataset.json'}: missing: not a complete dataset" in capsys.readouterr().err
 
 
 def _msd_task(root, cases=(0, 1)):
@@ -282,7 +282,7 @@ def test_converting_refuses_to_mix_cases_it_does_not_write(tmp_path, capsys):
     smaller = _msd_task(tmp_path / "small" / "Task03_Liver", cases=(0,))
     assert convert_main(["--format", "msd", str(smaller), str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"error: {out / 'imagesTr'}: holds case files that this conversion does not write (liver_1_0000.nii.gz)" in err
+    assert f"error: {out / 'imagesTr'}: holds case files that this command does not write (liver_1_0000.nii.gz)" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     mine = tmp_path / "project"
     mine.mkdir()

@@ -27,7 +27,7 @@ def convert(fmt: str, src: str | Path, dst: str | Path, **options) -> Path:
     try:
         return module.convert(src, dst, **options)
     except BaseException:  # a failed conversion leaves no partial dataset (see DatasetWriter)
-        from datamodules.convert.common import PARTIAL
+        from datamodules.staging import PARTIAL
 
         dst = Path(dst)
         for partial in [*dst.parent.glob(f".{dst.name}{PARTIAL}{os.getpid()}"), *dst.glob(f".*{PARTIAL}{os.getpid()}")]:
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, read-only destination
-        print(f"error: {exc.filename or args.dst}: {exc.strerror or exc}", file=sys.stderr)
+        from datamodules.staging import os_error
+
+        print(f"error: {os_error(exc, args.dst)}", file=sys.stderr)
         return 2
     print(f"converted {args.format} → {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
 import warnings
@@ -13,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from datamodules.files import DataError, atomic_path, atomic_write_json
+from datamodules.staging import CASE_DIRS, listing, partial_dir, publish, refuse_foreign
 from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
                                  read_volume, same_grid, write_mask, write_volume)
 
@@ -47,16 +47,6 @@ def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndar
         found = np.unique(label)[:20].tolist()
         raise DataError(path, f"no liver voxels (liver labels {liver_labels or '>0'}, values found {found})")
     return mask.astype(np.uint8)
-
-
-PARTIAL = ".partial-"  # temp folders `.<dst>.partial-<pid>` beside the destination, renamed at the end
-
-
-def partial_dir(root: Path) -> Path:
-    return root.parent / f".{root.name}{PARTIAL}{os.getpid()}"
-
-
-CASE_DIRS = ("imagesTr", "labelsTr")  # with dataset.json, the only things a converter writes
 
 
 class DatasetWriter:
@@ -95,7 +85,7 @@ class DatasetWriter:
             elif old.get("name") != name:
                 raise DataError(self.final, f"already holds dataset {old.get('name')!r}; convert into an empty folder")
         elif self.final.is_dir() and any(self.final.iterdir()):
-            raise DataError(self.final, f"folder is not empty and holds no converted dataset ({_listing(self.final)}); "
+            raise DataError(self.final, f"folder is not empty and holds no converted dataset ({listing(self.final)}); "
                                         "convert into an empty or new folder")
         for sub in CASE_DIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -141,49 +131,13 @@ class DatasetWriter:
         if self.patients and any(self.patients.get(c, c) != c for c in self.cases):
             meta["patient_ids"] = {c: self.patients.get(c, c) for c in sorted(self.cases)}
         atomic_write_json(self.root / "dataset.json", meta)
-        if not self.final.exists():
-            os.replace(self.root, self.final)
-            return self.final
-        self._refuse_foreign_cases()
-        # dataset.json goes first and comes back last: a crash while moving leaves no dataset.json,
-        # which `data inspect` and the readers refuse, instead of a dataset.json over mixed cases.
-        (self.final / "dataset.json").unlink(missing_ok=True)
-        for sub in CASE_DIRS:
-            (self.final / sub).mkdir(exist_ok=True)
-            for new in sorted((self.root / sub).iterdir()):
-                os.replace(new, self.final / sub / new.name)
-        os.replace(self.root / "dataset.json", self.final / "dataset.json")
-        shutil.rmtree(self.root)
-        return self.final
-
-    def _refuse_foreign_cases(self) -> None:
-        """Case files in the destination that this conversion does not write (nor, when appending,
-        keep) were not made by it: never overwritten, never deleted, never silently mixed in."""
-        for sub in CASE_DIRS:
-            mine = {p.name for p in (self.root / sub).iterdir()}
-            kept = set(self.cases) if self.append else set()
-            other = sorted(p.name for p in visible((self.final / sub).glob("*.nii*"))
-                           if p.name not in mine and _case_of(p.name) not in kept)
-            if other:
-                shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
-                raise DataError(self.final / sub, f"holds case files that this conversion does not write ({shown}); "
-                                                  "move them away or convert into a new folder")
+        if self.final.exists():
+            refuse_foreign(self.root, self.final, set(self.cases) if self.append else set())
+        return publish(self.root, self.final)
 
     def abort(self) -> None:
         """Remove the temp folder of a failed conversion."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _case_of(name: str) -> str:
-    """`liver_3_0000.nii.gz` / `liver_3.nii.gz` -> `liver_3`."""
-    stem = name.split(".nii")[0]
-    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
-
-
-def _listing(folder: Path, n: int = 5) -> str:
-    """'NOTES.txt, imagesTs/ and 3 more': what a refusal names."""
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _read_meta(path: Path) -> dict:
