@@ -72,9 +72,13 @@ def parse_seeds(text: str) -> list[int]:
         raise DataError("--seeds", f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
 
 
-def _os_error(exc: OSError) -> str:
-    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first)."""
-    return f"{exc.filename or '?'}: {exc.strerror or exc}"
+def _os_error(exc: OSError, folder: Path | None = None) -> str:
+    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first).
+    A file outside the run's `folder` (a library's temp file) is named after the folder it was for."""
+    name = exc.filename
+    if folder is not None and (not name or not Path(str(name)).resolve().is_relative_to(Path(folder).resolve())):
+        return f"{folder}: {exc.strerror or exc}" + (f" (writing {name})" if name else "")
+    return f"{name or '?'}: {exc.strerror or exc}"
 
 
 def _csv(text: str) -> list[str]:
@@ -164,9 +168,8 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 progress.finish_run()
                 continue
             except OSError as exc:  # disk full or results folder not writable: stop cleanly
-                print(f"error: {_os_error(exc)}", file=sys.stderr)
                 progress.log(f"stopping the suite: cannot write results ({exc.strerror or exc})")
-                disk_error = True
+                disk_error = f"error: {_os_error(exc, spec.folder)}"  # printed once the progress display is gone
                 break
             finally:
                 if lock is not None:
@@ -179,6 +182,8 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 interrupted = True
                 progress.log("interrupted; finished results are kept, re-run the same command to continue")
                 break
+    if disk_error:
+        print(disk_error, file=sys.stderr)
     if not rank_zero:
         return 0
     console = Console(stderr=False, width=max(Console().width, 130))
@@ -281,8 +286,8 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
             progress.log(f"{spec.name} failed on this rank: {exc}")
             return None
         record.update(rec.failure_fields(exc))
-        if isinstance(exc, OSError) and exc.filename:
-            record["error"] = f"error: {_os_error(exc)}"
+        if isinstance(exc, OSError):
+            record["error"] = f"error: {_os_error(exc, folder)}"
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
         fatal = exc if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
     durations["total_s"] = time.perf_counter() - started

@@ -276,6 +276,106 @@ def test_config_files_refuse_unknown_keys_and_wrong_types(tmp_path, capsys, file
     assert not out.exists()
 
 
+# ---- every command x {read-only output, full disk, output inside input} ---------------------------
+# The faults are injected where every writer goes through: `tempfile.mkstemp` (a folder that refuses
+# new files) and `os.fsync` (the disk fills up as the file is flushed), as the OS would raise them.
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, ckpt):
+    """Tiny inputs for every command: an MSD task, its converted dataset, a scan, masks, results."""
+    from test_convert import _msd_task
+    from test_report import _write_run
+
+    from datamodules.convert import convert
+
+    root = tmp_path_factory.mktemp("world")
+    task = _msd_task(root / "Task03_Liver")
+    ds = convert("msd", task, root / "ds")
+    _scan(root / "scan.nii.gz")
+    for name in ("pred", "gt"):
+        (root / name).mkdir()
+        for case in ("a", "b"):
+            mask = np.zeros((16, 14, 4), np.uint8)
+            mask[4:10, 4:10, 1:3] = 1
+            _nifti(root / name / f"{case}.nii.gz", mask)
+    for seed in (0, 1):
+        _write_run(root / "results", "unet_baseline", "ct", seed)
+    return {"root": root, "task": task, "ds": ds, "ckpt": ckpt}
+
+
+COMMANDS = {  # command -> argv writing into the output folder OUT
+    "data phantom": lambda w, out: ["data", "phantom", "--out", str(out / "ph"), "--cases", "1", "--spacing", "6",
+                                    "--quiet"],
+    "data convert": lambda w, out: ["data", "convert", "--format", "msd", str(w["task"]), str(out / "conv")],
+    "report": lambda w, out: ["report", "--results", str(w["root"] / "results"), "--out", str(out / "lb.md")],
+    "predict": lambda w, out: ["predict", "--checkpoint", str(w["ckpt"]), "--input", str(w["root"] / "scan.nii.gz"),
+                               "--output", str(out / "m.nii.gz"), "--device", "cpu"],
+    "evaluate": lambda w, out: ["evaluate", "--pred", str(w["root"] / "pred"), "--gt", str(w["root"] / "gt"),
+                                "--out", str(out / "scores.csv")],
+    "external-eval": lambda w, out: ["external-eval", "--checkpoint", str(w["ckpt"]), "--external", str(w["ds"]),
+                                     "--out", str(out / "ext.csv"), "--device", "cpu"],
+}
+
+
+def _read_only(monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    def refuse(suffix=None, prefix=None, dir=None, text=False):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir or "/tmp", f"{prefix}x{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def _full_disk(monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+@pytest.mark.parametrize("fault", [_read_only, _full_disk], ids=["read-only", "full-disk"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_on_a_read_only_or_full_output(world, tmp_path, capsys, monkeypatch, command, fault):
+    """Issue 27, item 6: `error: <the user's output>: <problem>`, exit 2, no traceback, no temp file left."""
+    from benchmark.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = COMMANDS[command](world, out)
+    fault(monkeypatch)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert line.startswith(f"error: {out}") and ("Permission denied" in line or "No space left" in line), err
+    assert ".tmp" not in line and "partial" not in line and "Traceback" not in err
+    left = [p for p in tmp_path.rglob("*") if ".tmp" in p.name or "partial" in p.name]
+    assert left == [] and not (out / "conv" / "dataset.json").exists() and not (out / "ph").exists()
+
+
+@pytest.mark.parametrize("command, argv, problem", [
+    ("predict", lambda w: ["--input", str(w["root"] / "pred"), "--output", str(w["root"] / "pred")],
+     "output would overwrite or write into the input"),
+    ("data convert", lambda w: [str(w["task"]), str(w["task"] / "converted")], "output folder is inside the source"),
+    ("evaluate", lambda w: ["--pred", str(w["root"] / "pred"), "--gt", str(w["root"] / "gt"),
+                            "--out", str(w["root"] / "gt" / "a.nii.gz")], "the per-case output must be a .csv file"),
+])
+def test_outputs_inside_inputs_are_refused(world, capsys, command, argv, problem):
+    """Output inside input: refused before anything is written, and the input is left as it was."""
+    from benchmark.cli import main
+
+    extra = {"predict": ["predict", "--checkpoint", str(world["ckpt"]), "--device", "cpu"],
+             "data convert": ["data", "convert", "--format", "msd"], "evaluate": ["evaluate"]}[command]
+    before = sorted(p for p in world["root"].rglob("*"))
+    assert main([*extra, *argv(world)]) == 2
+    assert problem in capsys.readouterr().err
+    assert sorted(p for p in world["root"].rglob("*")) == before
+
+
 def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
     """The key check knows every key the shipped presets, suites and entry configs use (`extends`,
     `convergence`, the DataModule's `val_margin_mm`/`val_slice_stride`, ...), and an entry's own
