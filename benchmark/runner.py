@@ -115,7 +115,7 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # --out not creatable (a file in the way, read-only, disk full)
-            print(f"error: {_os_error(exc)}", file=sys.stderr)
+            print(f"error: {_os_error(exc, Path(args.out))}", file=sys.stderr)
             return 2
         return _run_suite(args, suite, preset, runs, planned, shard, rank_zero, command, external)
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from test_dicom import write_series
+from test_runner import blobs  # noqa: F401 (fixture)
 
 from datamodules.files import DataError
 from datamodules.readers import load_case, read_dataset
@@ -374,6 +375,35 @@ def test_outputs_inside_inputs_are_refused(world, capsys, command, argv, problem
     assert main([*extra, *argv(world)]) == 2
     assert problem in capsys.readouterr().err
     assert sorted(p for p in world["root"].rglob("*")) == before
+
+
+def test_run_onto_a_full_disk_names_the_results_folder_last(tmp_path, capsys, monkeypatch, request):
+    """`run` x full disk: the message names the run's folder in --out (not a temp file elsewhere) and is
+    the last thing printed, after the progress display; the suite stops with exit 2."""
+    import errno
+    import os
+
+    from test_runner import TINY_UNET, run_args, write_suite
+
+    from benchmark import runner
+
+    blobs = request.getfixturevalue("blobs")
+    suite = write_suite(tmp_path / "suite", "full", {"tiny": TINY_UNET, "other": TINY_UNET})
+    out = tmp_path / "out"
+
+    real = os.fsync
+
+    def full(fd):  # the disk fills up once the run folder is being written (the suite's lock got in)
+        if f"{out / 'full'}{os.sep}" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert runner.main(run_args(suite, blobs, out)) == 2
+    err = capsys.readouterr().err.rstrip().splitlines()
+    assert err[-1].startswith(f"error: {out / 'full' / 'tiny__ct__seed0'}") and err[-1].endswith("No space left on device")
+    assert not (out / "full" / "other__ct__seed0").exists()  # the suite stopped
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
 def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
