@@ -98,6 +98,19 @@ def _check_declared_size(img, path: Path) -> None:
                                   f"{have:,}: truncated file or wrong header")
 
 
+def check_stream(path: str | Path) -> None:
+    """A `.nii.gz` read to its end without keeping the voxels: gzip's own length and CRC find a
+    truncated or damaged file that the header checks cannot (a `.nii`'s size is checked exactly)."""
+    if not str(path).endswith(".gz"):
+        return
+    try:
+        with _gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"truncated or damaged gzip stream ({type(exc).__name__}: {exc})") from None
+
+
 def _check_spacing(img, path: Path) -> None:
     """Zero, negative or non-finite voxel sizes make every mm wrong. nibabel silently turns a zero
     pixdim into 1 mm and a negative one into its absolute value, so the raw header is read too."""

@@ -406,6 +406,29 @@ def test_run_onto_a_full_disk_names_the_results_folder_last(tmp_path, capsys, mo
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
+def test_a_truncated_test_scan_stops_the_run_before_training(blobs, tmp_path):
+    """Issue 27, item 8: every input of a run (train, validation, test) is checked before training:
+    a truncated test image fails the run with its file named, and no model is trained."""
+    import shutil
+
+    from test_runner import TINY_UNET, run_args, write_suite
+
+    from benchmark import runner
+    from datamodules.datamodule import LiverDataModule
+
+    data = shutil.copytree(blobs, tmp_path / "data")
+    dm = LiverDataModule(data_dir=str(data), modality="ct")
+    dm._prepare()
+    image = next(r.image_path for r in dm.records if r.case == dm.split["test"][0])
+    image.write_bytes(image.read_bytes()[:-200])  # cut short, as an interrupted copy leaves it
+    suite = write_suite(tmp_path / "suite", "cut", {"tiny": TINY_UNET})
+    out = tmp_path / "out"
+    assert runner.main(run_args(suite, data, out)) == 1
+    record = json.loads((out / "cut" / "tiny__ct__seed0" / "result.json").read_text())
+    assert record["status"] == "failed" and f"{image}:" in record["error"], record["error"]
+    assert record["budget"] is None and not (out / "cut" / "tiny__ct__seed0" / "model.ckpt").exists()
+
+
 def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
     """The key check knows every key the shipped presets, suites and entry configs use (`extends`,
     `convergence`, the DataModule's `val_margin_mm`/`val_slice_stride`, ...), and an entry's own
