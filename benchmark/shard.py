@@ -136,7 +136,7 @@ def stale(record: dict, spec) -> list[str]:
         return [f"the config now fails: {exc}"]
 
 
-def refusal(record: dict, spec, changes: list[str]) -> dict:
+def refusal(spec, changes: list[str]) -> dict:
     """What a plain re-run reports for a stale finished run: failed in this invocation, its files kept."""
     path = Path(spec.folder) / "result.json"
     return {"suite": spec.suite, "variant": spec.variant, "modality": spec.modality, "seed": spec.seed,
@@ -155,7 +155,7 @@ def claim(spec, out, resume: bool, command: str, since: str | None = None):
     previous = read_result(spec.folder)
     changes = stale(previous, spec) if previous else []
     if changes and not resume:
-        return None, refusal(previous, spec, changes), f"finished with another config ({'; '.join(changes)}); " \
+        return None, refusal(spec, changes), f"finished with another config ({'; '.join(changes)}); " \
                                                        "not reused: --resume re-runs it"
     if not changes and finished(previous, resume):
         return None, previous, f"already {previous.get('status')}" + (

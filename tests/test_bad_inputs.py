@@ -361,7 +361,7 @@ def test_every_command_on_a_read_only_or_full_output(world, tmp_path, capsys, mo
 @pytest.mark.parametrize("command, argv, problem", [
     ("predict", lambda w: ["--input", str(w["root"] / "pred"), "--output", str(w["root"] / "pred")],
      "output would overwrite or write into the input"),
-    ("data convert", lambda w: [str(w["task"]), str(w["task"] / "converted")], "output folder is inside the source"),
+    ("data convert", lambda w: [str(w["task"] / "imagesTr"), str(w["task"])], "output folder is, or holds, the source"),
     ("evaluate", lambda w: ["--pred", str(w["root"] / "pred"), "--gt", str(w["root"] / "gt"),
                             "--out", str(w["root"] / "gt" / "a.nii.gz")], "the per-case output must be a .csv file"),
 ])

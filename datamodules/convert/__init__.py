@@ -23,8 +23,8 @@ def convert(fmt: str, src: str | Path, dst: str | Path, **options) -> Path:
         raise DataError(src, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if not Path(src).exists():
         raise DataError(src, "source does not exist")
-    if Path(dst).resolve().is_relative_to(Path(src).resolve()):
-        raise DataError(dst, f"output folder is inside the source {src}: choose a DST outside it")
+    if Path(src).resolve().is_relative_to(Path(dst).resolve()):  # a DST beside the task inside SRC is fine
+        raise DataError(dst, f"output folder is, or holds, the source {src}: choose another DST")
     module = importlib.import_module(f"datamodules.convert.{FORMATS[fmt]}")
     try:
         return module.convert(src, dst, **options)
