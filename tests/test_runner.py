@@ -400,3 +400,5 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     logs = {**cpu, "trainer": {**cpu["trainer"], "log_every_n_steps": 997}}
     was = json.dumps(cpu["trainer"].get("log_every_n_steps"))
     assert config_changes(record, spec(preset=logs)) == [f"trainer.log_every_n_steps: {was} -> 997"]
+    rule = {**cpu, "convergence": {**cpu["convergence"], "min_delta": 0.01}}  # the stopping rule counts
+    assert config_changes(record, spec(preset=rule)) == ["convergence.min_delta: 0.005 -> 0.01"]
