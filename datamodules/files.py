@@ -69,7 +69,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """The text `atomic_write_json` writes (trackers upload the same bytes as result.json)."""
+    return json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,0 +1,205 @@
+"""What a tracker receives, described once: every backend (W&B, MLflow, CSV) logs this and only this.
+
+A finished run is a `RunContent` (parameters, summary metrics, tags, files, tables, overlays) built from
+its record and run folder; a suite's summary run is the tables below plus the report's files. The keys
+of the summary metrics derive from the metric schema (`benchmark.metrics.METRICS`); docs/tracking.md's
+table of keys is checked against `key_meanings()`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmark.metrics import METRICS
+from benchmark.records import json_safe, run_name
+from datamodules.files import json_text
+
+# summary key -> (record section, key); the metric keys come from the metric schema
+SUMMARY_KEYS = {
+    **{m.wandb_key: ("metrics", m.name) for m in METRICS},
+    "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
+    "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
+    "flops": (None, "flops"),
+}
+EXTERNAL_KEYS = (*(m.name for m in METRICS if m.name != "failed"), "global_dice")
+PARAM_KEYS = ("suite", "variant", "model", "modality", "seed", "preset", "data", "config")
+RUN_FILES = ("per_case.csv", "external_per_case.csv")  # beside result.json in the run folder
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+def summary_values(record: dict) -> dict:
+    """The run's summary: test/*, time/*, params, flops, and the external set's means as
+    `external/<metric>` (with `external/n`, `external/failed` and the set's name `external/set`)."""
+    out = {}
+    for key, (section, name) in SUMMARY_KEYS.items():
+        value = (record.get(section) or {}).get(name) if section else record.get(name)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out[key] = value
+    ext = record.get("external") or {}
+    if ext.get("metrics"):
+        out.update({f"external/{k}": ext["metrics"][k] for k in EXTERNAL_KEYS if _number(ext["metrics"].get(k))})
+        out.update({"external/n": ext["n"], "external/failed": ext["failed"], "external/set": ext["name"]})
+    return out
+
+
+def run_params(record: dict) -> dict:
+    """The run's configuration as parameters: who/what/where, the full LightningCLI config, and every
+    override of the entry's own config (`overrides/<key>` = the value used)."""
+    params = {k: record.get(k) for k in PARAM_KEYS}
+    params["overrides"] = {o["key"]: o.get("used") for o in record.get("overrides") or []}
+    return params
+
+
+def record_id(record: dict) -> str:
+    """One attempt of one run (a retried run starts again): how an upload finds what is already there."""
+    return f"{record.get('suite')}/{run_name(record['variant'], record['modality'], record['seed'])}/{record.get('started')}"
+
+
+def run_tags(record: dict, folder: Path) -> dict[str, str]:
+    """Labels: model, variant, status, the checkpoint's path (the file stays on disk), the external set."""
+    tags = {"model": str(record.get("model")), "variant": str(record["variant"]), "suite": str(record.get("suite")),
+            "modality": str(record["modality"]), "status": str(record.get("status")),
+            "liverbench.record": record_id(record)}
+    checkpoint = (record.get("checkpoint") or {}).get("path")
+    if checkpoint:
+        tags["checkpoint"] = str((Path(folder) / checkpoint).resolve())
+    if record.get("transfer"):
+        tags["transfer"] = str(record["transfer"].get("source"))
+    ext_set = summary_values(record).get("external/set")
+    if ext_set:
+        tags["external/set"] = str(ext_set)
+    return tags
+
+
+@dataclass
+class RunContent:
+    """Everything one run sends to a tracker (see docs/tracking.md, "What each run contains")."""
+
+    name: str
+    suite: str
+    modality: str
+    params: dict
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    files: dict[str, bytes]  # artifact name -> bytes: result.json and the per-case CSVs
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # test/per_case, external/per_case rows
+    overlays: dict[str, list] = field(default_factory=dict)  # key -> [benchmark.tracking.overlays.Overlay]
+    checkpoint: Path | None = None  # uploaded only when asked for (`--upload-checkpoint`)
+
+
+def describe_run(record: dict, folder: Path, per_case: list[dict] | None = None, external_rows: list[dict] | None = None,
+                 overlays: list | None = None, upload_checkpoint: bool = False) -> RunContent:
+    """A finished run's content, from its record and folder (per-case rows and overlays when in memory)."""
+    folder = Path(folder)
+    files = {"result.json": json_text(json_safe(record)).encode()}
+    files.update({n: (folder / n).read_bytes() for n in RUN_FILES if (folder / n).is_file()})
+    if per_case is None:  # an upload after the run: the tables from the files
+        per_case, external_rows = (_rows(files.get(n)) for n in RUN_FILES)
+    tables = {k: v for k, v in (("test/per_case", per_case), ("external/per_case", external_rows)) if v}
+    ckpt = folder / ((record.get("checkpoint") or {}).get("path") or "model.ckpt")
+    return RunContent(
+        name=run_name(record["variant"], record["modality"], record["seed"]), suite=str(record.get("suite")),
+        modality=str(record["modality"]), params=run_params(record),
+        metrics={k: float(v) for k, v in summary_values(record).items() if _number(v)},
+        tags=run_tags(record, folder), files=files, tables=tables,
+        overlays={"test/overlays": list(overlays)} if overlays else {},
+        checkpoint=ckpt if upload_checkpoint and ckpt.is_file() else None)
+
+
+def _rows(data: bytes | None) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(data.decode()))) if data else []
+
+
+# ---- the suite's summary run ------------------------------------------------------------------------
+
+def _get(*keys: str) -> Callable[[dict], Any]:
+    def get(record: dict):
+        value = record
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+    return get
+
+
+# The summary run's per-run table: (column, value from a result record). One line adds a column.
+SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("variant", _get("variant")), ("model", _get("model")), ("modality", _get("modality")), ("seed", _get("seed")),
+    *((m.name, _get("metrics", m.name)) for m in METRICS if m.name != "failed"),
+    ("volume_ms", _get("timing", "volume_ms")), ("slice_ms", _get("timing", "slice_ms")),
+    ("params", _get("params")), ("flops", _get("flops")), ("status", _get("status")),
+)
+# The ranking table (rows of `benchmark.report.ranking.rows`), then its `rank_<k>_pct` columns.
+RANK_COLUMNS = ["modality", "variant", "label", "seeds", "n_cases", "dice", "ci_low", "ci_high", "rank", "mean_rank",
+                "median_rank", "rank_ci_low", "rank_ci_high", "p_beats_baseline", "mean_diff", "p", "p_holm",
+                "significant", "seed_std", "volume_ms"]
+
+
+def cell(value):
+    """NaN (no test for the baseline, one seed) becomes None: a missing value in every tracker."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def summary_table(records: list[dict]) -> tuple[list[str], list[list]]:
+    """(columns, rows): one row per result record, failed runs included."""
+    return [c for c, _ in SUMMARY_COLUMNS], [[cell(get(r)) for _, get in SUMMARY_COLUMNS] for r in records]
+
+
+def ranking_table(rank_rows: list[dict]) -> tuple[list[str], list[list]]:
+    """(columns, rows) of leaderboard.md's ranking: one row per modality and ranked variant."""
+    n_ranks = max((int(k.split("_")[1]) for row in rank_rows for k in row
+                   if k.startswith("rank_") and k.endswith("_pct")), default=0)
+    columns = RANK_COLUMNS + [f"rank_{i}_pct" for i in range(1, n_ranks + 1)]
+    return columns, [[cell(row.get(c)) for c in columns] for row in rank_rows]
+
+
+def table_csv(columns: list[str], rows: list[list]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buf.getvalue().encode()
+
+
+@dataclass
+class SummaryContent:
+    """A suite's summary run: `leaderboard` (always), `ranking` and the report's files (from `liverbench report`)."""
+
+    suite: str
+    records: list[dict]
+    tables: dict[str, tuple[list[str], list[list]]]
+    files: dict[str, bytes]
+    rank_rows: list[dict] | None = None
+
+
+def describe_summary(suite: str, records: list[dict], rank_rows: list[dict] | None = None,
+                     report_files: list[Path] = ()) -> SummaryContent:
+    """The summary: the per-run table; from the report also the ranking, leaderboard.md and its figures."""
+    tables = {"leaderboard": summary_table(records)}
+    if rank_rows:
+        tables["ranking"] = ranking_table(rank_rows)
+    files = {f"{name}.csv": table_csv(*table) for name, table in tables.items()}
+    files.update({Path(p).name: Path(p).read_bytes() for p in report_files if Path(p).is_file()})
+    return SummaryContent(suite, records, tables, files, rank_rows)
+
+
+def key_meanings() -> dict[str, str]:
+    """Every summary metric key and what it means (docs/tracking.md's table is checked against this)."""
+    meanings = {m.wandb_key: f"test split, mean per patient: {m.name} ({m.aggregation} over cases; "
+                             f"{'higher' if m.direction == 'max' else 'lower'} is better)" for m in METRICS}
+    meanings.update({
+        "time/volume_ms": "end-to-end time per volume (read, preprocess, model, resample), median, ms",
+        "time/model_volume_ms": "model-only time per volume, ms",
+        "time/slice_ms": "model-only time per slice (2D models), ms",
+        "params": "trainable parameters", "flops": "FLOPs of one forward pass",
+    })
+    meanings.update({f"external/{k}": f"external set, mean per case: {k}" for k in EXTERNAL_KEYS})
+    meanings.update({"external/n": "external set: cases scored", "external/failed": "external set: empty predictions"})
+    return meanings
