@@ -60,10 +60,16 @@ def read_per_case(path: Path) -> dict:
                               "patient": row.get("patient") or row["case"]} for row in reader}
 
 
+TRACKER_FOLDERS = {"wandb", "csv", "mlartifacts"}  # trackers' copies of result.json (benchmark.tracking)
+
+
 def load_runs(results: Path) -> list[Run]:
-    """Every `result.json` under `results`; an unreadable one becomes a failed run naming its error."""
+    """Every `result.json` under `results` (not the trackers' copies); an unreadable one becomes a failed
+    run naming its error."""
     runs = []
     for path in sorted(results.rglob("result.json")):
+        if TRACKER_FOLDERS & set(path.relative_to(results).parts[:-1]):
+            continue
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict):

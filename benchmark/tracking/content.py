@@ -191,15 +191,46 @@ def describe_summary(suite: str, records: list[dict], rank_rows: list[dict] | No
 
 
 def key_meanings() -> dict[str, str]:
-    """Every summary metric key and what it means (docs/tracking.md's table is checked against this)."""
-    meanings = {m.wandb_key: f"test split, mean per patient: {m.name} ({m.aggregation} over cases; "
-                             f"{'higher' if m.direction == 'max' else 'lower'} is better)" for m in METRICS}
+    """Every summary metric key and what it means, from the metric schema."""
+    meanings = {m.wandb_key: f"test split: {m.name}, {m.aggregation} over cases "
+                             f"({'higher' if m.direction == 'max' else 'lower'} is better)" for m in METRICS}
     meanings.update({
-        "time/volume_ms": "end-to-end time per volume (read, preprocess, model, resample), median, ms",
+        "time/volume_ms": "end-to-end time per volume (read, preprocess, model, resample back), median, ms",
         "time/model_volume_ms": "model-only time per volume, ms",
         "time/slice_ms": "model-only time per slice (2D models), ms",
         "params": "trainable parameters", "flops": "FLOPs of one forward pass",
     })
-    meanings.update({f"external/{k}": f"external set, mean per case: {k}" for k in EXTERNAL_KEYS})
+    meanings.update({f"external/{m.name}": f"external set (`--external`): {m.name}, {m.aggregation} over its cases"
+                     for m in METRICS if m.name != "failed"})
+    meanings["external/global_dice"] = "external set: Dice of all its voxels pooled, 2ΣTP / Σ(2TP+FP+FN)"
     meanings.update({"external/n": "external set: cases scored", "external/failed": "external set: empty predictions"})
     return meanings
+
+
+OTHER_KEYS = (  # (key, kind, meaning) of what is not a summary metric; docs/tracking.md shows them all
+    ("suite, variant, model, modality, seed, preset, data", "parameter", "who and what the run is"),
+    ("config/<section>/...", "parameter", "the run's full LightningCLI config (model, data, trainer init args)"),
+    ("overrides/<key>", "parameter", "a value the preset changed in the suite entry's config: the value used"),
+    ("hparams/<name>", "parameter", "the model's and DataModule's hyperparameters as Lightning logs them "
+                                    "(MLflow; W&B and CSV: at the top level)"),
+    ("train/*, val/*", "curve", "training and validation curves (on the preprocessed grid), logged by Lightning"),
+    ("model, variant, suite, modality, status", "tag", "labels to filter by (W&B: model and variant as tags)"),
+    ("checkpoint", "tag", "absolute path of model.ckpt (uploaded only with `--upload-checkpoint`; W&B: config)"),
+    ("transfer, external/set", "tag", "where the encoder's weights came from; the external set's name"),
+    ("liverbench.record, liverbench.complete", "tag", "one attempt of one run; set when everything was logged"),
+    ("result.json, per_case.csv, external_per_case.csv", "artifact", "the run's record and per-case tables"),
+    ("test/overlays/<case>.png, val/overlays/<case>.png", "artifact",
+     "prediction (red) and ground truth (green outline) on the slice with most liver (W&B: masks)"),
+    ("leaderboard.csv, ranking.csv", "summary artifact", "per-run table (SUMMARY_COLUMNS); leaderboard.md's ranking"),
+    ("leaderboard.md, leaderboard_pareto.png, leaderboard_ranks.png", "summary artifact",
+     "from `liverbench report --tracker ...`"),
+)
+
+
+def keys_markdown() -> str:
+    """docs/tracking.md's table of keys, checked by tests/test_tracking.py; to update it, paste the output of
+    `python -c "from benchmark.tracking.content import keys_markdown as k; print(k())"`."""
+    rows = [*((f"`{k}`", "summary metric", v) for k, v in key_meanings().items()),
+            *((", ".join(f"`{k}`" for k in key.split(", ")), kind, v) for key, kind, v in OTHER_KEYS)]
+    return "\n".join(["| key | kind | meaning |", "|---|---|---|", *(f"| {k} | {kind} | {v} |" for k, kind, v in rows)])
+

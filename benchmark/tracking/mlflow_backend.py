@@ -37,6 +37,12 @@ def _logger_class():
 
         broken = False
         recovery = ""
+        folder: str | None = None
+
+        @property
+        def save_dir(self) -> str | None:
+            """The run folder (Lightning writes the run's config.yaml there, as with the other loggers)."""
+            return self.folder
 
         def _safely(self, what: str, call, *args) -> None:
             if self.broken:
@@ -105,7 +111,7 @@ class MlflowBackend(Backend):
         name = f"{record['variant']}__{record['modality']}__seed{record['seed']}"
         logger = _logger_class()(experiment_name=str(record["suite"]), run_name=name, tracking_uri=self.uri,
                                  artifact_location=self.artifact_location(str(record["suite"])), run_id=run_id)
-        logger.recovery = self.recovery(self.out)
+        logger.recovery, logger.folder = self.recovery(self.out), str(folder)
         client = logger.experiment  # the experiment and the run exist from here: a bad server shows now
         super(type(logger), logger).log_hyperparams(run_params(record))  # unguarded: a failure drops the tracker
         tags = {k: v for k, v in run_tags(record, folder).items() if k not in ("status", "checkpoint")}
