@@ -89,6 +89,7 @@ def test_report_uploads_records_to_the_local_store_and_the_csv_folder(tmp_path, 
     """Records written without tracking (a tracker was down): `report --tracker mlflow,csv` logs them to
     the default local MLflow store (RESULTS/mlflow.db, no server), once, and the summary run."""
     pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
     from mlflow_checks import artifact_names, mlflow_runs
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -118,6 +119,32 @@ def test_report_uploads_records_to_the_local_store_and_the_csv_folder(tmp_path, 
     assert len((csv_summary / "leaderboard.csv").read_text().splitlines()) == 4  # failed runs too
     assert report.main(args) == 0  # nothing uploaded twice, the summary run reused
     assert "uploaded 0 finished runs" in capsys.readouterr().out and set(mlflow_runs(uri, "paper")) == set(runs)
+
+    from benchmark.tracking import Tracking  # the checkpoint goes up only when asked for
+    from benchmark.tracking.mlflow_backend import MlflowBackend
+
+    folder = tmp_path / "paper" / "unet3d__ct__seed0"
+    (folder / "model.ckpt").write_bytes(b"weights")
+    record = {**json.loads((folder / "result.json").read_text()), "started": "again", "checkpoint": {"path": "model.ckpt"}}
+    tracking = Tracking([MlflowBackend(None, tmp_path)], tmp_path)
+    tracking.start(record, folder).finish(record, folder, upload_checkpoint=True)
+    (again,) = [r for r in MlflowClient(uri).search_runs([runs["paper__summary"].info.experiment_id])
+                if r.data.tags.get("liverbench.record", "").endswith("/again")]
+    assert "model.ckpt" in artifact_names(uri, again.info.run_id)
+    assert again.data.tags["checkpoint"] == str((folder / "model.ckpt").resolve())
+
+
+def test_mlflow_uri_from_the_flag_then_the_environment_then_the_results_folder(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from benchmark.tracking.mlflow_backend import MlflowBackend
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert MlflowBackend(None, tmp_path).uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert MlflowBackend(None, tmp_path).artifact_location("s") == str((tmp_path / "mlartifacts" / "s").resolve())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    backend = MlflowBackend(None, tmp_path)
+    assert backend.uri == "http://127.0.0.1:5000" and backend.artifact_location("s") is None  # the server's
+    assert MlflowBackend("http://127.0.0.1:6000", tmp_path).uri == "http://127.0.0.1:6000"
 
 
 def test_docs_table_of_keys_is_generated_from_the_schema():

@@ -55,7 +55,9 @@ def _logger_class():
                               f"{type(exc).__name__}: {exc}; the run goes on without it; {self.recovery}")
 
         def log_hyperparams(self, params) -> None:
-            self._safely("logging hyperparameters", super().log_hyperparams, {"hparams": dict(params)})
+            from lightning.fabric.utilities.logger import _convert_params
+
+            self._safely("logging hyperparameters", super().log_hyperparams, {"hparams": _convert_params(params)})
 
         def log_metrics(self, metrics, step=None) -> None:
             self._safely("logging metrics", super().log_metrics, metrics, step)

@@ -43,8 +43,5 @@ class WandbBackend(Backend):
         wl.log_suite_summary(self.mode, self.project, content.suite, content.records, save_dir, content.rank_rows)
         return f"W&B summary run {content.suite}__summary ({self.mode}): {len(content.records)} runs"
 
-    def recovery(self, out) -> str:
-        return "its results are in the run folders"
-
     def hint(self, out) -> str | None:
         return wl.sync_hint(out) if self.mode == "offline" else None
