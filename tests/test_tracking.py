@@ -60,15 +60,35 @@ def test_the_summary_table_is_one_list_of_columns(monkeypatch):
     """A column added to SUMMARY_COLUMNS reaches every tracker's summary table (W&B's columns too)."""
     from benchmark import wandb_logging
 
-    records = [{"variant": "a", "metrics": {"dice": 0.9}, "budget": {"converged": True}, "status": "ok"},
+    records = [{"variant": "a", "metrics": {"dice": 0.9}, "world_size": 2, "status": "ok"},
                {"variant": "b", "status": "failed"}]
     columns, rows = content.summary_table(records)
     assert columns == wandb_logging.LEADERBOARD_COLUMNS and columns[4] == "dice" and rows[1][4] is None
-    monkeypatch.setattr(content, "SUMMARY_COLUMNS", (*content.SUMMARY_COLUMNS,
-                                                     ("converged", lambda r: (r.get("budget") or {}).get("converged"))))
+    monkeypatch.setattr(content, "SUMMARY_COLUMNS", (*content.SUMMARY_COLUMNS, ("world_size", lambda r: r.get("world_size"))))
     summary = content.describe_summary("s", records)
-    assert summary.files["leaderboard.csv"].decode().splitlines()[0].endswith(",status,converged")
-    assert summary.tables["leaderboard"][1][0][-1] is True
+    assert summary.files["leaderboard.csv"].decode().splitlines()[0].endswith(",status,world_size")
+    assert summary.tables["leaderboard"][1][0][-1] == 2
+
+
+def test_convergence_fields_reach_every_tracker(tmp_path):
+    """What W&B logs of a run's convergence (summary budget/converged, budget/steps, budget/stop_reason;
+    converged and stop_reason in the leaderboard table, converged in the ranking) is in the tracker-neutral
+    content, so MLflow and CSV get it too: converged as a 1/0 metric, stop_reason as a tag."""
+    _write_run(tmp_path, "unet_baseline", "ct", 0)
+    folder = tmp_path / "paper" / "unet_baseline__ct__seed0"
+    record = {**json.loads((folder / "result.json").read_text()),
+              "budget": {"steps": 350, "converged": True, "stop_reason": "plateau", "curve": [0.5, 0.8]}}
+    values = content.summary_values(record)  # W&B's summary: the record's own values
+    assert (values["budget/converged"], values["budget/steps"], values["budget/stop_reason"]) == (True, 350, "plateau")
+    run = content.describe_run(record, folder)
+    assert run.metrics["budget/converged"] == 1.0 and run.metrics["budget/steps"] == 350.0
+    assert run.tags["budget/stop_reason"] == "plateau" and "budget/stop_reason" not in run.metrics
+    assert content.describe_run({**record, "budget": {"converged": False}}, folder).metrics["budget/converged"] == 0.0
+    columns, rows = content.summary_table([record, {"variant": "b", "status": "failed"}])
+    assert columns[-3:] == ["converged", "stop_reason", "status"]
+    assert rows[0][-3:] == [True, "plateau", "ok"] and rows[1][-3:] == [None, None, "failed"]
+    columns, rows = content.ranking_table([{"variant": "unet_baseline", "converged": False}])
+    assert columns[-1] == "converged" and rows[0][-1] is False
 
 
 def test_overlay_png_shows_prediction_and_ground_truth():
@@ -95,6 +115,9 @@ def test_report_uploads_records_to_the_local_store_and_the_csv_folder(tmp_path, 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for variant in ("unet_baseline", "unet3d"):
         _write_run(tmp_path, variant, "ct", 0)
+    path = tmp_path / "paper" / "unet3d__ct__seed0" / "result.json"  # a converged run (W&B's budget/* keys)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "budget": {"steps": 300, "converged": True,
+                                                                           "stop_reason": "plateau"}}))
     _write_run(tmp_path, "broken", "ct", 0, status="failed")
     args = ["--results", str(tmp_path), "--out", str(tmp_path / "lb.md"), "--tracker", "mlflow,csv"]
     assert report.main(args) == 0
@@ -109,6 +132,12 @@ def test_report_uploads_records_to_the_local_store_and_the_csv_folder(tmp_path, 
         assert run.data.metrics["time/volume_ms"] == pytest.approx(record["timing"]["volume_ms"])
         assert run.data.params["variant"] == record["variant"] and run.data.tags["liverbench.complete"] == "true"
         assert artifact_names(uri, run.info.run_id) == {"result.json", "per_case.csv"}
+    assert runs["unet3d__ct__seed0"].data.metrics["budget/converged"] == 1.0
+    assert runs["unet3d__ct__seed0"].data.tags["budget/stop_reason"] == "plateau"
+    assert "budget/converged" not in runs["unet_baseline__ct__seed0"].data.metrics  # no budget recorded
+    csv_run = tmp_path / "paper" / "unet3d__ct__seed0" / "csv"  # the CSV tracker's copy of the run
+    assert json.loads((csv_run / "tags.json").read_text())["budget/stop_reason"] == "plateau"
+    assert "budget/converged" in (csv_run / "metrics.csv").read_text().splitlines()[0].split(",")
     summary = artifact_names(uri, runs["paper__summary"].info.run_id)
     assert summary == {"leaderboard.csv", "ranking.csv", "lb.md", "lb_pareto.png", "lb_ranks.png"}
     assert (tmp_path / "mlartifacts" / "paper").is_dir()
@@ -116,7 +145,9 @@ def test_report_uploads_records_to_the_local_store_and_the_csv_folder(tmp_path, 
     assert (csv_summary / "lb.md").read_bytes() == (tmp_path / "lb.md").read_bytes()
     ranking = (csv_summary / "ranking.csv").read_text().splitlines()
     assert ranking[0].startswith(",".join(content.RANK_COLUMNS)) and len(ranking) == 3  # the failed run is not ranked
-    assert len((csv_summary / "leaderboard.csv").read_text().splitlines()) == 4  # failed runs too
+    leaderboard = (csv_summary / "leaderboard.csv").read_text().splitlines()
+    assert len(leaderboard) == 4 and leaderboard[0].endswith(",converged,stop_reason,status")  # failed runs too
+    assert any(line.endswith(",True,plateau,ok") for line in leaderboard)
     assert report.main(args) == 0  # nothing uploaded twice, the summary run reused
     assert "uploaded 0 finished runs" in capsys.readouterr().out and set(mlflow_runs(uri, "paper")) == set(runs)
 

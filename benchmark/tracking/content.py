@@ -23,7 +23,8 @@ SUMMARY_KEYS = {
     **{m.wandb_key: ("metrics", m.name) for m in METRICS},
     "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
     "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
-    "flops": (None, "flops"),
+    "flops": (None, "flops"), "budget/converged": ("budget", "converged"), "budget/steps": ("budget", "steps"),
+    "budget/stop_reason": ("budget", "stop_reason"),
 }
 EXTERNAL_KEYS = (*(m.name for m in METRICS if m.name != "failed"), "global_dice")
 PARAM_KEYS = ("suite", "variant", "model", "modality", "seed", "preset", "data", "config")
@@ -36,8 +37,9 @@ def _number(value) -> bool:
 
 
 def summary_values(record: dict) -> dict:
-    """The run's summary: test/*, time/*, params, flops, and the external set's means as
-    `external/<metric>` (with `external/n`, `external/failed` and the set's name `external/set`)."""
+    """The run's summary: test/*, time/*, params, flops, budget/* (converged true/false, steps, stop_reason
+    text) and the external set's means as `external/<metric>` (with `external/n`, `external/failed` and
+    the set's name `external/set`)."""
     out = {}
     for key, (section, name) in SUMMARY_KEYS.items():
         value = (record.get(section) or {}).get(name) if section else record.get(name)
@@ -64,7 +66,8 @@ def record_id(record: dict) -> str:
 
 
 def run_tags(record: dict, folder: Path) -> dict[str, str]:
-    """Labels: model, variant, status, the checkpoint's path (the file stays on disk), the external set."""
+    """Labels: model, variant, status, the checkpoint's path (the file stays on disk), the summary's text
+    values (the external set's name, budget/stop_reason)."""
     tags = {"model": str(record.get("model")), "variant": str(record["variant"]), "suite": str(record.get("suite")),
             "modality": str(record["modality"]), "status": str(record.get("status")),
             "liverbench.record": record_id(record)}
@@ -73,9 +76,7 @@ def run_tags(record: dict, folder: Path) -> dict[str, str]:
         tags["checkpoint"] = str((Path(folder) / checkpoint).resolve())
     if record.get("transfer"):
         tags["transfer"] = str(record["transfer"].get("source"))
-    ext_set = summary_values(record).get("external/set")
-    if ext_set:
-        tags["external/set"] = str(ext_set)
+    tags.update({k: v for k, v in summary_values(record).items() if isinstance(v, str)})  # the summary's text
     return tags
 
 
@@ -108,7 +109,7 @@ def describe_run(record: dict, folder: Path, per_case: list[dict] | None = None,
     return RunContent(
         name=run_name(record["variant"], record["modality"], record["seed"]), suite=str(record.get("suite")),
         modality=str(record["modality"]), params=run_params(record),
-        metrics={k: float(v) for k, v in summary_values(record).items() if _number(v)},
+        metrics={k: float(v) for k, v in summary_values(record).items() if _number(v) or isinstance(v, bool)},
         tags=run_tags(record, folder), files=files, tables=tables,
         overlays={"test/overlays": list(overlays)} if overlays else {},
         checkpoint=ckpt if upload_checkpoint and ckpt.is_file() else None)
@@ -134,12 +135,13 @@ SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("variant", _get("variant")), ("model", _get("model")), ("modality", _get("modality")), ("seed", _get("seed")),
     *((m.name, _get("metrics", m.name)) for m in METRICS if m.name != "failed"),
     ("volume_ms", _get("timing", "volume_ms")), ("slice_ms", _get("timing", "slice_ms")),
-    ("params", _get("params")), ("flops", _get("flops")), ("status", _get("status")),
+    ("params", _get("params")), ("flops", _get("flops")), ("converged", _get("budget", "converged")),
+    ("stop_reason", _get("budget", "stop_reason")), ("status", _get("status")),
 )
 # The ranking table (rows of `benchmark.report.ranking.rows`), then its `rank_<k>_pct` columns.
 RANK_COLUMNS = ["modality", "variant", "label", "seeds", "n_cases", "dice", "ci_low", "ci_high", "rank", "mean_rank",
                 "median_rank", "rank_ci_low", "rank_ci_high", "p_beats_baseline", "mean_diff", "p", "p_holm",
-                "significant", "seed_std", "volume_ms"]
+                "significant", "seed_std", "volume_ms", "converged"]
 
 
 def cell(value):
@@ -199,6 +201,9 @@ def key_meanings() -> dict[str, str]:
         "time/model_volume_ms": "model-only time per volume, ms",
         "time/slice_ms": "model-only time per slice (2D models), ms",
         "params": "trainable parameters", "flops": "FLOPs of one forward pass",
+        "budget/converged": "the convergence rule held on the validation curve (docs/convergence.md): 1 or 0 "
+                            "(W&B: true/false)",
+        "budget/steps": "optimizer steps trained",
     })
     meanings.update({f"external/{m.name}": f"external set (`--external`): {m.name}, {m.aggregation} over its cases"
                      for m in METRICS if m.name != "failed"})
@@ -217,6 +222,7 @@ OTHER_KEYS = (  # (key, kind, meaning) of what is not a summary metric; docs/tra
     ("model, variant, suite, modality, status", "tag", "labels to filter by (W&B: model and variant as tags)"),
     ("checkpoint", "tag", "absolute path of model.ckpt (uploaded only with `--upload-checkpoint`; W&B: config)"),
     ("transfer, external/set", "tag", "where the encoder's weights came from; the external set's name"),
+    ("budget/stop_reason", "tag", "what ended training: plateau, max_steps, max_time or max_epochs (W&B: summary)"),
     ("liverbench.record, liverbench.complete", "tag", "one attempt of one run; set when everything was logged"),
     ("result.json, per_case.csv, external_per_case.csv", "artifact", "the run's record and per-case tables"),
     ("test/overlays/<case>.png, val/overlays/<case>.png", "artifact",
