@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     target = _target(name, rest)
     if target == "benchmark.lightning_cli:main":
         rest = [name, *rest]
-    return int(_load(target)(rest) or 0)
+    try:
+        return int(_load(target)(rest) or 0)
+    except OSError as exc:  # the backstop: an I/O condition is never a traceback, in any command
+        print(f"error: {exc.filename or name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def console() -> None:

@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args) -> int:
     try:
+        if args.out is not None and args.out.suffix.lower() != ".csv":  # never a file the inputs would hold
+            raise DataError(args.out, "the per-case output must be a .csv file (a summary .json is written beside it)")
         rows, unmatched = evaluate_folders(args.pred, args.gt, parse_labels(args.liver_labels),
                                            parse_labels(args.pred_labels), args.largest_component,
                                            args.skip_missing, args.threshold)

@@ -82,7 +82,7 @@ def liver_labels_by_name(meta: dict, path: Path) -> list[int]:
 def load_external_set(directory: str | Path, modality: str | None = None,
                       liver_labels: list[int] | None = None) -> ExternalSet:
     """Check one external set without decoding voxels; every problem is a `DataError` naming the file."""
-    from datamodules.readers import dataset_modality, read_dataset, read_dataset_json, read_header
+    from datamodules.readers import check_headers, dataset_modality, read_dataset, read_dataset_json
     from datamodules.volumes import parse_labels
 
     root = Path(directory).expanduser()
@@ -110,11 +110,7 @@ def load_external_set(directory: str | Path, modality: str | None = None,
     if not (root / "labelsTr").is_dir():
         raise DataError(root / "labelsTr", "missing: external cases need labels")
     records = read_dataset(root, liver_labels)  # an image without a label raises, naming the image
-    for r in records:
-        image_shape = read_header(r.image_path)[0]
-        label_shape = read_header(r.label_path)[0]
-        if image_shape != label_shape:
-            raise DataError(r.label_path, f"label shape {label_shape} differs from image shape {image_shape}")
+    check_headers(records, grid=False, whole=[r.case for r in records])  # scored after training
     name = str(meta.get("name") or root.name)
     return ExternalSet(name, root, found, [int(v) for v in liver_labels], records)
 

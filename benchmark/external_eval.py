@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from benchmark.records import write_per_case
 
-        write_per_case(Path(args.out).parent, rows, Path(args.out).name)
+        try:
+            write_per_case(Path(args.out).parent, rows, Path(args.out).name)
+        except OSError as exc:  # read-only or full output folder
+            print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}")
     return 0

@@ -86,6 +86,7 @@ class Predictor:
         self.precision = resolve_precision(precision, self.device)
         self.channels_last = self.precision in ("bf16", "fp16") if channels_last is None else bool(channels_last)
         self.module = module.to(self.device).eval()
+        self.source = getattr(module, "checkpoint_path", None) or "the network"  # its checkpoint, for errors
         dims = getattr(module, "spatial_dims", None)
         if self.channels_last and dims in (2, 3):
             from models.network import fast_eval_copy
@@ -240,7 +241,11 @@ class Predictor:
         if image.ndim != 3:
             raise ValueError(f"predict_image expects an (X, Y, Z) volume, got shape {image.shape}")
         x, state = self.preprocess(image, affine)
-        return self.invert(self.margin(x), state), affine
+        margin = self.margin(x)
+        if not bool(torch.isfinite(margin).all()):  # an empty mask would be read as "no liver"
+            raise DataError(self.source, f"non-finite network output (NaN/Inf) on a {image.shape} scan: "
+                                         "the weights or the precision overflow; no mask is written")
+        return self.invert(margin, state), affine
 
     def predict_file(self, path: str | Path, series: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 mask in the input's original grid, its affine) for a NIfTI or DICOM folder."""

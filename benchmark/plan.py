@@ -15,6 +15,8 @@ from benchmark.dependencies import order
 from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
 from datamodules.files import DataError
+from benchmark.keys import (ENTRY_KEYS, INIT_FROM_KEYS, SUITE_BUDGETS, SUITE_KEYS, check_entry_config,
+                           check_keys, check_preset_layer, mapping, model_class)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATAMODULES = {"ct": "datamodules.datamodule.CTDataModule", "mri": "datamodules.datamodule.MRIDataModule"}
@@ -76,18 +78,25 @@ def load_suite(name_or_path: str) -> dict:
     """`{name, description, entries: [{variant, label, config}]}`; config paths made absolute."""
     path = _named_file(name_or_path, "suites")
     suite = _yaml(path)
+    check_keys(suite, SUITE_KEYS, path)
     entries = suite.get("entries")
     if not isinstance(entries, list) or not entries:
         raise DataError(path, "a suite needs a non-empty list `entries`")
+    if suite.get("budget") is not None and suite["budget"] not in SUITE_BUDGETS:
+        raise DataError(path, f"`budget` must be one of {', '.join(SUITE_BUDGETS)}, got {suite['budget']!r}")
     suite.setdefault("name", path.stem)
     variants = set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "variant" not in entry or "config" not in entry:
             raise DataError(path, f"entry {i} needs `variant` and `config`")
+        check_keys(entry, ENTRY_KEYS, path, f"entry {i}: ")
+        if not isinstance(entry["variant"], str) or not isinstance(entry["config"], str):
+            raise DataError(path, f"entry {i}: `variant` and `config` must be strings")
         if entry["variant"] in variants:
             raise DataError(path, f"variant {entry['variant']!r} appears twice")
         variants.add(entry["variant"])
         entry["config"] = (path.parent / entry["config"]).resolve()
+        check_entry_config(entry["config"], _yaml(entry["config"]))  # typos refused before any run
         entry.setdefault("label", entry["variant"])
     for i, entry in enumerate(entries):
         _check_dependency(path, i, entry, variants)
@@ -104,6 +113,8 @@ def _check_dependency(path: Path, i: int, entry: dict, variants: set) -> None:
     src = entry.get("init_from")
     if src is None:
         return
+    if isinstance(src, dict):
+        check_keys(src, INIT_FROM_KEYS, path, f"entry {i}: init_from: ")
     if not isinstance(src, dict) or src.get("variant") not in variants - {entry["variant"]} \
             or src.get("modality") not in DATAMODULES:
         raise DataError(path, f"entry {i}: `init_from` needs `variant` (another entry of this suite) and "
@@ -115,10 +126,7 @@ def load_preset(name_or_path: str, _seen: tuple = ()) -> dict:
     path = _named_file(name_or_path, "presets")
     preset = _yaml(path)
     preset.setdefault("name", path.stem)
-    unknown = set(preset) - {"name", "description", "extends", "trainer", "model", "models", "data", "dims",
-                             "timing", "evaluation", "convergence", "smoke", "force", "budget"}
-    if unknown:
-        raise DataError(path, f"unknown preset keys: {', '.join(sorted(unknown))}")
+    _check_layers(path, preset)
     for where, layer in _layers(preset):  # a bad `force`/`budget` fails now, not in every run
         try:
             check_force(layer.get("force"), where)
@@ -144,6 +152,19 @@ def _extend(path: Path, preset: dict, seen: tuple) -> dict:
     if base_name.endswith((".yaml", ".yml")):  # a file name is relative to the extending preset
         base_name = str(path.parent / base_name)
     return deep_merge(load_preset(base_name, (*seen, path)), preset)
+
+
+def _check_layers(path: Path, preset: dict) -> None:
+    """Every layer's keys and section keys (`benchmark.keys`), and the models a `models:` layer names."""
+    for where, layer in (("", preset), ("smoke: ", mapping(preset.get("smoke"), path, "smoke"))):
+        check_preset_layer(path, layer, where)
+        for dims, sub in mapping(layer.get("dims"), path, f"{where}dims").items():
+            if str(dims) not in ("2", "3"):
+                raise DataError(path, f"{where}dims: keys must be 2 or 3, got {dims!r}")
+            check_preset_layer(path, mapping(sub, path, f"{where}dims {dims}"), f"{where}dims {dims}: ")
+        for name, sub in mapping(layer.get("models"), path, f"{where}models").items():
+            cls = model_class(name, path, f"{where}models: ")
+            check_preset_layer(path, mapping(sub, path, f"{where}models {name}"), f"{where}models {name}: ", cls)
 
 
 def _layers(preset: dict):

@@ -42,16 +42,17 @@ def read_result(folder: str | os.PathLike) -> dict | None:
         return None
 
 
-def prepare_run_dir(folder: str | os.PathLike) -> Path:
+def prepare_run_dir(folder: str | os.PathLike, replaces: dict | None = None) -> Path:
     """Empty a stale or retried run folder so a restart begins clean. A finished run is never
-    cleared (re-checked here, just before deleting): neither an `ok` record nor one that cannot be read."""
+    cleared (re-checked here, just before deleting): neither an `ok` record nor one that cannot be read,
+    except the `ok` record `replaces`, found stale (another config) and re-run with --resume."""
     folder = Path(folder)
     result = folder / "result.json"
     if result.is_file():
         previous = read_result(folder)
         if previous is None:
             raise DataError(result, "unreadable run record; the run's files are kept (remove the folder to re-run it)")
-        if previous.get("status") == "ok":
+        if previous.get("status") == "ok" and previous != replaces:
             raise DataError(result, "run already finished (status ok); its files are kept")
     if folder.exists():
         shutil.rmtree(folder)

@@ -33,6 +33,7 @@ from benchmark.stages.plan import instantiate, plan
 from benchmark.stages.record import finish_record, new_record
 from benchmark.stages.test import evaluate, score_test_split  # noqa: F401
 from benchmark.stages.timing import measure
+from benchmark.tracking import Tracking, add_arguments as add_tracking_arguments, tracking_from_args
 from datamodules.files import DataError
 from datamodules.volumes import NAN_POLICIES, nan_policy_env
 
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wandb", default=None, choices=["disabled", "offline", "online"],
                    help="W&B mode (default: online with an API key, else offline; WANDB_MODE is honoured)")
     p.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "liverbench"), help="W&B project")
+    add_tracking_arguments(p)
+    p.add_argument("--upload-checkpoint", action="store_true",
+                   help="also upload each run's model.ckpt to the trackers (default: its path only, as a tag)")
     p.add_argument("--resume", action="store_true",
                    help="also retry runs recorded as failed (finished runs are always skipped)")
     p.add_argument("--report", action="store_true", help="refresh OUT/leaderboard.md after the suite")
@@ -73,9 +77,13 @@ def parse_seeds(text: str) -> list[int]:
         raise DataError("--seeds", f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
 
 
-def _os_error(exc: OSError) -> str:
-    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first)."""
-    return f"{exc.filename or '?'}: {exc.strerror or exc}"
+def _os_error(exc: OSError, folder: Path | None = None) -> str:
+    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first).
+    A file outside the run's `folder` (a library's temp file) is named after the folder it was for."""
+    name = exc.filename
+    if folder is not None and (not name or not Path(str(name)).resolve().is_relative_to(Path(folder).resolve())):
+        return f"{folder}: {exc.strerror or exc}" + (f" (writing {name})" if name else "")
+    return f"{name or '?'}: {exc.strerror or exc}"
 
 
 def _csv(text: str) -> list[str]:
@@ -100,6 +108,8 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
         planned = len(runs)
         runs = shard_runs(runs, *shard) if shard else runs
         external = resolve_external(args.external, _csv(args.modalities))  # checked before any training
+        tracking = tracking_from_args(args.tracker, args.wandb, args.project, args.mlflow_uri, args.out,
+                                      args.upload_checkpoint)
     except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,23 +122,21 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # --out not creatable (a file in the way, read-only, disk full)
-            print(f"error: {_os_error(exc)}", file=sys.stderr)
+            print(f"error: {_os_error(exc, Path(args.out))}", file=sys.stderr)
             return 2
-        return _run_suite(args, suite, preset, runs, planned, shard, rank_zero, command, external)
+        return _run_suite(args, suite, preset, runs, planned, shard, rank_zero, command, external, tracking)
 
 
 def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: int, shard, rank_zero: bool,
-               command: str, external: dict) -> int:
-    from benchmark.wandb_logging import log_suite_summary, resolve_mode, sync_hint
-
-    mode = resolve_mode(args.wandb)
+               command: str, external: dict, tracking: Tracking) -> int:
     results: list[dict] = []
     interrupted = disk_error = False
     where = {"shard": f"{shard[0]}/{shard[1]}" if shard else None, "host": socket.gethostname(), "pid": os.getpid()}
     since = rec.now()
     with SuiteProgress(len(runs)) as progress, interruptible():
         part = f" (shard {where['shard']} of {planned} planned)" if shard else ""
-        progress.log(f"suite {suite['name']}: {len(runs)} runs{part}, preset {preset['name']}, W&B {mode}, out {args.out}")
+        progress.log(f"suite {suite['name']}: {len(runs)} runs{part}, preset {preset['name']}, "
+                     f"tracking: {tracking.describe()}, out {args.out}")
         for ext in external.values():
             progress.log(f"external {ext.modality}: {ext.name}, {ext.n} cases, liver labels {ext.liver_labels}")
         for spec in runs:
@@ -137,7 +145,7 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 skip = lock is None
             else:  # a DDP follower: rank zero decides from the same records
                 lock, previous, note = None, rec.read_result(spec.folder), "already done"
-                skip = finished(previous, args.resume)
+                skip = finished(previous, args.resume, spec=spec)
             if skip and rank_zero and previous and needs_scoring(previous, external.get(spec.modality)):
                 progress.log(f"{spec.name}: finished earlier; scoring its model.ckpt on the external set")
                 previous = score_finished_run(spec.folder, previous, external[spec.modality])
@@ -150,8 +158,8 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
             if rank_zero:
                 progress.log(f"start {spec.name}" + (f" ({note})" if note else ""))
             try:
-                record = execute_run(spec, mode, args.project, progress, command, external.get(spec.modality),
-                                     where=where, rank_zero=rank_zero)
+                record = execute_run(spec, tracking, progress, command, external.get(spec.modality),
+                                     where=where, rank_zero=rank_zero, replaces=previous)
                 results.extend([record] if record else [])
             except KeyboardInterrupt:
                 interrupted = True
@@ -165,9 +173,8 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 progress.finish_run()
                 continue
             except OSError as exc:  # disk full or results folder not writable: stop cleanly
-                print(f"error: {_os_error(exc)}", file=sys.stderr)
                 progress.log(f"stopping the suite: cannot write results ({exc.strerror or exc})")
-                disk_error = True
+                disk_error = f"error: {_os_error(exc, spec.folder)}"  # printed once the progress display is gone
                 break
             finally:
                 if lock is not None:
@@ -180,6 +187,8 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
                 interrupted = True
                 progress.log("interrupted; finished results are kept, re-run the same command to continue")
                 break
+    if disk_error:
+        print(disk_error, file=sys.stderr)
     if not rank_zero:
         return 0
     console = Console(stderr=False, width=max(Console().width, 130))
@@ -188,21 +197,19 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
         console.print(f"[red]failed[/red] {line}", highlight=False)
     suite_dir = Path(args.out) / suite["name"]
     if not interrupted and not disk_error:  # a full or read-only disk: write nothing more
-        if shard:  # the summary run is made once, from every shard's records, by `report --wandb`
-            if mode != "disabled":
+        if shard:  # the summary run is made once, from every shard's records, by `report --tracker`
+            if tracking.backends:
+                names = ",".join(b.name for b in tracking.backends)
                 console.print(f"shard {where['shard']}: once every shard is done, `liverbench report --results "
-                              f"{args.out} --wandb` makes the suite's W&B summary run", highlight=False)
+                              f"{args.out} --tracker {names}` makes the suite's summary run", highlight=False)
         else:
-            try:
-                log_suite_summary(mode, args.project, suite["name"], results, suite_dir)
-            except Exception as exc:  # W&B trouble must not lose the benchmark
-                warnings.warn(f"W&B summary run failed: {exc}")
+            tracking.summary(suite["name"], results, suite_dir)  # a failing tracker is warned about
         if args.report:
             from benchmark import report
 
             report.main(["--results", str(args.out), "--out", str(Path(args.out) / "leaderboard.md")])
-    if mode == "offline":
-        console.print(sync_hint(args.out), highlight=False)
+    for hint in tracking.hints():
+        console.print(hint, highlight=False)
     if interrupted:
         return 130
     if disk_error:
@@ -213,20 +220,23 @@ def _run_suite(args, suite: dict, preset: dict, runs: list[RunSpec], planned: in
     return 0 if (all(ok) if args.strict else any(ok)) else 1
 
 
-def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress, command: str = "",
-                external=None, where: dict | None = None, rank_zero: bool = True) -> dict | None:
-    """One run, start to record (`external`: the validated real set of its modality, or None).
+def execute_run(spec: RunSpec, tracking: Tracking, progress: SuiteProgress, command: str = "",
+                external=None, where: dict | None = None, rank_zero: bool = True,
+                replaces: dict | None = None) -> dict | None:
+    """One run, start to record (`external`: the validated real set of its modality, or None;
+    `replaces`: the finished record of a stale run re-run with --resume).
     Exceptions become a `failed` record; Ctrl-C propagates.
 
     On DDP ranks >= 1 (`rank_zero=False`) only the fit runs, with the same checkpoint logic (its
-    saving is collective): no folder clean-up, W&B, test, timing or record; returns None."""
-    from benchmark.wandb_logging import abort_run, make_logger, validation_overlays
+    saving is collective): no folder clean-up, tracking, test, timing or record; returns None."""
+    from benchmark.tracking import RunTracking
+    from benchmark.tracking.overlays import validation_overlays
 
-    folder = rec.prepare_run_dir(spec.folder) if rank_zero else spec.folder
+    folder = rec.prepare_run_dir(spec.folder, replaces) if rank_zero else spec.folder
     folder.mkdir(parents=True, exist_ok=True)
     record = new_record(spec, command, where)
     durations = record["durations"]  # wall-clock seconds per stage, for budgeting
-    logger, per_case, overlays, external_rows = None, [], [], []
+    run_tracking, per_case, overlays, external_rows = RunTracking([]), [], [], []
     started = clock = time.perf_counter()
     fatal = None
 
@@ -237,13 +247,16 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
 
     try:
         config = plan(spec, folder, record)
-        logger = make_logger(mode, project, spec.suite, record, folder) if rank_zero else None
+        if rank_zero:
+            run_tracking = tracking.start(record, folder)
         progress.start_run(spec.name, config["trainer"].get("max_steps"))
         curve = ValidationCurve(config["convergence"])
-        # with a logger: the learning rate per step too (where the convergence rule dropped it)
+        images = run_tracking.wants_images
+        # with a tracker: the learning rate per step too (where the convergence rule dropped it)
         callbacks = [StepProgress(progress), curve] + (
-            [validation_overlays(), LearningRateMonitor("step")] if logger is not None else [])
-        model, datamodule, trainer = instantiate(config, logger, callbacks, folder)
+            [LearningRateMonitor("step")] if run_tracking.loggers else []) + (
+            [validation_overlays(run_tracking)] if images else [])
+        model, datamodule, trainer = instantiate(config, run_tracking.loggers, callbacks, folder)
         record["model"] = getattr(model, "model_name", None) or record["model"]
         clock = time.perf_counter()
         if not rank_zero:  # a DDP follower: train along; saving a checkpoint is collective
@@ -257,7 +270,7 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
                                          config["budget_limit"], curve)
         progress.set_run_stage("test")
         per_case, overlays = score_test_split(module, preprocessing, datamodule, config, folder, record,
-                                              log_images=logger is not None)
+                                              log_images=images)
         record["test_set"] = datamodule.test_set_info()
         lap("test_s")
         if external is not None:
@@ -275,19 +288,20 @@ def execute_run(spec: RunSpec, mode: str, project: str, progress: SuiteProgress,
         stop_if_interrupted()
         record["status"] = "ok"
     except KeyboardInterrupt:
-        abort_run(logger)
+        run_tracking.abort(record)
         raise
     except Exception as exc:  # recorded; the suite goes on (unless the disk is full)
         if not rank_zero:
             progress.log(f"{spec.name} failed on this rank: {exc}")
             return None
         record.update(rec.failure_fields(exc))
-        if isinstance(exc, OSError) and exc.filename:
-            record["error"] = f"error: {_os_error(exc)}"
+        if isinstance(exc, OSError):
+            record["error"] = f"error: {_os_error(exc, folder)}"
         progress.log(f"[red]{spec.name} failed[/red]: {record['error'].splitlines()[0][:200]}")
         fatal = exc if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
     durations["total_s"] = time.perf_counter() - started
-    finish_record(folder, record, logger, per_case, overlays, spec.name, external_rows)  # OSError: stops the suite
+    finish_record(folder, record, run_tracking, per_case, overlays, external_rows,
+                  tracking.upload_checkpoint)  # OSError: stops the suite
     if fatal is not None:
         raise fatal
     return record

@@ -11,6 +11,7 @@ Cost model (relative units, roughly CPU seconds on the cpu preset, see docs/clus
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from datamodules.files import DataError
 
@@ -110,24 +111,53 @@ def is_rank_zero(environ: dict | None = None) -> bool:
     return True
 
 
-def finished(record: dict | None, resume: bool, since: str | None = None) -> bool:
+def finished(record: dict | None, resume: bool, since: str | None = None, spec=None) -> bool:
     """Skip a run whose record is ok, or failed without --resume, or written by another process
-    after `since` (this invocation's start: it was just retried elsewhere)."""
+    after `since` (this invocation's start: it was just retried elsewhere). With `spec`, an ok record
+    whose config differs from what would run now (`benchmark.reuse`) is not finished under --resume."""
     if not record:
         return False
-    if record.get("status") == "ok" or not resume:
+    if record.get("status") == "ok":
+        return not (resume and spec is not None and stale(record, spec))
+    if not resume:
         return True
     return since is not None and str(record.get("finished") or "") > since
 
 
+def stale(record: dict, spec) -> list[str]:
+    """The config changes that make an ok record stale for `spec` ([] = reusable)."""
+    from benchmark.reuse import config_changes
+
+    if record.get("status") != "ok":
+        return []
+    try:
+        return config_changes(record, spec)
+    except ValueError as exc:  # the entry cannot be built now: the old result is not what would run
+        return [f"the config now fails: {exc}"]
+
+
+def refusal(spec, changes: list[str]) -> dict:
+    """What a plain re-run reports for a stale finished run: failed in this invocation, its files kept."""
+    path = Path(spec.folder) / "result.json"
+    return {"suite": spec.suite, "variant": spec.variant, "modality": spec.modality, "seed": spec.seed,
+            "status": "failed", "error": f"error: {path}: finished with another config ({'; '.join(changes)}); "
+                                         "its result is not reused; --resume re-runs it"}
+
+
 def claim(spec, out, resume: bool, command: str, since: str | None = None):
     """`(lock, None, note)` when this process should run `spec` now (holding its run lock);
-    `(None, record_or_None, reason)` when it should skip it (finished, or running elsewhere)."""
+    `(None, record_or_None, reason)` when it should skip it (finished, or running elsewhere). A
+    finished run whose config changed is refused without --resume; with it, `(lock, stale record,
+    note saying why)`: the runner re-runs it, replacing that record (`records.prepare_run_dir`)."""
     from benchmark import locks
     from benchmark.records import read_result
 
     previous = read_result(spec.folder)
-    if finished(previous, resume):
+    changes = stale(previous, spec) if previous else []
+    if changes and not resume:
+        return None, refusal(spec, changes), f"finished with another config ({'; '.join(changes)}); " \
+                                                       "not reused: --resume re-runs it"
+    if not changes and finished(previous, resume):
         return None, previous, f"already {previous.get('status')}" + (
             "" if previous.get("status") == "ok" else " (use --resume to retry)")
     lock = locks.run_lock(out, spec.suite, spec.name, command)
@@ -136,11 +166,11 @@ def claim(spec, out, resume: bool, command: str, since: str | None = None):
     except locks.LockHeld as exc:
         h = exc.holder
         return None, None, f"running elsewhere (PID {h.get('pid')} on host {h.get('host')})"
-    previous = read_result(spec.folder)  # finished by another process between our check and the lock
-    if finished(previous, resume, since):
+    again = read_result(spec.folder)  # finished by another process between our check and the lock
+    if finished(again, resume, since, spec):
         lock.release()
-        return None, previous, f"already {previous.get('status')} (finished by another process)"
-    note = None
+        return None, again, f"already {again.get('status')} (finished by another process)"
+    note = f"re-run: config changed since it finished ({'; '.join(changes)})" if changes else None
     if lock.broke:
         note = f"took over the stale lock of PID {lock.broke.get('pid')} on host {lock.broke.get('host')}"
-    return lock, None, note
+    return lock, (previous if changes else None), note

@@ -14,18 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.metrics import METRICS
+from benchmark.tracking.content import (EXTERNAL_KEYS, RANK_COLUMNS, SUMMARY_COLUMNS, SUMMARY_KEYS,  # noqa: F401
+                                        cell, ranking_table, run_params, summary_table, summary_values)
+from benchmark.tracking.overlays import Overlay, overlay_image  # noqa: F401 (public names)
 
 MODES = ("disabled", "offline", "online")
-SUMMARY_KEYS = {  # W&B summary key -> (record section, key); metric keys from the metric schema
-    **{m.wandb_key: ("metrics", m.name) for m in METRICS},
-    "time/volume_ms": ("timing", "volume_ms"), "time/slice_ms": ("timing", "slice_ms"),
-    "time/model_volume_ms": ("timing", "model_volume_ms"), "params": (None, "params"),
-    "flops": (None, "flops"), "budget/converged": ("budget", "converged"), "budget/steps": ("budget", "steps"),
-    "budget/stop_reason": ("budget", "stop_reason"),
-}
-LEADERBOARD_COLUMNS = ["variant", "model", "modality", "seed", *(m.name for m in METRICS if m.name != "failed"),
-                       "volume_ms", "slice_ms", "params", "flops", "converged", "stop_reason", "status"]
+LEADERBOARD_COLUMNS = [c for c, _ in SUMMARY_COLUMNS]
 
 
 def has_api_key() -> bool:
@@ -69,7 +63,7 @@ def make_logger(mode: str, project: str, suite: str, record: dict, save_dir: str
     name = f"{record['variant']}__{record['modality']}__seed{record['seed']}"
     return WandbLogger(
         project=project, name=name, group=suite, job_type=record["modality"],
-        tags=[str(record["model"]), str(record["variant"])], config=_config(record),
+        tags=[str(record["model"]), str(record["variant"])], config=run_params(record),
         save_dir=str(save_dir), offline=(mode == "offline"), log_model=False, reinit="finish_previous",
         settings=_quiet(),
     )
@@ -82,74 +76,15 @@ def _quiet():
     return wandb.Settings(quiet=True)
 
 
-def _config(record: dict) -> dict:
-    keys = ("suite", "variant", "model", "modality", "seed", "preset", "data", "config")
-    return {k: record.get(k) for k in keys}
-
-
-EXTERNAL_KEYS = ("dice", "jaccard", "precision", "recall", "hd95", "assd", "global_dice")
-
-
-def summary_values(record: dict) -> dict:
-    """Flat W&B summary of a record; the external set's means go under `external/<metric>`."""
-    out = {}
-    for key, (section, name) in SUMMARY_KEYS.items():
-        value = (record.get(section) or {}).get(name) if section else record.get(name)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            out[key] = value
-    ext = record.get("external") or {}
-    if ext.get("metrics"):
-        out.update({f"external/{k}": ext["metrics"][k] for k in EXTERNAL_KEYS
-                    if ext["metrics"].get(k) is not None and not math.isnan(ext["metrics"][k])})
-        out.update({"external/n": ext["n"], "external/failed": ext["failed"], "external/set": ext["name"]})
-    return out
-
-
-def overlay_image(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, caption: str):
-    """A `wandb.Image` of the axial slice with most liver, prediction and ground truth as masks."""
+def to_wandb(overlay: Overlay):
+    """A `wandb.Image` of an overlay's slice with the prediction and ground truth as toggleable masks."""
     import wandb
 
-    z = int(np.argmax(gt.reshape(-1, gt.shape[-1]).sum(0))) if gt.any() else gt.shape[-1] // 2
-    sl = image[..., z].astype(np.float32)
-    lo, hi = np.percentile(sl, [1, 99])
-    gray = (np.clip((sl - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-    # Arrays are (X, Y) in RAS order; show with anterior up and patient's right on the left.
-    view = lambda a: np.ascontiguousarray(np.flipud(np.asarray(a).T))  # noqa: E731
     labels = {1: "liver"}
-    return wandb.Image(view(gray), caption=f"{caption} (z={z})", masks={
-        "prediction": {"mask_data": view(pred[..., z].astype(np.uint8)), "class_labels": labels},
-        "ground_truth": {"mask_data": view(gt[..., z].astype(np.uint8)), "class_labels": labels},
+    return wandb.Image(overlay.gray, caption=overlay.caption, masks={
+        "prediction": {"mask_data": overlay.pred.astype(np.uint8), "class_labels": labels},
+        "ground_truth": {"mask_data": overlay.gt.astype(np.uint8), "class_labels": labels},
     })
-
-
-def validation_overlays(n_images: int = 2):
-    """A Lightning callback: after training, the first `n_images` validation volumes' prediction and
-    ground truth as `val/overlays` in the run's W&B logger (what the trained model does, at a glance)."""
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-    from models.base import plain_tensor
-
-    class ValidationOverlays(Callback):
-        def on_fit_end(self, trainer, pl_module):
-            logger, dm = trainer.logger, trainer.datamodule
-            if logger is None or dm is None or not trainer.is_global_zero:
-                return
-            images, training = [], pl_module.training
-            pl_module.eval()
-            with torch.no_grad():
-                for i, batch in enumerate(dm.val_dataloader()):
-                    if i >= n_images:
-                        break
-                    image = plain_tensor(batch["image"]).to(pl_module.device)
-                    pred = pl_module.predict_volume(image).argmax(1)[0].cpu().numpy()
-                    gt = plain_tensor(batch["label"])[0, 0].numpy() > 0.5
-                    images.append(overlay_image(image[0, 0].cpu().numpy(), pred, gt, str(batch["case"][0])))
-            pl_module.train(training)
-            if images:
-                logger.experiment.log({"val/overlays": images})
-
-    return ValidationOverlays()
 
 
 def _table(rows: list[dict]):
@@ -173,7 +108,7 @@ def log_result(logger, record: dict, per_case: list[dict], overlays: list | None
     if external_rows:
         run.log({"external/per_case": _table(external_rows)})
     if overlays:
-        run.log({"test/overlays": overlays})
+        run.log({"test/overlays": [to_wandb(o) if isinstance(o, Overlay) else o for o in overlays]})
     for key, value in summary_values(record).items():
         run.summary[key] = value
     run.summary["status"] = record.get("status")
@@ -187,23 +122,14 @@ def abort_run(logger) -> None:
 
 
 def leaderboard_rows(records: list[dict]) -> list[list]:
-    rows = []
-    for r in records:
-        budget = {k: (r.get("budget") or {}).get(k) for k in ("converged", "stop_reason")}
-        flat = {**(r.get("metrics") or {}), **(r.get("timing") or {}), **budget, **r}
-        rows.append([flat.get(c) for c in LEADERBOARD_COLUMNS])
-    return rows
+    return summary_table(records)[1]
 
 
-RANK_COLUMNS = ["modality", "variant", "label", "seeds", "n_cases", "dice", "ci_low", "ci_high", "rank", "mean_rank", "median_rank",
-                "rank_ci_low", "rank_ci_high",
-                "p_beats_baseline", "mean_diff", "p", "p_holm", "significant", "seed_std", "volume_ms", "converged"]
 TIME_COLUMNS = ["modality", "variant", "label", "volume_ms", "dice", "ci_low", "ci_high", "significant"]
 
 
 def _cells(row: dict, columns: list[str]) -> list:
-    """Table cells; NaN (no test for the baseline, one seed) becomes None, a missing W&B value."""
-    return [None if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c) for c in columns]
+    return [cell(row.get(c)) for c in columns]
 
 
 def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], save_dir: str | os.PathLike,
@@ -219,7 +145,7 @@ def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], 
     run = wandb.init(project=project, group=suite, job_type="summary", name=f"{suite}__summary",
                      tags=["summary"], dir=str(save_dir), mode=mode, reinit="finish_previous",
                      config={"suite": suite, "runs": len(records)}, settings=_quiet())
-    table = wandb.Table(columns=LEADERBOARD_COLUMNS, data=leaderboard_rows(records))
+    table = wandb.Table(*summary_table(records))
     ok = [r for r in records if r.get("status") == "ok" and (r.get("timing") or {}).get("volume_ms")]
     scatter = wandb.Table(columns=["label", "modality", "volume_ms", "dice"], data=[
         [r["variant"], r["modality"], r["timing"]["volume_ms"], (r.get("metrics") or {}).get("dice")] for r in ok])
@@ -227,9 +153,7 @@ def log_suite_summary(mode: str, project: str, suite: str, records: list[dict], 
               "accuracy_vs_time": wandb.plot.scatter(scatter, "volume_ms", "dice",
                                                      title=f"{suite}: Dice vs time per volume (ms)")}
     if rank_rows:
-        n_ranks = max(int(k.split("_")[1]) for row in rank_rows for k in row if k.startswith("rank_") and k.endswith("_pct"))
-        columns = RANK_COLUMNS + [f"rank_{i}_pct" for i in range(1, n_ranks + 1)]
-        logged["ranking"] = wandb.Table(columns=columns, data=[_cells(row, columns) for row in rank_rows])
+        logged["ranking"] = wandb.Table(*ranking_table(rank_rows))
         timed = [row for row in rank_rows if not math.isnan(row["volume_ms"]) and not math.isnan(row["ci_low"])]
         if timed:
             from benchmark.report.plots import _pyplot, dice_time_figure

@@ -16,7 +16,7 @@ from monai.data import DataLoader
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
                                   default_cache_root, file_key)
 from datamodules.files import DataError
-from datamodules.readers import CaseRecord, dataset_modality, load_case, ras_spacing, read_dataset, read_header
+from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, ras_spacing, read_dataset, read_header
 from datamodules.splits import load_split, save_split, split_patients
 from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
                                     preprocessing_config)
@@ -150,6 +150,9 @@ class LiverDataModule(L.LightningDataModule):
         if self.liver_labels is None and self.records[0].liver_labels is not None:
             self.liver_labels = list(self.records[0].liver_labels)  # named in dataset.json
         self.split = self._restored.get("split") or self._make_split()
+        # every split before training (train and validation are decoded then too), the test split's
+        # files read to their end: a truncated test scan must not be found after training
+        check_headers(self.records, whole=self.split.get("test", []))
         self.preprocessing = self._restored.get("preprocessing") or self._fit_config()
         self._cache = VolumeCache(self.preprocessing, self.liver_labels, hp.cache)
 

@@ -26,6 +26,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Randomizable
 
+from datamodules.files import umask_mode
 from datamodules.readers import CaseRecord, load_case
 from datamodules.transforms import build_preprocessing
 
@@ -109,6 +110,7 @@ class VolumeCache:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
+            os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide a shared cache
             np.save(tmp / "image.npy", vol.image)
             np.save(tmp / "label.npy", vol.label)
             np.save(tmp / "affine.npy", vol.affine)

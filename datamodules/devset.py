@@ -15,8 +15,6 @@ kidneys stay 2/3, spleen 4 -> 1). Each set is written to a temp folder and moved
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -86,29 +84,19 @@ def _labels(values: set[int]) -> dict[str, int]:
 
 
 def _write(out: Path, modality: str, cases: list, source: str) -> Path:
-    """Write cases [(case, image path, label array)] as OUT/<modality> (temp folder, then moved)."""
+    """Write cases [(case, image path, label array)] as OUT/<modality> (DatasetWriter: staged, then
+    moved in; only its own files are replaced)."""
     from datamodules.convert.common import DatasetWriter
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{modality}.", dir=out))
-    try:
-        writer = DatasetWriter(tmp, modality, name=f"LiverBench_devset_{modality}")
-        values: set[int] = set()
-        for case, image, label in cases:
-            if not (label == LIVER).any():
-                raise DataError(image, f"no liver voxels (label {LIVER}) after renumbering")
-            writer.add(case, image, label)
-            values |= set(np.unique(label).tolist()) - {0}
-        writer.finish(labels=_labels(values), source=source, liver_label=LIVER,
-                      description="development set for measuring transfer to real scans; never training data")
-        final = out / modality
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    writer = DatasetWriter(out / modality, modality, name=f"LiverBench_devset_{modality}")
+    values: set[int] = set()
+    for case, image, label in cases:
+        if not (label == LIVER).any():
+            raise DataError(image, f"no liver voxels (label {LIVER}) after renumbering")
+        writer.add(case, image, label)
+        values |= set(np.unique(label).tolist()) - {0}
+    return writer.finish(labels=_labels(values), source=source, liver_label=LIVER,
+                         description="development set for measuring transfer to real scans; never training data")
 
 
 def build_devset(real: str | Path = DEFAULT_REAL, out: str | Path = "data/devset",

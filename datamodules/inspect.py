@@ -51,11 +51,13 @@ def inspect_dataset(root: str | Path, liver_labels: Sequence[int] | None = None)
 
 
 def dataset_problems(root: str | Path, found: int) -> list[str]:
-    """What makes a folder not a finished dataset: no dataset.json (warned), or a case count that
-    differs from its `numTraining` (an error: an incomplete conversion or copy)."""
+    """What makes a folder not a finished dataset, each an error: no dataset.json (the writers put it
+    last: an interrupted write or copy, or a folder made by hand), or a case count that differs from
+    its `numTraining` (an incomplete conversion or copy)."""
     meta_path = Path(root) / "dataset.json"
     if not meta_path.is_file():
-        return [f"{meta_path}: missing: not a converted dataset (label names and modality unknown)"]
+        raise DataError(meta_path, "missing: not a complete dataset (an interrupted write or copy leaves none; "
+                                   "for a folder made by hand write one: channel_names, labels, numTraining)")
     declared = read_dataset_json(root).get("numTraining")
     if declared is not None and declared != found:
         raise DataError(meta_path, f"numTraining is {declared} but {found} labelled case(s) were found: "

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from datamodules.files import DataError
-from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid,  # noqa: F401 (re-exported)
+from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid, check_stream,  # noqa: F401 (re-exported)
                                  liver_labels_from_dataset_json, parse_labels, ras_spacing, read_geometry, read_volume)
 from datamodules.volumes import liver_mask as _liver_mask
 
@@ -171,6 +171,23 @@ def load_case(record: CaseRecord, liver_labels: Sequence[int] | None = None,
                                            f"{np.unique(label).tolist()}")
     return LoadedCase(record, image.array, mask, image.affine, image.spacing,
                       [int(v) for v in np.unique(label)])
+
+
+def check_headers(records: Sequence[CaseRecord], grid: bool = True, whole: Iterable[str] = ()) -> None:
+    """Every image and label as far as headers and file sizes tell (a truncated file, a label on another
+    grid, or only of another shape with `grid=False`), and the whole compressed stream of the `whole`
+    cases (those not decoded before training: the test split, external sets), so a bad case stops a
+    run before training instead of after it."""
+    whole = set(whole)
+    for r in records:
+        image, label = read_geometry(r.image_path), read_geometry(r.label_path)
+        if grid:
+            check_same_grid(label, image, r.label_path, Path(r.image_path).name, "label ")
+        elif image.shape != label.shape:
+            raise DataError(r.label_path, f"label shape {label.shape} differs from image shape {image.shape}")
+        if r.case in whole:
+            check_stream(r.image_path)
+            check_stream(r.label_path)
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:

@@ -98,6 +98,19 @@ def _check_declared_size(img, path: Path) -> None:
                                   f"{have:,}: truncated file or wrong header")
 
 
+def check_stream(path: str | Path) -> None:
+    """A `.nii.gz` read to its end without keeping the voxels: gzip's own length and CRC find a
+    truncated or damaged file that the header checks cannot (a `.nii`'s size is checked exactly)."""
+    if not str(path).endswith(".gz"):
+        return
+    try:
+        with _gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"truncated or damaged gzip stream ({type(exc).__name__}: {exc})") from None
+
+
 def _check_spacing(img, path: Path) -> None:
     """Zero, negative or non-finite voxel sizes make every mm wrong. nibabel silently turns a zero
     pixdim into 1 mm and a negative one into its absolute value, so the raw header is read too."""
@@ -248,10 +261,26 @@ def check_same_grid(a, b, path: str | Path, other: str | Path, what: str = "") -
     (sa, aa), (sb, ab) = _grid(a), _grid(b)
     if sa != sb:
         raise DataError(path, f"{what}shape {sa} differs from {other} shape {sb}")
+    if not same_grid(a, b) and _same_voxels(sa, aa, ab) and orientation(aa) != orientation(ab):
+        raise DataError(path, f"{what}axes are flipped: stored {orientation(aa)}, {other} is {orientation(ab)} "
+                              f"(the same voxels in space, in another order); save it in {orientation(ab)} order")
     if not same_grid(a, b):
         raise DataError(path, f"{what}affine differs from the affine of {other} by up to "
                               f"{np.abs(aa - ab).max():.3g} mm (tolerance {GRID_ATOL_MM} mm):\n"
                               f"{np.round(aa, 4)}\nvs\n{np.round(ab, 4)}")
+
+
+def _same_voxels(shape, a: np.ndarray, b: np.ndarray) -> bool:
+    """Two affines of one shape whose grids cover the same points (corners and voxel sizes agree):
+    only the storage order of the axes differs (a flip, e.g. LPS vs RAS)."""
+    corners = np.array(np.meshgrid(*[(0, s - 1) for s in shape], indexing="ij")).reshape(3, -1)
+
+    def world(affine):
+        pts = (affine[:3, :3] @ corners).T + affine[:3, 3]
+        return pts[np.lexsort(np.round(pts, 2).T[::-1])]
+
+    return bool(np.allclose(np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0), atol=GRID_ATOL_MM)
+                and np.allclose(world(a), world(b), atol=GRID_ATOL_MM))
 
 
 def orientation(affine: np.ndarray) -> str:

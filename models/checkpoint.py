@@ -30,7 +30,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise DataError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(ckpt, dict):
         raise DataError(path, f"not a checkpoint: contains a {type(ckpt).__name__}, expected a dict")
+    check_finite(_state_dict_of(ckpt), path)
     return ckpt
+
+
+def check_finite(state: dict[str, torch.Tensor], path) -> None:
+    """Refuse NaN/Inf weights at load: a diverged model would otherwise predict empty masks in silence."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(path, f"non-finite weights (NaN/Inf) in {len(bad)} tensor(s), e.g. {bad[0]}: "
+                              "the model diverged; retrain it or use another checkpoint")
 
 
 def _state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -71,6 +80,7 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
         module.load_state_dict(_state_dict_of(ckpt))
     except (TypeError, RuntimeError) as err:
         raise DataError(path, f"cannot rebuild model {name!r} from this checkpoint: {err}") from None
+    module.checkpoint_path = str(path)  # named by errors about the network's output
     return module.to(map_location).eval(), find_preprocessing(ckpt)
 
 

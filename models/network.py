@@ -274,6 +274,7 @@ def load_network(path: str | os.PathLike) -> Optional[tuple[InferenceNetwork, Op
                  if k.startswith("net.") and isinstance(v, torch.Tensor)}
         net.load_state_dict(state)
         model = InferenceNetwork(net, spec)
+        model.checkpoint_path = str(path)  # named by errors about the network's output
     except (ImportError, TypeError, ValueError, RuntimeError, KeyError) as err:
         raise DataError(path, f"cannot rebuild the network of this checkpoint: {err}") from None
     return model.eval(), find_preprocessing(ckpt)

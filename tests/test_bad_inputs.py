@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from test_dicom import write_series
+from test_runner import blobs  # noqa: F401 (fixture)
 
 from datamodules.files import DataError
 from datamodules.readers import load_case, read_dataset
@@ -201,3 +202,248 @@ def test_predict_batch_reports_a_bad_scan_and_goes_on(ckpt, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--input", str(inp / "b.nii.gz"), "--output", str(out / "b.nii.gz"),
                  "--device", "cpu", "--nan-policy", "fill"]) == 0
     assert nib.load(out / "b.nii.gz").shape == (16, 14, 4)
+
+
+def _tampered(ckpt, path, value):
+    """A copy of `ckpt` with one weight tensor set to `value` (NaN: diverged; 1e38: overflows to Inf)."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point() and v.ndim > 1)
+    state["state_dict"][name] = torch.full_like(state["state_dict"][name], value)
+    torch.save(state, path)
+    return path
+
+
+def test_predict_refuses_nan_weights_and_non_finite_output(ckpt, tmp_path, capsys):
+    """Issue 27, item 3: a diverged checkpoint never predicts 'liver 0.0 ml' with exit 0."""
+    from benchmark.predict import main
+
+    scan = _scan(tmp_path / "scan.nii.gz")
+    nan = _tampered(ckpt, tmp_path / "nan.ckpt", float("nan"))
+    assert main(["--checkpoint", str(nan), "--input", str(scan), "--output", str(tmp_path / "m.nii.gz"),
+                 "--device", "cpu"]) == 2
+    assert f"error: {nan}: non-finite weights (NaN/Inf) in 1 tensor(s)" in capsys.readouterr().err
+    huge = _tampered(ckpt, tmp_path / "huge.ckpt", 1e38)  # finite weights, an Inf/NaN output
+    assert main(["--checkpoint", str(huge), "--input", str(scan), "--output", str(tmp_path / "m.nii.gz"),
+                 "--device", "cpu"]) == 2
+    assert f"error: {huge}: non-finite network output (NaN/Inf)" in capsys.readouterr().err
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+# ---- config files: every file x {unknown key, wrong type} -----------------------------------------
+
+ENTRY = "model:\n  class_path: models.unet2d.UNet2D\n  init_args: {features: 4, depth: 2, dropout: 0.1}\n" \
+        "data:\n  class_path: datamodules.CTDataModule\n  init_args: {dims: 2}\n"
+SUITE = "name: s\nbudget: smoke\nentries:\n  - {variant: tiny, label: Tiny, config: tiny.yaml}\n"
+PRESET = "name: p\ntrainer: {max_steps: 4}\nsmoke:\n  dims:\n    2: {trainer: {max_steps: 2}}\n"
+
+
+@pytest.mark.parametrize("file, before, after, problem", [
+    ("suite", "budget: smoke", "budgt: smoke", "unknown key `budgt` (did you mean `budget`?)"),
+    ("suite", "budget: smoke", "budget: 4", "`budget` must be one of smoke, got 4"),
+    ("suite", "label: Tiny", "labl: Tiny", "entry 0: unknown key `labl` (did you mean `label`?)"),
+    ("suite", "config: tiny.yaml", "config: [tiny.yaml]", "entry 0: `variant` and `config` must be strings"),
+    ("entry", "dropout: 0.1", "dropuot: 0.1", "model.init_args: unknown key `dropuot` (did you mean `dropout`?)"),
+    ("entry", "data:\n", "dta:\n", "unknown key `dta` (did you mean `data`?)"),
+    ("entry", "init_args: {dims: 2}", "init_args: [2]", "`data.init_args` must be a mapping, got list [2]"),
+    ("entry", "init_args: {dims: 2}", "init_args: {dims: 2, patch_sise: [8, 8]}",
+     "data.init_args: unknown key `patch_sise` (did you mean `patch_size`?)"),
+    ("preset", "max_steps: 4", "max_step: 4", "trainer: unknown key `max_step` (did you mean `max_steps`?)"),
+    ("preset", "2: {trainer: {max_steps: 2}}", "2: {trainr: {max_steps: 2}}",
+     "smoke: dims 2: unknown key `trainr` (did you mean `trainer`?)"),
+    ("preset", "trainer: {max_steps: 4}", "trainer: 4", "`trainer` must be a mapping, got int 4"),
+    ("preset", "name: p", "name: p\nmodels: {unet2: {model: {lr: 0.1}}}",
+     "models: unknown key `unet2` (did you mean `unet2d`?)"),
+    ("preset", "name: p", "name: p\nextnds: cpu", "unknown key `extnds` (did you mean `extends`?)"),
+    ("preset", "max_steps: 2}}", "max_steps: 2}, convergence: {stpo: true}}",
+     "smoke: dims 2: convergence: unknown key `stpo` (did you mean `stop`?)"),
+])
+def test_config_files_refuse_unknown_keys_and_wrong_types(tmp_path, capsys, file, before, after, problem):
+    """Issue 27, item 4: a typo never changes the experiment in silence: `run` stops before training
+    with `error: <file>: <problem>` and the nearest valid key."""
+    from benchmark.runner import main
+
+    texts = {"suite": SUITE, "entry": ENTRY, "preset": PRESET}
+    assert before in texts[file]
+    texts[file] = texts[file].replace(before, after)
+    paths = {"suite": tmp_path / "s.yaml", "entry": tmp_path / "tiny.yaml", "preset": tmp_path / "p.yaml"}
+    for name, text in texts.items():
+        paths[name].write_text(text)
+    out = tmp_path / "out"
+    assert main(["--suite", str(paths["suite"]), "--preset", str(paths["preset"]), "--modalities", "ct",
+                 "--out", str(out), "--wandb", "disabled"]) == 2
+    assert f"error: {paths[file]}: {problem}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# ---- every command x {read-only output, full disk, output inside input} ---------------------------
+# The faults are injected where every writer goes through: `tempfile.mkstemp` (a folder that refuses
+# new files) and `os.fsync` (the disk fills up as the file is flushed), as the OS would raise them.
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, ckpt):
+    """Tiny inputs for every command: an MSD task, its converted dataset, a scan, masks, results."""
+    from test_convert import _msd_task
+    from test_report import _write_run
+
+    from datamodules.convert import convert
+
+    root = tmp_path_factory.mktemp("world")
+    task = _msd_task(root / "Task03_Liver")
+    ds = convert("msd", task, root / "ds")
+    _scan(root / "scan.nii.gz")
+    for name in ("pred", "gt"):
+        (root / name).mkdir()
+        for case in ("a", "b"):
+            mask = np.zeros((16, 14, 4), np.uint8)
+            mask[4:10, 4:10, 1:3] = 1
+            _nifti(root / name / f"{case}.nii.gz", mask)
+    for seed in (0, 1):
+        _write_run(root / "results", "unet_baseline", "ct", seed)
+    return {"root": root, "task": task, "ds": ds, "ckpt": ckpt}
+
+
+COMMANDS = {  # command -> argv writing into the output folder OUT
+    "data phantom": lambda w, out: ["data", "phantom", "--out", str(out / "ph"), "--cases", "1", "--spacing", "6",
+                                    "--quiet"],
+    "data convert": lambda w, out: ["data", "convert", "--format", "msd", str(w["task"]), str(out / "conv")],
+    "report": lambda w, out: ["report", "--results", str(w["root"] / "results"), "--out", str(out / "lb.md")],
+    "predict": lambda w, out: ["predict", "--checkpoint", str(w["ckpt"]), "--input", str(w["root"] / "scan.nii.gz"),
+                               "--output", str(out / "m.nii.gz"), "--device", "cpu"],
+    "evaluate": lambda w, out: ["evaluate", "--pred", str(w["root"] / "pred"), "--gt", str(w["root"] / "gt"),
+                                "--out", str(out / "scores.csv")],
+    "external-eval": lambda w, out: ["external-eval", "--checkpoint", str(w["ckpt"]), "--external", str(w["ds"]),
+                                     "--out", str(out / "ext.csv"), "--device", "cpu"],
+}
+
+
+def _read_only(monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    def refuse(suffix=None, prefix=None, dir=None, text=False):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir or "/tmp", f"{prefix}x{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def _full_disk(monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+@pytest.mark.parametrize("fault", [_read_only, _full_disk], ids=["read-only", "full-disk"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_on_a_read_only_or_full_output(world, tmp_path, capsys, monkeypatch, command, fault):
+    """Issue 27, item 6: `error: <the user's output>: <problem>`, exit 2, no traceback, no temp file left."""
+    from benchmark.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = COMMANDS[command](world, out)
+    fault(monkeypatch)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert line.startswith(f"error: {out}") and ("Permission denied" in line or "No space left" in line), err
+    assert ".tmp" not in line and "partial" not in line and "Traceback" not in err
+    left = [p for p in tmp_path.rglob("*") if ".tmp" in p.name or "partial" in p.name]
+    assert left == [] and not (out / "conv" / "dataset.json").exists() and not (out / "ph").exists()
+
+
+@pytest.mark.parametrize("command, argv, problem", [
+    ("predict", lambda w: ["--input", str(w["root"] / "pred"), "--output", str(w["root"] / "pred")],
+     "output would overwrite or write into the input"),
+    ("data convert", lambda w: [str(w["task"] / "imagesTr"), str(w["task"])], "output folder is, or holds, the source"),
+    ("evaluate", lambda w: ["--pred", str(w["root"] / "pred"), "--gt", str(w["root"] / "gt"),
+                            "--out", str(w["root"] / "gt" / "a.nii.gz")], "the per-case output must be a .csv file"),
+])
+def test_outputs_inside_inputs_are_refused(world, capsys, command, argv, problem):
+    """Output inside input: refused before anything is written, and the input is left as it was."""
+    from benchmark.cli import main
+
+    extra = {"predict": ["predict", "--checkpoint", str(world["ckpt"]), "--device", "cpu"],
+             "data convert": ["data", "convert", "--format", "msd"], "evaluate": ["evaluate"]}[command]
+    before = sorted(p for p in world["root"].rglob("*"))
+    assert main([*extra, *argv(world)]) == 2
+    assert problem in capsys.readouterr().err
+    assert sorted(p for p in world["root"].rglob("*")) == before
+
+
+def test_run_onto_a_full_disk_names_the_results_folder_last(tmp_path, capsys, monkeypatch, request):
+    """`run` x full disk: the message names the run's folder in --out (not a temp file elsewhere) and is
+    the last thing printed, after the progress display; the suite stops with exit 2."""
+    import errno
+    import os
+
+    from test_runner import TINY_UNET, run_args, write_suite
+
+    from benchmark import runner
+
+    blobs = request.getfixturevalue("blobs")
+    suite = write_suite(tmp_path / "suite", "full", {"tiny": TINY_UNET, "other": TINY_UNET})
+    out = tmp_path / "out"
+
+    real = os.fsync
+
+    def full(fd):  # the disk fills up once the run folder is being written (the suite's lock got in)
+        if f"{out / 'full'}{os.sep}" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert runner.main(run_args(suite, blobs, out)) == 2
+    err = capsys.readouterr().err.rstrip().splitlines()
+    assert err[-1].startswith(f"error: {out / 'full' / 'tiny__ct__seed0'}") and err[-1].endswith("No space left on device")
+    assert not (out / "full" / "other__ct__seed0").exists()  # the suite stopped
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_a_truncated_test_scan_stops_the_run_before_training(blobs, tmp_path):
+    """Issue 27, item 8: every input of a run (train, validation, test) is checked before training:
+    a truncated test image fails the run with its file named, and no model is trained."""
+    import shutil
+
+    from test_runner import TINY_UNET, run_args, write_suite
+
+    from benchmark import runner
+    from datamodules.datamodule import LiverDataModule
+
+    data = shutil.copytree(blobs, tmp_path / "data")
+    dm = LiverDataModule(data_dir=str(data), modality="ct")
+    dm._prepare()
+    image = next(r.image_path for r in dm.records if r.case == dm.split["test"][0])
+    image.write_bytes(image.read_bytes()[:-200])  # cut short, as an interrupted copy leaves it
+    suite = write_suite(tmp_path / "suite", "cut", {"tiny": TINY_UNET})
+    out = tmp_path / "out"
+    assert runner.main(run_args(suite, data, out)) == 1
+    record = json.loads((out / "cut" / "tiny__ct__seed0" / "result.json").read_text())
+    assert record["status"] == "failed" and f"{image}:" in record["error"], record["error"]
+    assert record["budget"] is None and not (out / "cut" / "tiny__ct__seed0" / "model.ckpt").exists()
+
+
+def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
+    """The key check knows every key the shipped presets, suites and entry configs use (`extends`,
+    `convergence`, the DataModule's `val_margin_mm`/`val_slice_stride`, ...), and an entry's own
+    `split_file` (a cross-validation fold, `liverbench crossval`)."""
+    from benchmark import plan
+
+    presets = sorted((plan.PACKAGE_DIR / "presets").glob("*.yaml"))
+    suites = sorted((plan.PACKAGE_DIR / "suites").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"cpu", "gpu", "gpu-converged"} and {s.stem for s in suites} >= {"paper", "smoke"}
+    for path in presets:
+        plan.load_preset(str(path))
+    for path in suites:
+        plan.load_suite(str(path))
+    (tmp_path / "fold0.yaml").write_text(ENTRY.replace("init_args: {dims: 2}", "init_args: {dims: 2, split_file: f.json}"))
+    (tmp_path / "s.yaml").write_text("name: s\nentries:\n  - {variant: fold0, config: fold0.yaml}\n")
+    assert plan.load_suite(str(tmp_path / "s.yaml"))["entries"][0]["variant"] == "fold0"
+    (tmp_path / "p.yaml").write_text("extends: cpu\nconvergence: {stop: false}\nsmoke: {convergence: {min_points: 3}}\n")
+    assert plan.load_preset(str(tmp_path / "p.yaml"))["convergence"]["stop"] is False

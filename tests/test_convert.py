@@ -243,5 +243,71 @@ def test_inspect_flags_missing_dataset_json_and_count_mismatch(tmp_path, capsys)
     assert f"error: {out / 'dataset.json'}: numTraining is {meta['numTraining'] + 1} but {meta['numTraining']}" \
         in capsys.readouterr().err
     (out / "dataset.json").unlink()
-    assert inspect_main([str(out)]) == 0
-    assert f"warning: {out / 'dataset.json'}: missing: not a converted dataset" in capsys.readouterr().err
+    assert inspect_main([str(out)]) == 2  # issue 27, item 7: a partial dataset fails inspection
+    assert f"error: {out / 'dataset.json'}: missing: not a complete dataset" in capsys.readouterr().err
+
+
+def _msd_task(root, cases=(0, 1)):
+    rng = np.random.default_rng(2)
+    for n in cases:
+        _nifti(root / "imagesTr" / f"liver_{n}.nii.gz", rng.integers(-100, 200, (16, 14, 6)).astype(np.int16))
+        _nifti(root / "labelsTr" / f"liver_{n}.nii.gz", _labels(rng))
+    return root
+
+
+def test_converting_again_keeps_everything_the_converter_did_not_write(tmp_path):
+    """Issue 27, item 1: a second conversion into a dataset folder the user added to deletes nothing."""
+    task = _msd_task(tmp_path / "Task03_Liver")
+    out = convert("msd", task, tmp_path / "ds")
+    (out / "NOTES.txt").write_text("my notes")
+    (out / "imagesTs").mkdir()
+    (out / "imagesTs" / "new_0000.nii.gz").write_bytes(b"mine")
+    (out / "predictions").mkdir()
+    (out / "predictions" / "liver_0.nii.gz").write_bytes(b"mine too")
+    (out / "labelsTr" / "liver_0.nii.gz").write_bytes(b"stale, rewritten by the converter")
+    assert convert_main(["--format", "msd", str(task), str(out)]) == 0
+    assert (out / "NOTES.txt").read_text() == "my notes"
+    assert (out / "imagesTs" / "new_0000.nii.gz").read_bytes() == b"mine"
+    assert (out / "predictions" / "liver_0.nii.gz").read_bytes() == b"mine too"
+    assert nib.load(out / "labelsTr" / "liver_0.nii.gz").shape == (16, 14, 6)
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_converting_refuses_to_mix_cases_it_does_not_write(tmp_path, capsys):
+    """A case file in imagesTr/ that this conversion does not produce is never deleted nor mixed in;
+    a non-empty folder without a dataset is refused, naming what it holds."""
+    out = convert("msd", _msd_task(tmp_path / "Task03_Liver"), tmp_path / "ds")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    smaller = _msd_task(tmp_path / "small" / "Task03_Liver", cases=(0,))
+    assert convert_main(["--format", "msd", str(smaller), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'imagesTr'}: holds case files that this command does not write (liver_1_0000.nii.gz)" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "NOTES.txt").write_text("x")
+    (mine / "imagesTs").mkdir()
+    assert convert_main(["--format", "msd", str(smaller), str(mine)]) == 2
+    assert f"error: {mine}: folder is not empty and holds no converted dataset (NOTES.txt, imagesTs/)" \
+        in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["NOTES.txt", "imagesTs"]
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    """Issue 27, item 9: converted NIfTIs and dataset.json are readable by the group and others under
+    umask 022 (a shared project space), as a plain `open()` would make them; not mkstemp's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = convert("msd", _msd_task(tmp_path / "Task03_Liver"), tmp_path / "ds")
+        os.umask(0o027)
+        from datamodules.files import atomic_write_json
+
+        atomic_write_json(tmp_path / "result.json", {"status": "ok"})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o640

@@ -241,3 +241,47 @@ def test_cache_dir_names_version_and_settings(monkeypatch, tmp_path):
     assert a != phantom_cache_dir("ct", 20, 0, 3.0) != phantom_cache_dir("mri", 20, 0, 3.0)
     assert phantom_cache_dir("ct", 20, 0, 3.0) == phantom_cache_dir("ct", 20, 0, (3, 3, 3))
     assert a != phantom_cache_dir("ct", 20, 1, None) and a != phantom_cache_dir("ct", 10, 0, None)
+
+
+def test_phantom_writer_is_atomic_and_keeps_foreign_files(tmp_path, capsys, monkeypatch):
+    """Issue 27, items 6 and 7: Ctrl-C or a full disk mid-way leaves no partial dataset (nothing
+    `data inspect` would pass) and no traceback; a folder of the user's is refused, never mixed into."""
+    import errno
+
+    from datamodules import volumes
+    from datamodules.inspect import main as inspect_main
+    from datamodules.phantom.cli import main
+
+    out = tmp_path / "ph"
+    args = ["--out", str(out), "--cases", "2", "--spacing", "6", "--quiet"]
+    real = volumes.save_nifti
+    calls = []
+
+    def interrupted(img, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(img, path)
+
+    monkeypatch.setattr(volumes, "save_nifti", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+    def full(img, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(volumes, "save_nifti", full)
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: {out}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(volumes, "save_nifti", real)
+    assert main(args) == 0 and inspect_main([str(out)]) == 0
+    (out / "NOTES.txt").write_text("mine")
+    assert main(args) == 0 and (out / "NOTES.txt").read_text() == "mine"  # re-written in place
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert main(["--out", str(mine), "--cases", "1", "--spacing", "6", "--quiet"]) == 2
+    assert f"error: {mine}: folder is not empty and holds no phantom (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -180,6 +180,7 @@ def test_real_mr_sample_lps(real_data, tmp_path, capsys):
     (root / "labelsTr").mkdir()
     (root / "imagesTr" / "mr_0000.nii.gz").symlink_to(src / "example_mr_sm.nii.gz")
     (root / "labelsTr" / "mr.nii.gz").symlink_to(src / "example_seg_mr.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "numTraining": 1}))  # a complete dataset
     assert inspect_main([str(root), "--json", "--liver-labels", "5"]) == 0
     case = json.loads(capsys.readouterr().out)["cases"][0]
     assert case["orientation"] == "LPS" and case["shape"] == [117, 91, 20]

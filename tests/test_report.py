@@ -158,3 +158,43 @@ def test_stats_helpers():
     assert same["n"] == 2 and same["p"] == 1.0
     assert paired_wilcoxon({"a": 1.0}, {"b": 1.0}) is None
     assert pareto_front([1, 2, 3, 2], [0.8, 0.9, 0.85, 0.7]) == [True, True, False, False]
+
+
+def test_a_malformed_record_is_flagged_and_counted_as_failed(results, capsys):
+    """Issue 27, item 5: `"metrics": "oops"` is not ok: counted failed, listed with its problem, warned
+    about, and its per_case.csv is neither ranked nor tested."""
+    path = results / "paper" / "unet3d__ct__seed1" / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "metrics": "oops"}))
+    out = results / "leaderboard.md"
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+    err = capsys.readouterr().err
+    assert f"warning: {path}: `metrics` must be a mapping with at least dice, got 'oops'; counted as failed" in err
+    assert "(7 ok, 2 failed)" in text
+    failed = text.split("## Failed runs")[1]
+    assert "`unet3d__ct__seed1`" in failed and "malformed result.json: `metrics` must be a mapping" in failed
+    acc = _row(text.split("### Accuracy")[1], "3D CNN | CT")
+    assert acc.startswith("| 3D CNN | CT | 1 |")  # one seed left: ranked and tested from seed 0 alone
+
+
+def test_report_into_a_read_only_or_missing_folder_names_the_output(results, tmp_path, capsys, monkeypatch):
+    """Issue 27, item 6: no traceback for an I/O condition; the message names --out, not a temp file."""
+    import errno
+    import os
+
+    out = results / "ro" / "leaderboard.md"
+    out.parent.mkdir()
+    real_fsync = os.fsync
+
+    def full(fd):  # the disk fills up as the leaderboard is flushed
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["--results", str(results), "--out", str(out)]) == 2
+    assert f"error: {out}: No space left on device" in capsys.readouterr().err
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert list(out.parent.iterdir()) == []  # no temp file left
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--results", str(results), "--out", str(blocker / "leaderboard.md")]) == 2
+    assert f"error: {blocker / 'leaderboard.md'}: " in capsys.readouterr().err

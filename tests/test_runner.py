@@ -243,7 +243,7 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
-    with pytest.raises(plan.DataError, match="unknown preset keys: budgets"):
+    with pytest.raises(plan.DataError, match=r"unknown key `budgets` \(did you mean `budget`\?\)"):
         plan.load_preset(str(bad))
     with pytest.raises(plan.DataError, match="no suite named 'nope'"):
         plan.load_suite("nope")
@@ -355,3 +355,51 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_the_suite():
         with pytest.raises(KeyboardInterrupt):
             runner.stop_if_interrupted()
     runner._STOP.clear()
+
+
+def test_a_finished_run_is_reused_only_with_the_config_that_would_run_now(blobs, tmp_path, capsys):
+    """Issue 27, item 2: after editing an entry (dropout 0.1 -> 0.5) a plain re-run refuses the old
+    result and names the change; --resume re-runs it and says why; then it is reused again."""
+    entry = TINY_UNET.replace("{features: 4, depth: 2}", "{features: 4, depth: 2, dropout: 0.1}")
+    suite = write_suite(tmp_path / "suite", "stale", {"tiny": entry})
+    out = tmp_path / "out"
+    args = run_args(suite, blobs, out)
+    assert runner.main(args) == 0
+    first = result(out, "stale", "tiny")
+    assert runner.main(args) == 0 and "skip tiny__ct__seed0: already ok" in capsys.readouterr().err
+    (tmp_path / "suite" / "tiny.yaml").write_text(entry.replace("dropout: 0.1", "dropout: 0.5"))
+    assert runner.main(args) == 1  # the only run is refused: nothing reused, nothing deleted
+    text = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "finished with another config (model.init_args.dropout: 0.1 -> 0.5)" in text and "--resume re-runs it" in text
+    assert result(out, "stale", "tiny") == first
+    assert runner.main([*args, "--resume"]) == 0
+    text = " ".join(capsys.readouterr().err.split())
+    assert "start tiny__ct__seed0 (re-run: config changed since it finished (model.init_args.dropout: 0.1 -> 0.5))" in text
+    second = result(out, "stale", "tiny")
+    assert second["started"] > first["finished"] and second["config"]["model"]["init_args"]["dropout"] == 0.5
+    assert runner.main([*args, "--resume"]) == 0 and "skip tiny__ct__seed0: already ok" in capsys.readouterr().err
+
+
+def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
+    """Preset layers and data count; the results folder's location and derived summaries do not."""
+    from benchmark.reuse import config_changes
+
+    suite = plan.load_suite(str(write_suite(tmp_path / "suite", "s", {"tiny": TINY_UNET})))
+    cpu = plan.load_preset("cpu")
+
+    def spec(preset=cpu, data=str(blobs), out=tmp_path / "out"):
+        return plan.plan_runs(suite, preset, ["ct"], [0], data, str(out), False)[0]
+
+    from benchmark.plan import build_config
+
+    record = {"status": "ok", "config": build_config(spec(), spec().folder)}
+    assert config_changes(record, spec()) == []
+    assert config_changes(record, spec(out=tmp_path / "moved")) == []  # the folder moved: same experiment
+    assert config_changes(record, spec(data="phantom")) == [f"data.init_args.data_dir: \"{blobs}\" -> null"]
+    lr = {**cpu, "smoke": {**cpu.get("smoke", {}), "model": {**cpu.get("smoke", {}).get("model", {}), "lr": 0.5}}}
+    assert config_changes(record, spec(preset=lr))[0].startswith("model.init_args.lr: ")
+    logs = {**cpu, "trainer": {**cpu["trainer"], "log_every_n_steps": 997}}
+    was = json.dumps(cpu["trainer"].get("log_every_n_steps"))
+    assert config_changes(record, spec(preset=logs)) == [f"trainer.log_every_n_steps: {was} -> 997"]
+    rule = {**cpu, "convergence": {**cpu["convergence"], "min_delta": 0.01}}  # the stopping rule counts
+    assert config_changes(record, spec(preset=rule)) == ["convergence.min_delta: 0.005 -> 0.01"]

@@ -113,3 +113,28 @@ def test_write_mask_atomic_uint8_keeps_geometry(tmp_path):
     with pytest.raises(DataError, match=r"bad\.nii\.gz: mask shape \(2, 2, 2\)"):
         write_mask(tmp_path / "bad.nii.gz", np.zeros((2, 2, 2)), like)
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+def test_a_flipped_prediction_is_named_as_flipped_not_as_far_off(tmp_path, capsys):
+    """Issue 27, item 6: the same voxels stored LPS instead of RAS is 'axes flipped', not '306 mm'."""
+    import nibabel as nib
+
+    from benchmark.evaluate import main
+
+    ras = np.diag([1.5, 1.5, 3.0, 1.0])
+    mask = np.zeros((12, 10, 4), np.uint8)
+    mask[2:6, 3:8, 1:3] = 1
+    lps = ras.copy()
+    lps[:2, :2] *= -1
+    lps[:2, 3] = [11 * 1.5, 9 * 1.5]  # voxel (0, 0) of the flipped grid is voxel (11, 9) of the other
+    for name, affine, data in (("gt", ras, mask), ("pred", lps, mask[::-1, ::-1])):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(tmp_path / name / "a.nii.gz"))
+    assert main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'pred' / 'a.nii.gz'}: axes are flipped: stored LPS, ground truth " in err
+    assert "is RAS (the same voxels in space, in another order); save it in RAS order" in err and " mm" not in err
+    shifted = ras.copy()
+    shifted[0, 3] += 5.0
+    with pytest.raises(DataError, match="affine differs"):  # a real shift is still a shift
+        check_same_grid(((12, 10, 4), shifted), ((12, 10, 4), ras), "p.nii.gz", "q.nii.gz")

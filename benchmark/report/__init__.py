@@ -19,6 +19,7 @@ from benchmark.report.plots import learning_curve_plot, pareto_plot, rank_plot
 from benchmark.report.ranking import compute_rankings, significance
 from benchmark.report.ranking_md import ranking_section
 from benchmark.report.tables import detail_tables, failed_table, real_scan_section, table1
+from benchmark.tracking import add_arguments as add_tracking_arguments
 from datamodules.files import DataError, atomic_write_text
 
 
@@ -100,31 +101,67 @@ def main(argv: list[str] | None = None) -> int:
                         help="also log one W&B summary run per suite (after all shards are done); "
                              "mode as for `liverbench run` (default: online with an API key, else offline)")
     parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "liverbench"), help="W&B project")
+    add_tracking_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        tracking = report_tracking(args)
         if not args.results.is_dir():
             raise DataError(args.results, "results folder not found")
         runs = load_runs(args.results)
         if not runs:
             raise DataError(args.results, "no result.json found (run `liverbench run` first)")
         text = render(runs, args.results, args.out, argv, args.baseline)
+        atomic_write_text(args.out, text)
     except DataError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return 2
-    atomic_write_text(args.out, text)
+    except OSError as exc:  # read-only or full output folder: name the output, not a temp file
+        print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out} ({len(runs)} runs)")
-    if args.wandb:
-        log_summaries(runs, args.results, args.wandb, args.project, args.baseline)
+    if tracking is not None:
+        uploaded = upload_missing(runs, tracking, args.results)
+        figures = [args.out.with_name(f"{args.out.stem}_{k}.png") for k in ("pareto", "ranks")]
+        log_summaries(runs, args.results, tracking, args.baseline, [args.out, *figures])
+        return 0 if uploaded else 1
     return 0
 
 
-def log_summaries(runs: list[Run], results: Path, mode: str, project: str, baseline: str = BASELINE) -> None:
-    """One W&B summary run per suite over every record (all shards'), in `RESULTS/<suite>/wandb`, with
-    the leaderboard's ranking numbers and a Dice-vs-time figure with CI bars."""
-    from benchmark.report.ranking import rows
-    from benchmark.wandb_logging import log_suite_summary, resolve_mode
+def report_tracking(args):
+    """`--tracker` and/or `--wandb [MODE]`: the trackers that get the summary runs (None: no tracking)."""
+    from benchmark.tracking import parse_trackers, tracking_from_args
 
-    mode = resolve_mode(None if mode == "auto" else mode)
+    names = parse_trackers(args.tracker) if args.tracker else []
+    if args.wandb and "wandb" not in names:
+        names.append("wandb")
+    if not names:
+        return None
+    mode = None if args.wandb in (None, "auto") else args.wandb
+    return tracking_from_args(",".join(names), mode, args.project, args.mlflow_uri, args.results)
+
+
+def upload_missing(runs: list[Run], tracking, results: Path) -> bool:
+    """Finished records a tracker lacks (its server was down during the run) go up now (MLflow);
+    False when a tracker failed (warned about with its name and address)."""
+    ok = True
+    for backend in (b for b in tracking.backends if hasattr(b, "upload")):
+        uploaded = 0
+        try:
+            for run in runs:
+                if run.ok and run.get("suite"):
+                    uploaded += backend.upload(run.record, run.path)
+        except Exception as exc:
+            backend.warn("uploading finished records", exc, results)
+            ok = False
+        print(f"{backend.name} ({backend.where}): uploaded {uploaded} finished runs it did not have")
+    return ok
+
+
+def log_summaries(runs: list[Run], results: Path, tracking, baseline: str = BASELINE, report_files=()) -> None:
+    """One summary run per suite and tracker over every record (all shards'), with the leaderboard's
+    ranking numbers, its figures and leaderboard.md (W&B: in `RESULTS/<suite>/wandb`, plus Dice vs time)."""
+    from benchmark.report.ranking import rows
+
     suites: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if run.get("suite"):
@@ -132,5 +169,5 @@ def log_summaries(runs: list[Run], results: Path, mode: str, project: str, basel
     for suite, suite_runs in sorted(suites.items()):
         *_, groups, _, rankings = analyse(suite_runs, baseline)
         rank_rows = [row for r in rankings for row in rows(r, groups)]
-        log_suite_summary(mode, project, suite, [r.record for r in suite_runs], results / suite, rank_rows)
-        print(f"W&B summary run {suite}__summary ({mode}): {len(suite_runs)} runs")
+        for line in tracking.summary(suite, [r.record for r in suite_runs], results / suite, rank_rows, report_files):
+            print(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,16 +60,27 @@ def read_per_case(path: Path) -> dict:
                               "patient": row.get("patient") or row["case"]} for row in reader}
 
 
+TRACKER_FOLDERS = {"wandb", "csv", "mlartifacts"}  # trackers' copies of result.json (benchmark.tracking)
+
+
 def load_runs(results: Path) -> list[Run]:
-    """Every `result.json` under `results`; an unreadable one becomes a failed run naming its error."""
+    """Every `result.json` under `results` (not the trackers' copies); an unreadable one becomes a failed
+    run naming its error."""
     runs = []
     for path in sorted(results.rglob("result.json")):
+        if TRACKER_FOLDERS & set(path.relative_to(results).parts[:-1]):
+            continue
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
             record = {"status": "failed", "error": f"unreadable result.json: {exc}"}
+        problem = malformed(record)
+        if problem:  # never counted, tabulated or ranked as ok: failed, and said so
+            print(f"warning: {path}: {problem}; counted as failed", file=sys.stderr)
+            record = {**{k: record.get(k) for k in IDENTITY}, "status": "failed",
+                      "error": f"malformed result.json: {problem}"}
         run = Run(path.parent, record)
         if run.ok:
             run.cases = read_per_case(path.parent / "per_case.csv")
@@ -76,6 +88,30 @@ def load_runs(results: Path) -> list[Run]:
                 run.external_cases = read_per_case(path.parent / "external_per_case.csv")
         runs.append(run)
     return runs
+
+
+IDENTITY = ("suite", "variant", "label", "modality", "seed", "entry")
+
+
+def malformed(record: dict) -> str | None:
+    """What makes a record unusable by the report (None: fine): the status, and for an ok run its
+    identity and metrics (numbers or null), the fields every table and test reads."""
+    status = record.get("status")
+    if status not in ("ok", "failed"):
+        return f"`status` must be ok or failed, got {status!r}"
+    for key, kind in (("variant", str), ("modality", str), ("seed", int)):
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            return f"`{key}` must be {kind.__name__}, got {record[key]!r}"
+    if status != "ok":
+        return None
+    for key in ("timing", "external", "budget"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"`{key}` must be a mapping or null, got {record[key]!r}"
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict) or "dice" not in metrics:
+        return f"`metrics` must be a mapping with at least dice, got {metrics!r}"
+    bad = [k for k, v in metrics.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    return f"`metrics.{bad[0]}` must be a number or null, got {metrics[bad[0]]!r}" if bad else None
 
 
 def label_of(run: Run) -> str:

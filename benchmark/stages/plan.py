@@ -22,9 +22,9 @@ def plan(spec: RunSpec, folder: Path, record: dict) -> dict:
     return config
 
 
-def instantiate(config: dict, logger, callbacks: list, folder: Path):
+def instantiate(config: dict, loggers: list, callbacks: list, folder: Path):
     """Model, DataModule and Trainer through `liverbench fit`'s LightningCLI (runner and CLI cannot
-    drift); then the run's W&B logger, progress callback and checkpoint location are attached."""
+    drift); then the run's tracker loggers, progress callback and checkpoint location are attached."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from benchmark.lightning_cli import LiverBenchCLI, user_error
@@ -47,8 +47,8 @@ def instantiate(config: dict, logger, callbacks: list, folder: Path):
         raise cause from exc
     trainer = cli.trainer
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    if logger is not None:
-        trainer.logger = logger
+    if loggers:
+        trainer.loggers = loggers
     checkpoints = trainer.checkpoint_callbacks
     if not checkpoints:
         checkpoints = [ModelCheckpoint(monitor=MONITOR, mode="max")]

@@ -1,8 +1,7 @@
-"""Record stage: the run's `result.json` skeleton, and at the end W&B logging then the atomic write
+"""Record stage: the run's `result.json` skeleton, and at the end tracking then the atomic write
 (written last: a result.json marks the run as finished)."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from benchmark import records as rec
@@ -20,18 +19,11 @@ def new_record(spec: RunSpec, command: str = "", where: dict | None = None) -> d
             **(where or {}), "started": rec.now(), "durations": {}}
 
 
-def finish_record(folder: Path, record: dict, logger, per_case: list, overlays: list, name: str,
-                  external_rows: list | None = None) -> dict:
-    """Log an ok run to W&B (or abort its W&B run), then write result.json. W&B trouble never loses it."""
-    from benchmark.wandb_logging import abort_run, log_result
-
+def finish_record(folder: Path, record: dict, tracking, per_case: list, overlays: list,
+                  external_rows: list | None = None, upload_checkpoint: bool = False) -> dict:
+    """Send the run to its trackers (`RunTracking`: an ok run's content, or a failed run closed), then
+    write result.json. Tracking trouble is warned about inside and never loses the record."""
     record["finished"] = rec.now()
-    try:
-        if record["status"] == "ok":
-            log_result(logger, record, per_case, overlays, external_rows)
-        else:
-            abort_run(logger)
-    except Exception as exc:
-        warnings.warn(f"W&B logging failed for {name}: {exc}")
+    tracking.finish(record, folder, per_case, overlays, external_rows, upload_checkpoint)
     rec.write_result(folder, record)
     return record

@@ -40,7 +40,7 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
     (optionally after keeping only the prediction's largest connected component); `precision` of
     the network (fp32, bf16 or auto, see `benchmark.inference.Predictor`)."""
     from benchmark.inference import Predictor
-    from benchmark.wandb_logging import overlay_image
+    from benchmark.tracking.overlays import overlay_image
     from datamodules.readers import load_case
 
     predictor = Predictor(module, preprocessing, precision=precision)

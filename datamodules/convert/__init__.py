@@ -23,11 +23,13 @@ def convert(fmt: str, src: str | Path, dst: str | Path, **options) -> Path:
         raise DataError(src, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if not Path(src).exists():
         raise DataError(src, "source does not exist")
+    if Path(src).resolve().is_relative_to(Path(dst).resolve()):  # a DST beside the task inside SRC is fine
+        raise DataError(dst, f"output folder is, or holds, the source {src}: choose another DST")
     module = importlib.import_module(f"datamodules.convert.{FORMATS[fmt]}")
     try:
         return module.convert(src, dst, **options)
     except BaseException:  # a failed conversion leaves no partial dataset (see DatasetWriter)
-        from datamodules.convert.common import PARTIAL
+        from datamodules.staging import PARTIAL
 
         dst = Path(dst)
         for partial in [*dst.parent.glob(f".{dst.name}{PARTIAL}{os.getpid()}"), *dst.glob(f".*{PARTIAL}{os.getpid()}")]:
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, read-only destination
-        print(f"error: {exc.filename or args.dst}: {exc.strerror or exc}", file=sys.stderr)
+        from datamodules.staging import os_error
+
+        print(f"error: {os_error(exc, args.dst)}", file=sys.stderr)
         return 2
     print(f"converted {args.format} → {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
 import warnings
@@ -13,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from datamodules.files import DataError, atomic_path, atomic_write_json
+from datamodules.staging import CASE_DIRS, listing, partial_dir, publish, refuse_foreign
 from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
                                  read_volume, same_grid, write_mask, write_volume)
 
@@ -49,25 +49,24 @@ def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndar
     return mask.astype(np.uint8)
 
 
-PARTIAL = ".partial-"  # temp folders `.<dst>.partial-<pid>` beside the destination, renamed at the end
-
-
-def partial_dir(root: Path) -> Path:
-    return root.parent / f".{root.name}{PARTIAL}{os.getpid()}"
-
-
 class DatasetWriter:
     """Writes `imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz` and `dataset.json` into a
-    temp folder beside `root`, renamed over `root` by `finish`: a conversion that fails half-way
-    leaves nothing that looks like a dataset (and an existing dataset untouched).
+    temp folder beside `root`; `finish` moves them into `root`. A conversion that fails half-way
+    leaves an existing dataset untouched, and nothing that looks like a dataset in a new folder.
 
-    `append=True` on an existing dataset of the same channel adds to a copy of it (the `dicom`
+    Into an existing folder the writer updates only its own files: the case files it writes and
+    `dataset.json`. Anything else there (notes, `imagesTs/`, predictions) is never touched; a
+    folder that holds files but no dataset of this name, or case files that this conversion would
+    not write, is refused, naming the folder and that content (docs/data.md).
+
+    `append=True` on an existing dataset of the same channel adds cases to it (the `dicom`
     format converts one series per call)."""
 
     def __init__(self, root: str | Path, channel: str, name: str = "LiverBench", append: bool = False):
         self.final = Path(root)
         self.channel = CHANNEL.get(channel.lower(), channel)
         self.name = name
+        self.append = append
         self.cases: list[str] = []
         self.patients: dict[str, str] = {}
         self.extra: dict = {}
@@ -75,24 +74,21 @@ class DatasetWriter:
         self.root = partial_dir(self.final)
         if self.root.exists():
             shutil.rmtree(self.root)
-        if append and meta.is_file():
+        if meta.is_file():
             old = _read_meta(meta)
-            old_channel = old.get("channel_names", {}).get("0")
-            if old_channel != self.channel:
-                raise DataError(meta, f"existing dataset is {old_channel}, cannot add a {self.channel} case")
-            shutil.copytree(self.final, self.root)
-            self.cases = sorted(p.name[: -len(".nii.gz")] for p in (self.root / "labelsTr").glob("*.nii.gz"))
-            self.patients = dict(old.get("patient_ids", {}))
-        elif meta.is_file():
-            old_name = _read_meta(meta).get("name")
-            if old_name != name:
-                raise DataError(self.final, f"already holds dataset {old_name!r}; convert into an empty folder")
-        elif any((self.final / "labelsTr").glob("*.nii*")):
-            raise DataError(self.final, "labelsTr/ already holds files; convert into an empty folder")
+            if append:
+                old_channel = old.get("channel_names", {}).get("0")
+                if old_channel != self.channel:
+                    raise DataError(meta, f"existing dataset is {old_channel}, cannot add a {self.channel} case")
+                self.cases = sorted(p.name[: -len(".nii.gz")] for p in visible((self.final / "labelsTr").glob("*.nii.gz")))
+                self.patients = dict(old.get("patient_ids", {}))
+            elif old.get("name") != name:
+                raise DataError(self.final, f"already holds dataset {old.get('name')!r}; convert into an empty folder")
         elif self.final.is_dir() and any(self.final.iterdir()):
-            raise DataError(self.final, "folder is not empty; convert into an empty or new folder")
-        (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
-        (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
+            raise DataError(self.final, f"folder is not empty and holds no converted dataset ({listing(self.final)}); "
+                                        "convert into an empty or new folder")
+        for sub in CASE_DIRS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def image_path(self, case: str) -> Path:
         return self.root / "imagesTr" / f"{case}_0000.nii.gz"
@@ -120,7 +116,7 @@ class DatasetWriter:
             self.patients[case] = patient
 
     def finish(self, **extra) -> Path:
-        """Write `dataset.json`; returns the dataset folder."""
+        """Write `dataset.json`, move the new files into the dataset folder; returns that folder."""
         if not self.cases:
             raise DataError(self.root, "no cases were converted")
         meta = {
@@ -135,13 +131,9 @@ class DatasetWriter:
         if self.patients and any(self.patients.get(c, c) != c for c in self.cases):
             meta["patient_ids"] = {c: self.patients.get(c, c) for c in sorted(self.cases)}
         atomic_write_json(self.root / "dataset.json", meta)
-        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
         if self.final.exists():
-            os.replace(self.final, old)
-        os.replace(self.root, self.final)
-        if old.exists():
-            shutil.rmtree(old)
-        return self.final
+            refuse_foreign(self.root, self.final, set(self.cases) if self.append else set())
+        return publish(self.root, self.final)
 
     def abort(self) -> None:
         """Remove the temp folder of a failed conversion."""

@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # read-only or full output folder: nothing of it is left behind
+        from datamodules.staging import os_error
+
+        print(f"error: {os_error(exc, args.out)}", file=sys.stderr)
+        return 2
     if not args.quiet:
         print(f"phantom dataset in {out} ({time.perf_counter() - start:.1f} s)")
     return 0

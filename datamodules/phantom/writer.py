@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from ..files import DataError, atomic_save_nifti, atomic_write_json
+from ..staging import listing, partial_dir, publish, refuse_foreign
 from .anatomy import Anatomy, build_anatomy, rngs
 from .appearance import CT_PHASES, MR_VARIANTS, render_ct, render_mri, render_randomised
 from .tissues import label_lut
@@ -127,7 +129,9 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", prefix):
         raise ValueError(f"prefix must be letters and digits, got {prefix!r}")
     spacing = normalise_spacing(spacing)
-    (out_dir / "dataset.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "phantom.json").is_file():
+        raise DataError(out_dir, f"folder is not empty and holds no phantom ({listing(out_dir)}); "
+                                 "write into an empty or new folder")
     unknown = set(knobs) - set(DEFAULT_KNOBS)
     if unknown:
         raise TypeError(f"unknown phantom knob(s) {sorted(unknown)}; known: {sorted(DEFAULT_KNOBS)}")
@@ -135,6 +139,21 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     if k["mr_variant"] not in ("random", *MR_VARIANT_NAMES):
         raise ValueError(f"mr_variant must be 'random' or one of {MR_VARIANT_NAMES}, got {k['mr_variant']!r}")
     _check_knobs("ct", spacing, k["phase"], k["noise"], k["lesions"], k["fov"])
+    final, out_dir = out_dir, partial_dir(out_dir)  # staged beside it, moved in at the end
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        _write_cases(out_dir, modality, cases, seed, spacing, sequences, progress, prefix, k)
+        if final.exists():
+            refuse_foreign(out_dir, final)
+        return publish(out_dir, final)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_cases(out_dir: Path, modality: str, cases: int, seed: int, spacing, sequences, progress, prefix: str,
+                 k: dict) -> None:
+    """Every case, then phantom.json and dataset.json, into `out_dir` (the staging folder)."""
     records, patient_ids = {}, {}
     for i in range(cases):
         cs = case_seed(seed, i)
@@ -160,7 +179,6 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
                "patient_ids": patient_ids,
                "description": f"LiverBench phantom v{GENERATOR_VERSION}, seed {seed}"}
     atomic_write_json(out_dir / "dataset.json", dataset)
-    return out_dir
 
 
 def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None, prefix: str = "phantom") -> Path:
