@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from benchmark.tracking import Backend
-from benchmark.tracking.content import run_params
+from benchmark.tracking.content import describe_run, run_params
 
 
 class CsvBackend(Backend):
@@ -40,6 +40,15 @@ class CsvBackend(Backend):
             self.log_overlays(logger, key, overlays)
         if content.checkpoint is not None:
             _write(folder, {content.checkpoint.name: content.checkpoint.read_bytes()})
+
+    def upload(self, record: dict, folder: Path) -> bool:
+        """Write the copy of a finished record that the run did not write (run without `--tracker csv`);
+        False when a complete copy (its tags.json with the record's status) is there already."""
+        tags = folder / "csv" / "tags.json"
+        if tags.is_file() and json.loads(tags.read_text()).get("status") != "failed":
+            return False
+        self.finish(self.start(record, folder), describe_run(record, folder), record)
+        return True
 
     def abort(self, logger, record: dict) -> None:
         logger.save()
