@@ -398,8 +398,8 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     assert config_changes(record, spec(data="phantom")) == [f"data.init_args.data_dir: \"{blobs}\" -> null"]
     lr = {**cpu, "smoke": {**cpu.get("smoke", {}), "model": {**cpu.get("smoke", {}).get("model", {}), "lr": 0.5}}}
     assert config_changes(record, spec(preset=lr))[0].startswith("model.init_args.lr: ")
-    logs = {**cpu, "trainer": {**cpu["trainer"], "log_every_n_steps": 997}}
-    was = json.dumps(cpu["trainer"].get("log_every_n_steps"))
-    assert config_changes(record, spec(preset=logs)) == [f"trainer.log_every_n_steps: {was} -> 997"]
+    sanity = {**cpu, "trainer": {**cpu["trainer"], "num_sanity_val_steps": 7}}  # a key the smoke layer leaves
+    was = json.dumps(cpu["trainer"].get("num_sanity_val_steps"))
+    assert config_changes(record, spec(preset=sanity)) == [f"trainer.num_sanity_val_steps: {was} -> 7"]
     rule = {**cpu, "convergence": {**cpu["convergence"], "min_delta": 0.01}}  # the stopping rule counts
     assert config_changes(record, spec(preset=rule)) == ["convergence.min_delta: 0.005 -> 0.01"]
