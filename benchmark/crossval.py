@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if not data.is_dir():
             raise DataError(data, "dataset folder not found")
         suite, splits = write_fold_suite(data, entry, args.folds, out, args.split_seed)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:  # DataError included; an I/O condition goes to the CLI's backstop (error: PATH: problem)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from benchmark import runner

@@ -292,6 +292,7 @@ def world(tmp_path_factory, ckpt):
     root = tmp_path_factory.mktemp("world")
     task = _msd_task(root / "Task03_Liver")
     ds = convert("msd", task, root / "ds")
+    ds4 = convert("msd", _msd_task(root / "Task03_Liver4", cases=(0, 1, 2, 3)), root / "ds4")  # 2 folds of 2
     _scan(root / "scan.nii.gz")
     for name in ("pred", "gt"):
         (root / name).mkdir()
@@ -301,7 +302,7 @@ def world(tmp_path_factory, ckpt):
             _nifti(root / name / f"{case}.nii.gz", mask)
     for seed in (0, 1):
         _write_run(root / "results", "unet_baseline", "ct", seed)
-    return {"root": root, "task": task, "ds": ds, "ckpt": ckpt}
+    return {"root": root, "task": task, "ds": ds, "ds4": ds4, "ckpt": ckpt}
 
 
 COMMANDS = {  # command -> argv writing into the output folder OUT
@@ -315,6 +316,8 @@ COMMANDS = {  # command -> argv writing into the output folder OUT
                                 "--out", str(out / "scores.csv")],
     "external-eval": lambda w, out: ["external-eval", "--checkpoint", str(w["ckpt"]), "--external", str(w["ds"]),
                                      "--out", str(out / "ext.csv"), "--device", "cpu"],
+    "crossval": lambda w, out: ["crossval", "--data", str(w["ds4"]), "--modality", "ct", "--folds", "2",
+                                "--out", str(out / "cv")],
 }
 
 
