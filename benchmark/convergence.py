@@ -68,10 +68,10 @@ def plateaued(curve: list[float], rule: dict) -> bool:
     return max(curve[n - tail:]) < max(curve[:n - tail]) + rule["min_delta"]
 
 
-def converged(curve: list[float], drops_at: list[int], rule: dict) -> bool:
+def converged(curve: list[float], drops_at: list[int], rule: dict, first: int = 0) -> bool:
     """The rule on a whole run: every learning-rate drop taken (`drops_at`: index of the first point of
-    each new phase) and a plateau in the last phase."""
-    start = drops_at[-1] if drops_at else 0
+    each new phase; `first`: of the first phase, after the warm-up) and a plateau in the last phase."""
+    start = drops_at[-1] if drops_at else first
     return len(drops_at) >= rule.get("lr_drops", 0) and plateaued(curve[start:], rule)
 
 

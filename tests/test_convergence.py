@@ -89,7 +89,7 @@ def test_with_drops_a_run_converges_only_on_a_plateau_after_every_drop():
     assert "first 2 plateaus multiply the learning rate by 0.1" in text and "after all 2 drops" in text
 
 
-def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "constant"):
+def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "constant", warmup_steps: int = 0):
     """A real Lightning fit whose validation Dice follows `values` (a tiny module, a few steps)."""
     import lightning as L
     import torch
@@ -114,7 +114,11 @@ def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "con
             self.checks += 1
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            if not warmup_steps:
+                return opt
+            warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup_steps))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": warm, "interval": "step"}}
 
     data = torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1)
     curve = ValidationCurve(rule)
@@ -158,3 +162,13 @@ def test_a_cap_before_the_last_drop_is_not_converged():
 def test_drops_refuse_a_schedule_that_would_undo_them():
     with pytest.raises(ValueError, match="lr_drops needs model.lr_schedule"):
         _trainer_with_curve([0.5] * 3, convergence_rule({"lr_drops": 1}), lr_schedule="onecycle")
+
+
+def test_a_stall_during_the_warm_up_is_not_a_plateau():
+    """Measured (U-Net + Augmentation MRI, 2026-12-04): the first drop came at 400 steps, right after the
+    300-step warm-up, from points taken while the rate was still rising. Those points no longer count: the
+    first phase starts where the rate stopped rising (validation every 4 steps, warm-up 24 steps)."""
+    record = _trainer_with_curve([0.5] * 20, convergence_rule({"stop": True}), warmup_steps=24)
+    assert record["stop_reason"] == "plateau" and record["converged"] is True
+    assert record["steps"] == 44  # 5 points from step 28 on; without the warm-up rule: 20
+    assert _trainer_with_curve([0.5] * 20, convergence_rule({"stop": True}))["steps"] == 20  # no warm-up

@@ -14,12 +14,14 @@ from models.base import MONITOR
 class ValidationCurve(Callback):
     """Collects `val/dice_grid` after every validation (sanity checks excluded) with the step, the
     seconds since training began and the learning rate; on a plateau, drops the learning rate while the
-    rule has `lr_drops` left, else (with `rule["stop"]`) ends the fit."""
+    rule has `lr_drops` left, else (with `rule["stop"]`) ends the fit. Points taken while the learning rate
+    was still rising (the warm-up) are not part of the first phase."""
 
     def __init__(self, rule: dict | None = None):
         self.rule = convergence_rule(rule)
         self.points: list[dict] = []
         self.drops_at: list[int] = []  # index in `points` of the first point after each learning-rate drop
+        self.warm = 0  # index of the first point after the learning-rate warm-up (the first phase starts there)
         self.stopped_on_plateau = False
         self._start = None
 
@@ -36,7 +38,7 @@ class ValidationCurve(Callback):
 
     @property
     def converged(self) -> bool:
-        return converged(self.dice, self.drops_at, self.rule)
+        return converged(self.dice, self.drops_at, self.rule, self.warm)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         value = trainer.callback_metrics.get(MONITOR)
@@ -46,7 +48,10 @@ class ValidationCurve(Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         self.points.append({"step": int(trainer.global_step), "seconds": round(seconds, 2),
                             "val_dice": round(float(value), 6), "lr": lr})
-        start = self.drops_at[-1] if self.drops_at else 0
+        before = self.points[-2]["lr"] if len(self.points) > 1 else None
+        if not self.drops_at and None not in (lr, before) and lr > before:
+            self.warm = len(self.points)  # still warming up: a stall here is not a plateau
+        start = self.drops_at[-1] if self.drops_at else self.warm
         if not plateaued(self.dice[start:], self.rule):
             return
         if len(self.drops_at) < self.rule["lr_drops"]:
