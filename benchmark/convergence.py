@@ -44,7 +44,7 @@ def convergence_rule(settings: dict | None) -> dict:
 def describe_rule(rule: dict) -> str:
     """The rule in one sentence, for the leaderboard."""
     drops = rule.get("lr_drops", 0)
-    text = (f"at least {rule['min_points']} validation points and the best validation Dice of the last "
+    text = (f"at least {rule['min_points']} validation points after the learning-rate warm-up and the best validation Dice of the last "
             f"{rule['window']:.0%} of them{_at_least(rule['min_window'])} beats the best before by less than {rule['min_delta']:g}")
     if drops:
         text = (f"plateau = {text}; the first {drops} plateau{'s' if drops > 1 else ''} multiply the learning rate "
