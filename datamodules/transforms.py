@@ -138,7 +138,7 @@ class ForegroundZScored(MapTransform):
                 vals = img.flatten().float()
                 body = torch.ones_like(body)
             lo, hi = torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)],
-                                    torch.tensor([self.lower_pct / 100, self.upper_pct / 100]))
+                                    vals.new_tensor([self.lower_pct / 100, self.upper_pct / 100]))
             clipped = img.clamp(lo, hi)
             inside = clipped[body]
             out = (clipped - inside.mean()) / inside.std().clamp_min(1e-6)

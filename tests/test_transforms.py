@@ -150,3 +150,23 @@ def test_real_lps_mr_roundtrip(real_data):
     out = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
     assert tuple(out.shape[1:]) == original.shape
     assert np.allclose(out.affine.numpy(), original.affine, atol=1e-4)
+
+
+@pytest.mark.parametrize("modality,advanced", [("ct", False), ("ct", True), ("mri", True)])
+def test_intensity_steps_stay_on_the_image_device(modality, advanced):
+    """The GPU Predictor normalises on the device: no step may build a CPU tensor next to the image
+    (found by the first `make gpu-check` on an H200: quantile() q on the CPU). The meta device stands in
+    for CUDA here; its nonzero needs the documented data-independent assumption. (Plain MRI is MONAI's
+    percentile clip, which reads values with .item(): meta cannot run it; MONAI runs it on CUDA.)"""
+    import torch.fx.experimental._config as fx_config
+
+    from datamodules.transforms import _intensity
+
+    fp = {"fg_mean": 100.0, "fg_std": 50.0, "fg_percentile_00_5": 0.0, "fg_percentile_99_5": 200.0}
+    cfg = preprocessing_config(modality, target_spacing=(1, 1, 1), advanced=advanced,
+                               fingerprint=fp if modality == "ct" and advanced else None)
+    data = {"image": torch.rand(1, 8, 8, 8, device="meta")}
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+        for step in _intensity(cfg["intensity"]):
+            data = step(data)
+    assert data["image"].device.type == "meta" and data["image"].shape == (1, 8, 8, 8)
