@@ -278,6 +278,29 @@ def test_3d_model_adopts_the_training_patch_as_sliding_window(tmp_path):
     assert model.roi_size == (12, 12, 12)
 
 
+def test_3d_models_train_channels_last_with_the_same_result(tmp_path):
+    """3D models train with channels-last weights and inputs (faster on CPUs: docs/speed.md); the
+    memory format changes the speed, not the arithmetic: the same seed gives the same weights (fp32)."""
+    weights = {}
+    for channels_last in (True, False):
+        L.seed_everything(0)
+        model = make("unet3d", features=4, depth=2)
+        model.train_channels_last = channels_last
+        dm = TinyVolumeDataModule(dims=3, shape=(16, 16, 16), patch_size=12)
+        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+        convs = [p for p in model.parameters() if p.ndim == 5]
+        layouts = []  # during training: (every conv in `fmt`, some conv not contiguous); (C, 1, k, k, k) is both
+        model.on_train_batch_end = lambda *_: layouts.append(
+            (all(p.is_contiguous(memory_format=fmt) for p in convs), any(not p.is_contiguous() for p in convs)))
+        quick_trainer(tmp_path, max_steps=3, limit_val_batches=0).fit(model, datamodule=dm)
+        assert convs and layouts == [(True, channels_last)] * 3
+        assert all(p.is_contiguous() for p in model.parameters())  # after fit: as a restored checkpoint
+        weights[channels_last] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(weights[True], weights[False], atol=1e-5)
+    assert make("unet3d")._training_memory_format == torch.channels_last_3d  # the default for 3D
+    assert make("unet2d")._training_memory_format == torch.contiguous_format  # and 2D
+
+
 def test_load_module_rejects_foreign_and_corrupt_files(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, foreign)
