@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.files import DataError
+from common.files import DataError
 
 
 def oracle_mask(mask: np.ndarray, affine: np.ndarray, config: dict) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from benchmark.plan import PACKAGE_DIR
-from datamodules.files import DataError, atomic_write_json, atomic_write_text
+from common.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.readers import read_dataset
 from datamodules.splits import VAL_ON_TRAIN, patients_of
 

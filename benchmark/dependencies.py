@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 WAIT_S = float(os.environ.get("LIVERBENCH_SOURCE_WAIT", 3600))
 POLL_S = 5.0
@@ -61,7 +61,7 @@ def chains(runs: list) -> list[list[int]]:
 
 def source_checkpoint(source: Path, suite: str, wait_s: float | None = None, poll_s: float = POLL_S) -> Path:
     """The source run's `model.ckpt` once its result.json is `ok`; DataError(source folder) otherwise."""
-    from benchmark import locks
+    from common import locks
     from benchmark.records import read_result
 
     source = Path(source)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmark.metrics import METRIC_KEYS, case_metrics, format_metric, summarise
-from datamodules.files import DataError, atomic_write_json, atomic_write_text
+from common.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.labels import parse_labels as label_names
 from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
 from datamodules.volumes import (NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, nan_policy_env,

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 MODALITIES = ("ct", "mri")
 _LABELS_SUFFIX = re.compile(r"^(.*):(\d+(?:\+\d+)*)$")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 
 def parse_args(argv):

@@ -27,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-from datamodules.files import atomic_write_json, atomic_write_text
+from common.files import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 480.0  # 8 minutes, the limit; later sections are skipped past it

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.files import DataError
 from benchmark.resampling import (apply_orientation, crop_box, is_identity, orientation_back, orientation_transform,
                                   resample_linear, spacing_grid)
+from common.files import DataError
 from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmark.convergence import CONVERGENCE_DEFAULTS
-from datamodules.files import DataError
+from common.files import DataError
 
 SUITE_KEYS = {"name", "description", "entries", "budget"}
 SUITE_BUDGETS = ("smoke",)  # named preset layers a suite may select

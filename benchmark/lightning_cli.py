@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import models
-from datamodules.files import DataError
+from common.files import DataError
 from models.base import MONITOR, SegmentationModule
 from models.resnet_unet import PretrainedWeightsUnavailable
 

@@ -14,9 +14,9 @@ from benchmark.convergence import convergence_rule
 from benchmark.dependencies import order
 from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
-from datamodules.files import DataError
 from benchmark.keys import (ENTRY_KEYS, INIT_FROM_KEYS, SUITE_BUDGETS, SUITE_KEYS, check_entry_config,
                            check_keys, check_preset_layer, mapping, model_class)
+from common.files import DataError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATAMODULES = {"ct": "datamodules.datamodule.CTDataModule", "mri": "datamodules.datamodule.MRIDataModule"}

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.readers import case_name
 from datamodules.volumes import NAN_POLICIES, is_nifti, nan_policy_env, read_scan
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmark.metrics import METRIC_KEYS
-from datamodules.files import DataError, atomic_write_json, atomic_write_text
+from common.files import DataError, atomic_write_json, atomic_write_text
 
 METRICS = METRIC_KEYS  # per_case.csv columns, from the metric schema (benchmark.metrics.METRICS)
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,6 @@ from pathlib import Path
 from lightning.pytorch.callbacks import LearningRateMonitor
 from rich.console import Console
 
-from benchmark import locks
 from benchmark import records as rec
 from benchmark.plan import RunSpec, load_preset, load_suite, plan_runs
 from benchmark.shard import claim, finished, is_rank_zero, parse_shard, shard_runs
@@ -34,7 +33,8 @@ from benchmark.stages.record import finish_record, new_record
 from benchmark.stages.test import evaluate, score_test_split  # noqa: F401
 from benchmark.stages.timing import measure
 from benchmark.tracking import Tracking, add_arguments as add_tracking_arguments, tracking_from_args
-from datamodules.files import DataError
+from common import locks
+from common.files import DataError
 from datamodules.volumes import NAN_POLICIES, nan_policy_env
 
 

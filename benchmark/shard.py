@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 OVERHEAD = 20.0  # test + timing + start-up of one run, in step-units of a 2D step
 STEP = {2: 0.3, 3: 0.45}  # measured seconds per optimiser step on the cpu preset (docs/runner.md)
@@ -149,7 +149,7 @@ def claim(spec, out, resume: bool, command: str, since: str | None = None):
     `(None, record_or_None, reason)` when it should skip it (finished, or running elsewhere). A
     finished run whose config changed is refused without --resume; with it, `(lock, stale record,
     note saying why)`: the runner re-runs it, replacing that record (`records.prepare_run_dir`)."""
-    from benchmark import locks
+    from common import locks
     from benchmark.records import read_result
 
     previous = read_result(spec.folder)

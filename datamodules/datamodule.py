@@ -13,9 +13,9 @@ from typing import Any
 import lightning as L
 from monai.data import DataLoader
 
+from common.files import DataError
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
                                   default_cache_root, file_key)
-from datamodules.files import DataError
 from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, ras_spacing, read_dataset, read_header
 from datamodules.splits import load_split, save_split, split_patients
 from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,

@@ -26,7 +26,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Randomizable
 
-from datamodules.files import umask_mode
+from common.files import umask_mode
 from datamodules.readers import CaseRecord, load_case
 from datamodules.transforms import build_preprocessing
 
@@ -129,7 +129,7 @@ def cached_json(root: Path | None, key: str, compute: Callable[[], Any]) -> Any:
     path = Path(root) / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from datamodules.files import atomic_write_json
+    from common.files import atomic_write_json
 
     value = compute()
     atomic_write_json(path, value)

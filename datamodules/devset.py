@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.files import DataError
+from common.files import DataError
 
 DEFAULT_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 TS_NAMES = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver"}

@@ -1,4 +1,4 @@
-"""DICOM series → image + RAS affine, and masks (NIfTI, NRRD, DICOM SEG) on that image's grid.
+"""DICOM series → image + RAS affine (the masks that refer to a series: `datamodules.convert.masks`).
 
 Array convention (as NIfTI converters do): axis 0 = DICOM column, axis 1 = DICOM row, axis 2 =
 slice sorted along the slice normal (ImageOrientationPatient × ImagePositionPatient), never by
@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.files import DataError
-from datamodules.volumes import align_to_grid, read_volume
+from common.files import DataError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"  # a DICOM SEG: never a slice of the image series
 
 
 @dataclass
@@ -30,7 +29,8 @@ class DicomSeries:
     modality: str = ""
 
 
-def _read_header(path: Path):
+def read_dicom_header(path: Path):
+    """One DICOM file's dataset (pixels included), or a `DataError` naming the file."""
     import pydicom
 
     try:
@@ -155,115 +155,3 @@ def read_dicom_series(source: str | Path | list, series: str | None = None) -> D
         sop_uids=[str(getattr(datasets[i], "SOPInstanceUID", "")) for i in order],
         modality=str(getattr(datasets[0], "Modality", "")),
     )
-
-
-def series_volume(series: DicomSeries, dtype=None):
-    """The series as a `Volume` ready to write (int16 when the values are integral and fit, else float32)."""
-    from datamodules.volumes import Volume, spacing_from_affine
-
-    data = series.image
-    if dtype is None:
-        integral = np.all(np.mod(data, 1) == 0) and data.min() >= -32768 and data.max() <= 32767
-        dtype = np.int16 if integral else np.float32
-    return Volume(data.astype(dtype), series.affine, spacing_from_affine(series.affine), series,
-                  series.files[0].parent if series.files else Path("."))
-
-
-def read_nrrd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """NRRD volume → (array, RAS affine); understands LPS/RAS `space` and `space directions`."""
-    import nrrd
-
-    path = Path(path)
-    try:
-        data, header = nrrd.read(str(path))
-    except Exception as exc:
-        raise DataError(path, f"not a readable NRRD file ({exc})") from None
-    if data.ndim != 3:
-        raise DataError(path, f"expected a 3D mask, got shape {data.shape}")
-    space = str(header.get("space", "")).lower()
-    dirs = header.get("space directions")
-    origin = header.get("space origin")
-    if dirs is None or origin is None:
-        raise DataError(path, "NRRD header lacks 'space directions'/'space origin': no geometry")
-    affine = np.eye(4)
-    affine[:3, :3] = np.asarray(dirs, float).T
-    affine[:3, 3] = np.asarray(origin, float)
-    if space in ("left-posterior-superior", "lps"):
-        affine = LPS_TO_RAS @ affine
-    elif space not in ("right-anterior-superior", "ras"):
-        raise DataError(path, f"unsupported NRRD space {space!r} (need LPS or RAS)")
-    return np.asarray(data), affine
-
-
-def read_dicom_seg(path: str | Path, series: DicomSeries) -> dict[str, np.ndarray]:
-    """DICOM SEG → {segment label: bool mask on the series grid}; frames matched by position."""
-    path = Path(path)
-    ds = _read_header(path)
-    if str(getattr(ds, "SOPClassUID", "")) != SEG_SOP_CLASS:
-        raise DataError(path, "not a DICOM Segmentation object (SOPClassUID "
-                              f"{getattr(ds, 'SOPClassUID', '?')})")
-    frames = ds.pixel_array
-    if frames.ndim == 2:
-        frames = frames[None]
-    nx, ny, nz = series.image.shape
-    if frames.shape[1:] != (ny, nx):
-        raise DataError(path, f"SEG frame size {frames.shape[1:]} does not match the series {ny}x{nx}")
-    names = {int(s.SegmentNumber): str(getattr(s, "SegmentLabel", s.SegmentNumber))
-             for s in ds.SegmentSequence}
-    masks = {name: np.zeros((nx, ny, nz), bool) for name in names.values()}
-    inv = np.linalg.inv(series.affine)
-    uid_index = {uid: k for k, uid in enumerate(series.sop_uids)}
-    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        seg_no = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        k = None
-        if "PlanePositionSequence" in item:
-            ipp = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
-            vox = inv @ (LPS_TO_RAS @ np.append(ipp, 1.0))
-            if np.abs(vox[:2]).max() < 0.5 and abs(vox[2] - round(vox[2])) < 0.25:
-                k = int(round(vox[2]))
-        if k is None:
-            try:
-                uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-                k = uid_index.get(str(uid))
-            except (AttributeError, IndexError):
-                k = None
-        if k is None or not 0 <= k < nz:
-            raise DataError(path, f"frame {f + 1} does not match any slice of the series")
-        masks[names[seg_no]][:, :, k] |= frames[f].T.astype(bool)
-    return masks
-
-
-def read_mask(path: str | Path, shape, affine, series: DicomSeries | None = None) -> np.ndarray:
-    """A label/mask file (NIfTI, NRRD or DICOM SEG) as an integer array on the image grid.
-
-    For a SEG the result holds segment indices (1..n, in SegmentSequence order; a segment named
-    "liver" is reported by `seg_liver_value`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "mask file does not exist")
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        vol = read_volume(path, nan="error")
-        return align_to_grid(np.asarray(vol.array), vol.affine, shape, affine, path)
-    if name.endswith((".nrrd", ".nhdr")):
-        data, naff = read_nrrd(path)
-        return align_to_grid(data, naff, shape, affine, path)
-    if series is None:
-        raise DataError(path, "a DICOM SEG mask needs the DICOM series it refers to")
-    masks = read_dicom_seg(path, series)
-    out = np.zeros(shape, np.uint8)
-    for value, m in enumerate(masks.values(), start=1):
-        out[m] = value
-    return out
-
-
-def seg_liver_value(path: str | Path) -> int:
-    """Index (as used by `read_mask`) of the SEG segment named like "liver"; 1 if only one segment."""
-    ds = _read_header(Path(path))
-    labels = [str(getattr(s, "SegmentLabel", "")).lower() for s in ds.SegmentSequence]
-    for i, lab in enumerate(labels, start=1):
-        if "liver" in lab:
-            return i
-    if len(labels) == 1:
-        return 1
-    raise DataError(path, f"no segment named 'liver' among {labels}; pass --liver-labels")

@@ -16,7 +16,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from datamodules.files import DataError, atomic_write_text
+from common.files import DataError, atomic_write_text
 
 # MSD URL and md5 as in MONAI's DecathlonDataset resource table (monai/apps/datasets.py).
 # CHAOS: Zenodo record 3431873; no published md5 was found, so the sha256 of the first

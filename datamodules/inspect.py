@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.readers import dataset_modality, load_case, read_dataset, read_dataset_json
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.files import DataError
+from common.files import DataError
 
 LIVER_NAME = re.compile(r"liver", re.IGNORECASE)
 LESION_NAME = re.compile(r"(lesion|tumou?r|cancer)s?", re.IGNORECASE)  # a bare lesion class of the liver

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid, check_stream,  # noqa: F401 (re-exported)
                                  liver_labels_from_dataset_json, parse_labels, ras_spacing, read_geometry, read_volume)
 from datamodules.volumes import liver_mask as _liver_mask

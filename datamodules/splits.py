@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from datamodules.files import DataError, atomic_write_json
+from common.files import DataError, atomic_write_json
 from datamodules.readers import CaseRecord
 
 SPLITS = ("train", "val", "test")

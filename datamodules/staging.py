@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 PARTIAL = ".partial-"  # temp folders `.<dst>.partial-<pid>` beside the destination
 CASE_DIRS = ("imagesTr", "labelsTr")

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from datamodules.files import DataError, atomic_path
+from common.files import DataError, atomic_path
+from datamodules.dicom import DicomSeries, read_dicom_series
 from datamodules.labels import (check_labels, liver_labels_from_dataset_json, liver_mask,  # noqa: F401 (re-exported)
                                 parse_labels, resolve_liver_labels)
 
@@ -193,8 +194,6 @@ def read_volume(path: str | Path, dtype=None, series: str | None = None, nan: st
     type; `series` picks one SeriesInstanceUID of a folder holding several; `nan` see `check_finite`)."""
     path = Path(path)
     if path.is_dir():
-        from datamodules.dicom import read_dicom_series
-
         s = read_dicom_series(path, series=series)
         spacing = np.asarray(spacing_from_affine(s.affine))
         if not (np.all(np.isfinite(spacing)) and np.all(spacing > 1e-6)):
@@ -216,6 +215,16 @@ def read_volume(path: str | Path, dtype=None, series: str | None = None, nan: st
     array = check_finite(array.reshape(shape), path, nan)
     affine = np.asarray(img.affine, dtype=np.float64)
     return Volume(array, affine, spacing_from_affine(affine), img.header, path)
+
+
+def series_volume(series: DicomSeries, dtype=None) -> Volume:
+    """A DICOM series as a `Volume` ready to write (int16 when the values are integral and fit, else float32)."""
+    data = series.image
+    if dtype is None:
+        integral = np.all(np.mod(data, 1) == 0) and data.min() >= -32768 and data.max() <= 32767
+        dtype = np.int16 if integral else np.float32
+    return Volume(data.astype(dtype), series.affine, spacing_from_affine(series.affine), series,
+                  series.files[0].parent if series.files else Path("."))
 
 
 @dataclass
@@ -341,6 +350,8 @@ def write_volume(path: str | Path, array: np.ndarray, like) -> Path:
     img.set_qform(affine, code=codes[0])
     img.set_sform(affine, code=codes[1])
     return save_nifti(img, path)
+
+
 def save_nifti(img, path: str | Path) -> Path:
     """Save a nibabel image atomically; `.nii.gz` as one gzip member with mtime 0 (same image, same bytes)."""
     import nibabel as nib

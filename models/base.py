@@ -179,7 +179,7 @@ class SegmentationModule(L.LightningModule):
 
             name = read_checkpoint(checkpoint_path).get("liverbench_model")
             if not name:
-                from datamodules.files import DataError
+                from common.files import DataError
 
                 raise DataError(checkpoint_path, "not a LiverBench checkpoint (no 'liverbench_model' entry)")
             return get_model_class(name).load_from_checkpoint(

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from datamodules.files import DataError
+from common.files import DataError
 
 log = logging.getLogger(__name__)
 

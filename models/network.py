@@ -260,7 +260,7 @@ def load_network(path: str | os.PathLike) -> Optional[tuple[InferenceNetwork, Op
     """(network in eval mode, preprocessing config) from the checkpoint's `liverbench_network` spec,
     importing only the network's own module; None for a checkpoint without a spec (then
     `models.load_module` rebuilds the LightningModule). Weights are read with `weights_only=True`."""
-    from datamodules.files import DataError
+    from common.files import DataError
     from models.checkpoint import find_preprocessing, read_checkpoint
 
     ckpt = read_checkpoint(path)

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from datamodules.files import DataError
+from common.files import DataError
 from models.base import SegmentationModule
 from models.network import network
 from models.registry import register_model

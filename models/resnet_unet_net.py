@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from datamodules.files import DataError
+from common.files import DataError
 from models.blocks import DoubleConv
 
 

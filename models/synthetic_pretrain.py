@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.files import DataError, atomic_write_json
+from common.files import DataError, atomic_write_json
 
 PRETRAIN_VERSION = "1"
 # the cpu default: a few minutes on a 2-core CPU (measured: docs/models.md)
@@ -148,7 +148,7 @@ def load_cached(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def ensure_encoder(overrides: dict | None = None, root: Path | None = None, log=print) -> tuple[Path, bool]:
     """The cached folder for this config, building it if missing -> (folder, built now?); read it with
     `load_cached`. One process builds (under `<root>/<hash>.lock`); the others wait for the folder."""
-    from benchmark.locks import FileLock, LockHeld
+    from common.locks import FileLock, LockHeld
 
     cfg = resolve_config(overrides)
     digest = config_hash(cfg)

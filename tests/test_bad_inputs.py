@@ -12,7 +12,7 @@ import pytest
 from test_dicom import write_series
 from test_runner import blobs  # noqa: F401 (fixture)
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.readers import load_case, read_dataset
 from datamodules.volumes import MAX_VOXELS, read_geometry, read_volume
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from test_dicom import write_series
 
+from common.files import DataError
 from datamodules.convert import main as convert_main
 from datamodules.convert import convert
-from datamodules.files import DataError
 
 AFF = np.diag([-0.8, -0.8, 2.0, 1.0])
 
@@ -303,7 +303,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
     try:
         out = convert("msd", _msd_task(tmp_path / "Task03_Liver"), tmp_path / "ds")
         os.umask(0o027)
-        from datamodules.files import atomic_write_json
+        from common.files import atomic_write_json
 
         atomic_write_json(tmp_path / "result.json", {"status": "ok"})
     finally:

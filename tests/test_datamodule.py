@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import datamodules.datasets as datasets_module
+from common.files import DataError
 from datamodules import CTDataModule, LiverDataModule, MRIDataModule
-from datamodules.files import DataError
 from datamodules.readers import read_dataset
 from datamodules.splits import split_patients
 from test_readers import make_dataset

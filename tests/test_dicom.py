@@ -6,8 +6,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from datamodules.dicom import LPS_TO_RAS, read_dicom_series, read_mask, read_nrrd, seg_liver_value
-from datamodules.files import DataError
+from common.files import DataError
+from datamodules.convert.masks import read_mask, read_nrrd, seg_liver_value
+from datamodules.dicom import LPS_TO_RAS, read_dicom_series
 
 
 def write_series(folder, volume, *, spacing=(0.8, 0.7), step=2.5, origin=(-100.0, -80.0, 50.0),

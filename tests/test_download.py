@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.files import DataError
 from datamodules import download as dl
-from datamodules.files import DataError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from benchmark import locks
+from common import locks
 
 
 def dead_pid() -> int:

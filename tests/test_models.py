@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import models
-from datamodules.files import DataError
+from common.files import DataError
 from models.base import missing_requirements, overlap_scores
 from models.network import load_network
 

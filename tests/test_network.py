@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import models
-from datamodules.files import DataError
+from common.files import DataError
 from models.network import (ChannelsLastInstanceNorm, FullPrecisionLayer, StridedMaxPool, fast_eval_copy,
                             full_precision_copy, liver_labels, load_network, padded_forward)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.phantom import GENERATOR_VERSION, generate_case, main, phantom_cache_dir, write_phantom_dataset
 from datamodules.phantom.tissues import T
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.inspect import inspect_dataset, main as inspect_main
 from datamodules.readers import dataset_modality, liver_mask, load_case, parse_labels, read_dataset
 

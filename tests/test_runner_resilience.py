@@ -10,7 +10,7 @@ import torch
 
 from benchmark import records, runner
 from benchmark.stages.guards import AtomicCheckpointIO, FiniteGuard, NonFiniteError
-from datamodules.files import DataError
+from common.files import DataError
 
 
 class _Tiny(L.LightningModule):

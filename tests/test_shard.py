@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import locks, plan, records, runner, shard
+from benchmark import plan, records, runner, shard
+from common import locks
 from test_runner import REPO, TINY_UNET, _wait_for, blobs, result, run_args, smoke, write_suite  # noqa: F401
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -72,7 +73,7 @@ def test_rank_zero_from_launcher_environment():
 def test_a_second_plain_run_on_the_same_out_refuses_naming_the_pid(blobs, tmp_path, capsys):
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from benchmark import locks\n"
+        "import sys, time; from common import locks\n"
         f"with locks.results_folder({str(out)!r}, sharded=False, command='liverbench run --out out'):\n"
         "    print('held', flush=True); time.sleep(60)")], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
     try:

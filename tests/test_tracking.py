@@ -13,7 +13,7 @@ from benchmark import records, report, runner
 from benchmark.metrics import METRICS
 from benchmark.tracking import content, parse_trackers
 from benchmark.tracking.overlays import overlay_image
-from datamodules.files import DataError
+from common.files import DataError
 from test_report import _write_run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmark import dependencies, locks, plan, records, runner, shard
-from datamodules.files import DataError
+from common.files import DataError
 from models import synthetic_pretrain as sp
 from datamodules.phantom.tissue_task import N_CLASSES
 from models.resnet_unet import ResNetUNetNet

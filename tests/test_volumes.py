@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.files import DataError
+from common.files import DataError
 from datamodules.volumes import (GRID_ATOL_MM, check_same_grid, liver_labels_from_dataset_json, liver_mask,
                                  read_geometry, read_volume, same_grid, write_mask)
 

@@ -20,7 +20,7 @@ from benchmark.report.ranking import compute_rankings, significance
 from benchmark.report.ranking_md import ranking_section
 from benchmark.report.tables import detail_tables, failed_table, real_scan_section, table1
 from benchmark.tracking import add_arguments as add_tracking_arguments
-from datamodules.files import DataError, atomic_write_text
+from common.files import DataError, atomic_write_text
 
 
 def _values(runs, *keys) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark import metrics as schema
 from benchmark.stats import bootstrap_ci, mean_std
-from datamodules.files import DataError
+from common.files import DataError
 
 BASELINE = "unet_baseline"
 TIMING = ("volume_ms", "model_volume_ms", "slice_ms", "peak_memory_mb")

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from benchmark.report.ranking import MODALITY_NAMES, by_rank
-from datamodules.files import atomic_path
+from common.files import atomic_path
 
 PNG_METADATA = {"Software": None}  # matplotlib writes no timestamp into PNGs; drop its version string too
 

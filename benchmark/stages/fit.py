@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from benchmark.stages.interrupt import STOP, on_sigint, stop_if_interrupted
-from datamodules.files import atomic_write_json
+from common.files import atomic_write_json
 from models.base import MONITOR
 
 

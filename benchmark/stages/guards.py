@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from datamodules.files import atomic_path
+from common.files import atomic_path
 
 
 class NonFiniteError(RuntimeError):

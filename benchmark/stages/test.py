@@ -5,7 +5,7 @@ from pathlib import Path
 
 from benchmark import records as rec
 from benchmark.metrics import SURFACE_CONVENTION, case_metrics, summarise
-from datamodules.files import DataError
+from common.files import DataError
 
 
 def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path, record: dict,

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from benchmark.metrics import METRICS
 from benchmark.records import json_safe, run_name
-from datamodules.files import json_text
+from common.files import json_text
 
 # summary key -> (record section, key); the metric keys come from the metric schema
 SUMMARY_KEYS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.tracking import Backend
+from benchmark.tracking.backend import Backend
 from benchmark.tracking.content import describe_run, run_params
 
 

@@ -14,9 +14,9 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmark.tracking import Backend
+from benchmark.tracking.backend import Backend
 from benchmark.tracking.content import describe_run, record_id, run_params, run_tags
-from datamodules.files import DataError
+from common.files import DataError
 
 HEALTH_TIMEOUT_S = 5
 COMPLETE = "liverbench.complete"  # set last: a run without it is completed by `liverbench report --tracker mlflow`

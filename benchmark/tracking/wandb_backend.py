@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark import wandb_logging as wl
-from benchmark.tracking import Backend
+from benchmark.tracking.backend import Backend
 
 
 class WandbBackend(Backend):

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from datamodules.files import DataError
+from common.files import DataError
 
 FORMATS = {"msd": "msd", "lits": "lits", "chaos": "chaos", "amos": "amos", "dicom": "dicom_series"}
 

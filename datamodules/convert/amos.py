@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from common.files import DataError
 from datamodules.convert.common import DatasetWriter, binarize, load_label_on_image, visible
-from datamodules.files import DataError
 
 CASE = re.compile(r"^amos_(\d+)\.nii(\.gz)?$")
 LIVER = 6

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import DataError
 from datamodules.convert.common import DatasetWriter, natural_key, visible
-from datamodules.dicom import read_dicom_series, series_volume
-from datamodules.files import DataError
+from datamodules.dicom import read_dicom_series
+from datamodules.volumes import series_volume
 
 MR_LIVER_BAND = (55, 70)  # MR PNG grey values: liver 63, kidneys 126/189, spleen 252
 MODALITIES = ("ct", "t1in", "t1out", "t2")

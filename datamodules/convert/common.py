@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from datamodules.files import DataError, atomic_path, atomic_write_json
+from common.files import DataError, atomic_path, atomic_write_json
 from datamodules.staging import CASE_DIRS, listing, partial_dir, publish, refuse_foreign
 from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
                                  read_volume, same_grid, write_mask, write_volume)

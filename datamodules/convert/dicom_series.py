@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import DataError
 from datamodules.convert.common import DatasetWriter, binarize
-from datamodules.dicom import read_dicom_series, read_mask, seg_liver_value, series_volume
-from datamodules.files import DataError
+from datamodules.convert.masks import read_mask, seg_liver_value
+from datamodules.dicom import read_dicom_series
+from datamodules.volumes import series_volume
 
 
 def _is_seg(path: Path) -> bool:

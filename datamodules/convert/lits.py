@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from common.files import DataError
 from datamodules.convert.common import DatasetWriter, binarize, load_label_on_image, visible
-from datamodules.files import DataError
 
 VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
 

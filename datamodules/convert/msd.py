@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.files import DataError
 from datamodules.convert.common import DatasetWriter, binarize, load_label_on_image, natural_key, visible
-from datamodules.files import DataError
 
 
 def find_root(src: Path) -> Path:

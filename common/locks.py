@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from datamodules.files import DataError, atomic_write_text
+from common.files import DataError, atomic_write_text
 
 HEARTBEAT_S = float(os.environ.get("LIVERBENCH_LOCK_HEARTBEAT", 30))
 STALE_AFTER_S = float(os.environ.get("LIVERBENCH_LOCK_STALE_AFTER", 300))  # 10 missed heartbeats

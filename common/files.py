@@ -85,9 +85,3 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
-
-def atomic_save_nifti(img, path: str | os.PathLike) -> Path:
-    """Kept for the phantom writer: `datamodules.volumes.save_nifti` (the one NIfTI writer)."""
-    from datamodules.volumes import save_nifti
-
-    return save_nifti(img, path)
