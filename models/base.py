@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from models.network import fast_eval_copy, liver_labels, padded_forward, predict_volume
 from models.network import plain_tensor  # noqa: F401 (re-exported)
+from models.registry import missing_requirements
 
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle", "warmup")
@@ -48,13 +49,6 @@ def overlap_scores(pred: torch.Tensor, target: torch.Tensor, per_sample: bool = 
         "precision": ratio(tp, tp + fp),
         "recall": ratio(tp, tp + fn),
     }
-
-
-def missing_requirements(cls: type) -> list[str]:
-    """The packages in `cls.requires` that cannot be imported here."""
-    import importlib.util
-
-    return [name for name in getattr(cls, "requires", ()) if importlib.util.find_spec(name) is None]
 
 
 def _stage_metrics(stage: str) -> MetricCollection:

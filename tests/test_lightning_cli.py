@@ -12,7 +12,8 @@ from lightning.pytorch.strategies import DDPStrategy
 import models
 from benchmark.cli import main as liverbench
 from benchmark.lightning_cli import LiverBenchCLI
-from models.base import SegmentationModule, missing_requirements
+from models.base import SegmentationModule
+from models.registry import missing_requirements
 
 SUITES = Path(__file__).resolve().parents[1] / "benchmark" / "suites"
 PAPER = {  # the paper's Table 1 (DESIGN.md): variant -> (label, model, dims, augmentation, advanced)

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 import models
 from common.files import DataError
-from models.base import missing_requirements, overlap_scores
+from models.base import overlap_scores
+from models.registry import missing_requirements
 from models.network import load_network
 
 ALL_MODELS = models.list_models()
