@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import dependencies, locks, plan, records, runner, shard
+from benchmark import dependencies, plan, records, runner, shard
+from common import locks
 from common.files import DataError
-from models import synthetic_pretrain as sp
 from datamodules.phantom.tissue_task import N_CLASSES
+from models import synthetic_pretrain as sp
 from models.resnet_unet import ResNetUNetNet
 
 TINY = {"patients": 1, "spacing": 8, "steps": 2, "batch_size": 2, "patch": 32}
