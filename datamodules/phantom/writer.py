@@ -12,8 +12,8 @@ import numpy as np
 
 from common.files import DataError, atomic_write_json
 
+from .. import volumes
 from ..staging import listing, partial_dir, publish, refuse_foreign
-from ..volumes import save_nifti
 from .anatomy import Anatomy, build_anatomy, rngs
 from .appearance import CT_PHASES, MR_VARIANTS, render_ct, render_mri, render_randomised
 from .tissues import label_lut
@@ -106,8 +106,8 @@ def save_case(case: PhantomCase, out_dir: Path, name: str):
         im.header.set_xyzt_units("mm", "sec")
         im.set_qform(case.affine, code=1)
         im.set_sform(case.affine, code=1)
-    save_nifti(img, out_dir / "imagesTr" / f"{name}_0000.nii.gz")
-    save_nifti(lab, out_dir / "labelsTr" / f"{name}.nii.gz")
+    volumes.save_nifti(img, out_dir / "imagesTr" / f"{name}_0000.nii.gz")
+    volumes.save_nifti(lab, out_dir / "labelsTr" / f"{name}.nii.gz")
 
 
 def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: int = 0, spacing=None,
