@@ -34,7 +34,7 @@ def _targets(module: str, path: Path, node: ast.AST, mods: dict[str, Path]) -> l
             package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
             package = package[:len(package) - node.level + 1]
             base = ".".join(package + ([base] if base else []))
-        names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in mods else base for alias in node.names]
     found = []
     for name in names:
         while name and name not in mods:
