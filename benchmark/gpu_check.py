@@ -124,10 +124,8 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
     scan = read_scan(path)
     for ckpt in sorted((work / "smoke" / "smoke").glob("*__ct__seed0/model.ckpt")):
         variant = ckpt.parent.name.split("__")[0]
-        module, preprocessing = load_module(ckpt)
+        module, preprocessing = load_module(ckpt, roi_size=list(roi_3d))  # 2D models ignore roi_size
         preprocessing = {**preprocessing, "target_spacing": target_spacing}  # not the smoke's 6 mm
-        if module.spatial_dims == 3:
-            module.hparams["roi_size"] = list(roi_3d)
         predictor = Predictor(module, preprocessing, device=device, precision="bf16")  # autocast + channels-last
         shape = tuple(predictor.preprocess(scan.image, scan.affine)[0].shape[2:])
         e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)

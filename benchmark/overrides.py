@@ -5,6 +5,10 @@ for the keys a preset layer names in `force:` (for example `force: [model.lr, da
 cpu preset's short budget needs its own learning rate and batch). Every used value that differs from
 the entry's config is listed with its source (result.json `overrides`, the leaderboard), so a budget
 never silently replaces a paper recipe.
+
+Values the data decides (a 3D model's sliding window) are written into the run config by
+`derive_from_data`, so result.json and the checkpoint's hyperparameters name them; modules never
+change their own hyperparameters at setup.
 """
 from __future__ import annotations
 
@@ -77,3 +81,22 @@ def list_overrides(entry: dict, used: dict, sources: dict[str, str], default_sou
         if _normalise(key, now) != _normalise(key, value):
             rows.append({"key": key, "entry": value, "used": now, "source": sources.get(key, default_source)})
     return sorted(rows, key=lambda r: r["key"])
+
+
+def derive_from_data(config: dict) -> dict:
+    """Model arguments that follow from the data, in a LightningCLI config (changed in place, returned):
+    a 3D model whose entry leaves `roi_size` unset slides windows of its training patch size."""
+    model_args, data_args = config["model"].setdefault("init_args", {}), config["data"].get("init_args") or {}
+    if int(data_args.get("dims", 2)) == 3 and model_args.get("roi_size") is None:
+        model_args["roi_size"] = training_patch_size(data_args)
+    return config
+
+
+def training_patch_size(data_args: dict) -> list[int]:
+    """The patch a LiverDataModule with these arguments trains on: its `patch_size`, else its preset's default."""
+    if data_args.get("patch_size"):
+        return [int(p) for p in data_args["patch_size"]]
+    from datamodules.datamodule import DEFAULT_PATCH  # the DataModule's own rule
+
+    dims = int(data_args.get("dims", 2))
+    return list(DEFAULT_PATCH[("gpu" if data_args.get("preset") == "gpu" else "cpu", dims)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark.convergence import convergence_rule
 from benchmark.dependencies import order
-from benchmark.overrides import check_force, get_dotted, list_overrides, set_dotted
+from benchmark.overrides import check_force, derive_from_data, get_dotted, list_overrides, set_dotted
 from benchmark.records import run_dir, run_name
 from benchmark.keys import (ENTRY_KEYS, INIT_FROM_KEYS, SUITE_BUDGETS, SUITE_KEYS, check_entry_config,
                            check_keys, check_preset_layer, mapping, model_class)
@@ -321,6 +321,7 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     if spec.source is not None:  # all weights from the source run: nothing else is fetched
         config["model"]["init_args"].update(init_from=str(spec.source / "model.ckpt"), pretrained="none")
     config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
+    derive_from_data(config)  # e.g. a 3D model's roi_size: recorded here, never set by the module at setup
     trainer = _entry_wins(b["trainer"], config.get("trainer") or {}, b["force"], "trainer")
     if b["limit"]:  # equal wall-clock per variant instead of equal steps
         trainer.update(max_time={"seconds": b["limit"]["seconds"]}, max_steps=-1)

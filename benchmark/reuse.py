@@ -16,9 +16,12 @@ LOCATION = (("trainer", "default_root_dir"), ("data", "init_args", "split_file")
 
 def comparable(config: dict) -> dict:
     """The run config as JSON stores it, without the derived and location-only keys."""
+    from benchmark.overrides import derive_from_data
     from benchmark.records import json_safe
 
     out = json.loads(json.dumps(json_safe(config), default=str))
+    if isinstance(out.get("model"), dict) and isinstance(out.get("data"), dict):
+        derive_from_data(out)  # older records leave roi_size unset: their modules took the patch size at setup
     for key in DERIVED:
         out.pop(key, None)
     for path in LOCATION:

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.network import fast_eval_copy, liver_labels, padded_forward, predict_volume
+from models.network import fast_eval_copy, liver_labels, padded_forward, predict_volume, windows_unlike_patch
 from models.network import plain_tensor  # noqa: F401 (re-exported)
+from models.checkpoint import describe_checkpoint
 from models.registry import missing_requirements
 
 LOSSES = ("ce", "dice_ce")
@@ -71,7 +73,7 @@ class SegmentationModule(L.LightningModule):
             stopping mid-way at a high one), or "warmup" (linear warm-up over the first 10 % of the
             trainer's length, then constant: for a convergence rule that lowers the rate on plateaus).
         dropout: dropout probability where the architecture has dropout.
-        roi_size: 3D sliding-window size; None = the DataModule's training patch size.
+        roi_size: 3D sliding-window size; None = `default_roi_size`, never the data's patch (the runner passes it).
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
         slice_batch_size: slices per forward pass in 2D whole-volume inference.
         init_from: checkpoint whose matching weights initialise this model (transfer).
@@ -183,11 +185,8 @@ class SegmentationModule(L.LightningModule):
                                             weights_only=weights_only, **overrides)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["liverbench_model"] = self.model_name
-        checkpoint["liverbench_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
-        spec = getattr(self.net, "liverbench_spec", None)  # set by models.network.network()
-        if spec is not None:  # the network alone, rebuilt without Lightning by `liverbench predict`
-            checkpoint["liverbench_network"] = {**spec, **self.inference_spec()}
+        """Entries that make the file usable alone (model, network, preprocessing: `models.checkpoint`)."""
+        checkpoint.update(describe_checkpoint(self, self._trainer))
 
     # ---- forward and whole-volume inference -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +233,7 @@ class SegmentationModule(L.LightningModule):
         return F.cross_entropy(logits, (label[:, 0] > 0.5).long())
 
     def setup(self, stage: str) -> None:
-        """Fail early when the DataModule serves the wrong dimensionality; adopt its patch size."""
+        """Fail early when the DataModule serves the wrong dimensionality; warn of windows unlike its patches."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         dims = getattr(dm, "dims", None)
         if dims is not None and int(dims) != self.spatial_dims:
@@ -244,9 +243,9 @@ class SegmentationModule(L.LightningModule):
             )
         patch = getattr(dm, "patch_size", None)
         if self.spatial_dims == 3 and self.hparams.get("roi_size") is None and patch is not None:
-            patch = [patch] * 3 if isinstance(patch, int) else list(patch)
-            if len(patch) == 3:
-                self.hparams["roi_size"] = [int(p) for p in patch]
+            unlike = windows_unlike_patch(self.roi_size, patch)
+            if unlike:
+                rank_zero_warn(f"{self.model_name or type(self).__name__}: {unlike}")
         if stage == "fit":  # before the strategy wraps the module and the optimizer takes the parameters
             self.to(memory_format=self._training_memory_format)
 

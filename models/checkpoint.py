@@ -47,9 +47,40 @@ def _state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def find_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The DataModule's preprocessing config, stored by Lightning under the DataModule's qualname."""
-    for key, value in ckpt.items():
+PREPROCESSING_KEY = "liverbench_preprocessing"  # top-level entry, beside `liverbench_model` / `liverbench_network`
+
+
+def describe_checkpoint(module, trainer=None) -> dict[str, Any]:
+    """A SegmentationModule's top-level checkpoint entries, so the file alone rebuilds and feeds it: the
+    registry name (`load_module`), the network spec with its inference settings (`load_network`, no
+    Lightning) and, when a trainer saves it, the DataModule's preprocessing config (None without one)."""
+    entries: dict[str, Any] = {"liverbench_model": module.model_name,
+                               "liverbench_class_path": f"{type(module).__module__}.{type(module).__qualname__}"}
+    spec = getattr(module.net, "liverbench_spec", None)  # set by models.network.network()
+    if spec is not None:
+        entries["liverbench_network"] = {**spec, **module.inference_spec()}
+    if trainer is not None:
+        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
+        entries[PREPROCESSING_KEY] = dict(preprocessing) if isinstance(preprocessing, dict) else None
+    return entries
+
+
+def stored_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The DataModule's preprocessing config a checkpoint was trained with (None: saved without one).
+
+    Read by name from `liverbench_preprocessing`, written by `SegmentationModule.on_save_checkpoint`;
+    a checkpoint without that entry is an older one (`legacy_preprocessing`)."""
+    if PREPROCESSING_KEY in ckpt:
+        found = ckpt[PREPROCESSING_KEY]
+        return found if isinstance(found, dict) else None
+    return legacy_preprocessing(ckpt)
+
+
+def legacy_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The only fallback: checkpoints saved by LiverBench up to commit f5b5766 (before the
+    `liverbench_preprocessing` entry) hold the config only in the DataModule's state, which Lightning
+    stores under the DataModule's qualname (or in `datamodule_hyper_parameters`): found by scanning."""
+    for value in ckpt.values():
         if isinstance(value, dict) and isinstance(value.get("preprocessing"), dict):
             return value["preprocessing"]
     dm_hparams = ckpt.get("datamodule_hyper_parameters")
@@ -58,10 +89,12 @@ def find_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
     return None
 
 
-def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides: Any):
     """Rebuild the model of a LiverBench checkpoint -> `(module in eval mode, preprocessing config)`.
 
-    The preprocessing config is None when the checkpoint was saved without a DataModule.
+    `overrides` replace saved constructor arguments (e.g. `roi_size=[128, 128, 64]`: other sliding
+    windows for the same weights). The preprocessing config is None when the checkpoint was saved
+    without a DataModule.
     """
     from models.registry import get_model_class
 
@@ -74,14 +107,14 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
     except ValueError as err:
         raise DataError(path, f"checkpoint was saved by model {name!r}, which is not registered: {err}") from None
     hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
-    hparams.update(cls.weight_init_off)
+    hparams.update({**cls.weight_init_off, **overrides})
     try:
         module = cls(**hparams)
         module.load_state_dict(_state_dict_of(ckpt))
     except (TypeError, RuntimeError) as err:
         raise DataError(path, f"cannot rebuild model {name!r} from this checkpoint: {err}") from None
     module.checkpoint_path = str(path)  # named by errors about the network's output
-    return module.to(map_location).eval(), find_preprocessing(ckpt)
+    return module.to(map_location).eval(), stored_preprocessing(ckpt)
 
 
 @dataclass

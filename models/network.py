@@ -213,6 +213,18 @@ def fast_eval_copy(net: nn.Module, norms: bool = True) -> nn.Module:
     return _rewritten(net, fast)
 
 
+def windows_unlike_patch(roi_size: Sequence[int], patch: int | Sequence[int]) -> Optional[str]:
+    """Why a 3D model built without `roi_size` windows unlike its training patches, or None if it does not.
+
+    Unset, roi_size is the model's default whatever the data (the constructor arguments alone decide the
+    window, as the checkpoint records them); the benchmark's runner passes roi_size = the patch size."""
+    patch = tuple(int(p) for p in ([patch] * 3 if isinstance(patch, int) else patch))
+    if patch == tuple(roi_size):
+        return None
+    return (f"roi_size is unset, so validation and test use the default sliding window {list(roi_size)}, not "
+            f"the training patch {list(patch)}; pass roi_size={list(patch)} to the model for windows of the patch")
+
+
 # ---- rebuilding a checkpoint's network without the LightningModule ------------------------------
 def network(cls: type, *args: Any, **kwargs: Any) -> nn.Module:
     """`cls(*args, **kwargs)`, remembering how it was built (plain values only), so a checkpoint can
@@ -261,7 +273,7 @@ def load_network(path: str | os.PathLike) -> Optional[tuple[InferenceNetwork, Op
     importing only the network's own module; None for a checkpoint without a spec (then
     `models.load_module` rebuilds the LightningModule). Weights are read with `weights_only=True`."""
     from common.files import DataError
-    from models.checkpoint import find_preprocessing, read_checkpoint
+    from models.checkpoint import read_checkpoint, stored_preprocessing
 
     ckpt = read_checkpoint(path)
     spec = ckpt.get("liverbench_network")
@@ -277,4 +289,4 @@ def load_network(path: str | os.PathLike) -> Optional[tuple[InferenceNetwork, Op
         model.checkpoint_path = str(path)  # named by errors about the network's output
     except (ImportError, TypeError, ValueError, RuntimeError, KeyError) as err:
         raise DataError(path, f"cannot rebuild the network of this checkpoint: {err}") from None
-    return model.eval(), find_preprocessing(ckpt)
+    return model.eval(), stored_preprocessing(ckpt)

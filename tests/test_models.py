@@ -6,6 +6,7 @@ contract (other model tests import it), so models are tested without the data pi
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import numpy as np
@@ -271,12 +272,19 @@ def test_dims_mismatch_with_datamodule_fails_clearly(tmp_path):
         quick_trainer(tmp_path, max_steps=1).fit(model, datamodule=dm)
 
 
-def test_3d_model_adopts_the_training_patch_as_sliding_window(tmp_path):
-    model = make("unet3d", features=4, depth=2)
-    assert model.hparams.roi_size is None
+def test_3d_model_built_by_hand_keeps_its_own_windows_and_warns_of_another_patch(tmp_path):
+    """Fitting never changes hyperparameters: unset roi_size stays the model's default whatever the
+    DataModule serves (with a warning naming the fix); a roi_size passed to the model is used as given."""
     dm = TinyVolumeDataModule(dims=3, shape=(16, 16, 16), patch_size=12)
-    quick_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=dm)
-    assert model.roi_size == (12, 12, 12)
+    model = make("unet3d", features=4, depth=2)
+    with pytest.warns(UserWarning, match=r"roi_size is unset.*window \[64, 64, 64\].*patch \[12, 12, 12\]"):
+        quick_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=dm)
+    assert model.hparams.roi_size is None and model.roi_size == (64, 64, 64)
+    chosen = make("unet3d", features=4, depth=2, roi_size=[12, 12, 12])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*roi_size is unset")
+        quick_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(chosen, datamodule=dm)
+    assert chosen.hparams.roi_size == [12, 12, 12] and chosen.roi_size == (12, 12, 12)
 
 
 def test_3d_models_train_channels_last_with_the_same_result(tmp_path):

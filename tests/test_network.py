@@ -88,7 +88,7 @@ def test_liver_labels_two_classes_equals_argmax_with_ties():
 def _saved(tmp_path, spec_patch=None, preprocessing=None, name="unet2d", **init):
     model = models.create_model(name, **(init or {"features": 4, "depth": 2}))
     ckpt = {"liverbench_model": name, "hyper_parameters": dict(model.hparams),
-            "datamodule_hyper_parameters": {"preprocessing": preprocessing},
+            "liverbench_preprocessing": preprocessing,
             "state_dict": model.state_dict(),
             "liverbench_network": {**model.net.liverbench_spec, **model.inference_spec(), **(spec_patch or {})}}
     path = tmp_path / "model.ckpt"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import plan
-from benchmark.overrides import flatten, list_overrides
+from benchmark.overrides import derive_from_data, flatten, list_overrides
 
 ENTRY = """
 model:
@@ -81,6 +81,30 @@ def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
                                            "phantom", tmp_path)[0], tmp_path / "run")
     assert gpu["overrides"] == []  # the gpu preset is the paper's recipe
     assert gpu["budget_limit"] == {"epochs": 100}
+
+
+def test_a_3d_run_config_names_its_sliding_window_the_training_patch(tmp_path):
+    """roi_size follows from the data where the run config is built (result.json names it, the module never
+    sets it at setup): the preset's patch, else the DataModule's default; the entry's own value wins."""
+    from benchmark.reuse import comparable
+
+    for preset, patch in (("cpu", [48, 48, 48]), ("gpu", [128, 128, 128])):
+        runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset(preset), ["ct"], [0], "phantom", tmp_path)
+        configs = {r.variant: plan.build_config(r, tmp_path / "run") for r in runs}
+        assert configs["cnn3d"]["model"]["init_args"]["roi_size"] == patch
+        assert "roi_size" not in configs["unet_baseline"]["model"]["init_args"]  # 2D: no windows
+        assert not [o for o in configs["cnn3d"]["overrides"] if "roi_size" in o["key"]]  # the entry left it unset
+    unset = {"model": {"init_args": {}}, "data": {"init_args": {"dims": 3, "preset": "gpu"}}}
+    assert derive_from_data(unset)["model"]["init_args"]["roi_size"] == [128, 128, 64]  # DataModule default
+    own = {"model": {"init_args": {"roi_size": [16, 16, 16]}}, "data": {"init_args": {"dims": 3, "patch_size": [8] * 3}}}
+    assert derive_from_data(own)["model"]["init_args"]["roi_size"] == [16, 16, 16]
+    # a record written before roi_size was named (its module took the patch at setup) is the same experiment
+    config = configs["cnn3d"]
+    before = {**config, "model": {**config["model"], "init_args": {
+        k: v for k, v in config["model"]["init_args"].items() if k != "roi_size"}}}
+    assert comparable(before) == comparable(config)
+    other = {**config, "model": {**config["model"], "init_args": {**config["model"]["init_args"], "roi_size": [64] * 3}}}
+    assert comparable(other) != comparable(config)
 
 
 def test_list_overrides_compares_class_paths_by_class_and_flattens():

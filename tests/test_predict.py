@@ -17,8 +17,9 @@ from datamodules.volumes import write_volume
 
 
 def _save_ckpt(path, config=None, model="unet2d", **kw):
-    """A checkpoint as Lightning writes it (state_dict, hyper_parameters, DataModule state)."""
+    """A checkpoint as Lightning writes it (state_dict, hyper_parameters, DataModule state, our entries)."""
     from models import create_model
+    from models.checkpoint import PREPROCESSING_KEY
 
     module = create_model(model, **kw)
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
@@ -26,6 +27,7 @@ def _save_ckpt(path, config=None, model="unet2d", **kw):
     if config is not None:
         ckpt["LiverDataModule"] = {"preprocessing": config}
     module.on_save_checkpoint(ckpt)
+    ckpt[PREPROCESSING_KEY] = config  # what the trainer's DataModule gives `on_save_checkpoint`
     torch.save(ckpt, path)
     return path
 
