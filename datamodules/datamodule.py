@@ -16,10 +16,11 @@ from monai.data import DataLoader
 from common.files import DataError
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
                                   default_cache_root, file_key)
-from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, ras_spacing, read_dataset, read_header
+from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, read_dataset
 from datamodules.splits import load_split, save_split, split_patients
 from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
                                     preprocessing_config)
+from datamodules.volumes import ras_spacing, read_geometry
 
 DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
                  ("gpu", 2): (256, 256), ("gpu", 3): (128, 128, 64)}
@@ -180,7 +181,8 @@ class LiverDataModule(L.LightningDataModule):
         def compute():
             samples = (foreground_sample(c.image, c.mask, seed=i)
                        for i, c in enumerate(load_case(r, self.liver_labels) for r in train)) if need_intensity else ()
-            return fit_fingerprint([ras_spacing(*read_header(r.image_path)[1:]) for r in train], samples)
+            spacings = [ras_spacing(g.affine, g.spacing) for g in (read_geometry(r.image_path) for r in train)]
+            return fit_fingerprint(spacings, samples)
 
         key = "fingerprint-" + file_key("ras-spacing", self.liver_labels, need_intensity,
                                         *[p for r in train for p in (Path(r.image_path), Path(r.label_path))])
@@ -206,9 +208,6 @@ class LiverDataModule(L.LightningDataModule):
         return {"name": self._test_phantom_dir().name if fixed else str(self.data_dir),
                 "n_patients": len({r.patient for r in test}), "n_cases": len(test),
                 "split_seed": None if fixed else self.hparams.split_seed, "fixed": True}
-
-    def save_split(self, path: str | Path) -> Path:
-        return save_split(path, self.split)
 
     # ---- volumes and datasets -----------------------------------------------------------
     def volumes(self, name: str) -> list:

@@ -15,9 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from common.files import DataError
-from datamodules.volumes import (NIFTI_SUFFIXES, check_labels, check_same_grid, check_stream,  # noqa: F401 (re-exported)
-                                 liver_labels_from_dataset_json, parse_labels, ras_spacing, read_geometry, read_volume)
-from datamodules.volumes import liver_mask as _liver_mask
+from datamodules.labels import check_labels, liver_labels_from_dataset_json, liver_mask, parse_labels
+from datamodules.volumes import NIFTI_SUFFIXES, check_same_grid, check_stream, read_geometry, read_volume
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,6 @@ class LoadedCase:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     label_values: list[int]
-
-
-def liver_mask(label_array: np.ndarray, liver_labels: Iterable[int] | None = None) -> np.ndarray:
-    """Binary liver mask (see `datamodules.volumes.liver_mask`): None = every label > 0."""
-    return _liver_mask(label_array, liver_labels)
 
 
 def dataset_liver_labels(root: str | Path, meta: dict[str, Any] | None = None) -> tuple[int, ...] | None:
@@ -188,9 +182,3 @@ def check_headers(records: Sequence[CaseRecord], grid: bool = True, whole: Itera
         if r.case in whole:
             check_stream(r.image_path)
             check_stream(r.label_path)
-
-
-def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...]]:
-    """(shape, affine, spacing) from the header only: no voxel decoding."""
-    vol = read_geometry(path)
-    return vol.shape, vol.affine, vol.spacing

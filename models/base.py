@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.network import fast_eval_copy, liver_labels, padded_forward, predict_volume, windows_unlike_patch
-from models.network import plain_tensor  # noqa: F401 (re-exported)
 from models.checkpoint import describe_checkpoint
+from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume,
+                            windows_unlike_patch)
 from models.registry import missing_requirements
 
 LOSSES = ("ce", "dice_ce")

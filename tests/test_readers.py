@@ -10,7 +10,8 @@ import pytest
 
 from common.files import DataError
 from datamodules.inspect import inspect_dataset, main as inspect_main
-from datamodules.readers import dataset_modality, liver_mask, load_case, parse_labels, read_dataset
+from datamodules.labels import liver_mask, parse_labels
+from datamodules.readers import dataset_modality, load_case, read_dataset
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -190,7 +191,7 @@ def test_real_mr_sample_lps(real_data, tmp_path, capsys):
 
 def test_ras_spacing_reorders_a_sagittal_file():
     """A file stored (A, S, R) with spacing (0.8, 5.0, 1.2) has RAS spacing (1.2, 0.8, 5.0)."""
-    from datamodules.readers import ras_spacing
+    from datamodules.volumes import ras_spacing
 
     affine = np.zeros((4, 4))
     affine[1, 0], affine[2, 1], affine[0, 2], affine[3, 3] = 0.8, 5.0, 1.2, 1.0  # axis 0 -> A, 1 -> S, 2 -> R

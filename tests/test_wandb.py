@@ -1,10 +1,14 @@
 """W&B logging: mode choice, and what an offline run really contains (read back from `.wandb`)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from benchmark import wandb_logging as wl
+from benchmark.tracking.overlays import overlay_image
 from wandb_offline import find_offline_runs, iter_records
 
 
@@ -24,6 +28,15 @@ def no_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc-absent"))
+
+
+def test_importing_wandb_logging_leaves_lightning_and_torch_unimported():
+    """The W&B module is imported where no model is trained (mode checks, the report's summary run): it
+    must not pull Lightning or torch in, e.g. through a helper imported from models.base."""
+    code = ("import sys, benchmark.wandb_logging; "
+            "print(sorted(m for m in ('lightning', 'torch', 'models.base') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_mode_defaults_offline_without_key_and_online_with_one(no_key, monkeypatch, tmp_path):
@@ -59,7 +72,7 @@ def test_offline_run_holds_summary_table_images_and_config(tmp_path):
     pred = np.roll(gt, 1, axis=0)
     image = np.random.default_rng(0).normal(size=gt.shape).astype(np.float32)
     per_case = [{"case": "ph_000", "dice": 0.9, "hd95": 1.0}, {"case": "ph_001", "dice": 0.8, "hd95": 2.0}]
-    wl.log_result(logger, record, per_case, [wl.overlay_image(image, pred, gt, "ph_000")])
+    wl.log_result(logger, record, per_case, [overlay_image(image, pred, gt, "ph_000")])
 
     (run,) = find_offline_runs(tmp_path)
     assert (run.project, run.group, run.job_type) == ("liverbench-test", "smoke", "ct")

@@ -56,10 +56,6 @@ class Ranking:
         return bool(t) and t["p_holm"] < ALPHA and self.comparable(key)
 
 
-def _better(a: float, b: float) -> bool:
-    return a > b if schema.METRIC_BY_NAME[METRIC].direction == "max" else a < b
-
-
 def _seed_list(runs) -> str:
     return ", ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: str(r.get("seed"))))
 

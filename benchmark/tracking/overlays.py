@@ -64,7 +64,7 @@ def validation_overlays(tracking, n_images: int = 2):
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from models.base import plain_tensor
+    from models.network import plain_tensor
 
     class ValidationOverlays(Callback):
         def on_fit_end(self, trainer, pl_module):

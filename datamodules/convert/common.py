@@ -169,7 +169,3 @@ def load_label_on_image(label_path: Path, image_path: Path) -> np.ndarray:
                           "(same shape and voxel size)", stacklevel=2)
             return np.asarray(lab.array)
     return align_to_grid(np.asarray(lab.array), lab.affine, img.shape, img.affine, label_path)
-
-
-def print_summary(root: Path, n: int) -> None:
-    print(f"wrote {n} case(s) to {root}")
