@@ -7,12 +7,14 @@ liver label by name from dataset.json, same metrics).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
+from benchmark.metrics import METRIC_KEYS, format_metric
 from common.files import DataError
+
+COLUMN_WIDTH = 9  # a metric column of the printed table
 
 
 def parse_args(argv):
@@ -28,8 +30,14 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _fmt(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def table_line(first: str, values: dict) -> str:
+    """One line of the printed table: every metric of the schema (`benchmark.metrics.METRICS`) in its
+    own format, so a new metric is a new column without touching this command."""
+    return f"{first:<24}" + "".join(f" {format_metric(k, values.get(k)):>{COLUMN_WIDTH}}" for k in METRIC_KEYS)
+
+
+def table_header() -> str:
+    return f"{'case':<24}" + "".join(f" {k:>{COLUMN_WIDTH}}" for k in METRIC_KEYS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,13 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{ext.name} ({ext.modality.upper()}, liver labels {ext.liver_labels}, {ext.n} cases): {ext.path}")
-    print(f"{'case':<24} {'dice':>6} {'hd95':>8} {'assd':>7} failed")
+    print(table_header())
     for row in rows:
-        print(f"{row['case']:<24} {row['dice']:6.3f} {_fmt(row['hd95']):>8} {_fmt(row['assd']):>7} {row['failed']}")
-    block = summary_block(ext, rows)
-    m = block["metrics"]
-    print(f"{'mean':<24} {m['dice']:6.3f} {_fmt(m['hd95']):>8} {_fmt(m['assd']):>7} {block['failed']}"
-          f"   (min dice {min(r['dice'] for r in rows):.3f}, {time.perf_counter() - start:.1f} s)")
+        print(table_line(row["case"], row))
+    print(table_line("mean", summary_block(ext, rows)["metrics"]) +
+          f"   (min dice {min(r['dice'] for r in rows):.4f}, {time.perf_counter() - start:.1f} s)")
     if args.out:
         from benchmark.records import write_per_case
 

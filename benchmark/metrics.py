@@ -64,6 +64,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("failed", lambda c: int(c.d_pred is None), "sum", "d", "test/failed", "min"),
 )
 METRIC_KEYS = tuple(m.name for m in METRICS)
+AVERAGED_KEYS = tuple(m.name for m in METRICS if m.aggregation != "sum")  # means over cases (not the failed count)
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 

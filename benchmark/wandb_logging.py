@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.tracking.content import (EXTERNAL_KEYS, RANK_COLUMNS, SUMMARY_COLUMNS, SUMMARY_KEYS,  # noqa: F401
-                                        cell, ranking_table, run_params, summary_table, summary_values)
-from benchmark.tracking.overlays import Overlay, overlay_image  # noqa: F401 (public names)
+from benchmark.tracking.content import SUMMARY_COLUMNS, cell, ranking_table, run_params, summary_table, summary_values
+from benchmark.tracking.overlays import Overlay
 
 MODES = ("disabled", "offline", "online")
 LEADERBOARD_COLUMNS = [c for c, _ in SUMMARY_COLUMNS]

@@ -12,6 +12,7 @@ import pytest
 
 from benchmark import external, records, report, runner
 from benchmark.external import load_external_set, parse_external
+from benchmark.metrics import METRIC_KEYS, format_metric
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {"background": 0, "spleen": 1, "kidney": 2, "liver": 3}  # liver is NOT the lowest label
@@ -145,7 +146,9 @@ def test_external_eval_matches_the_run(ext_run, ext_ct, tmp_path, capsys):
     got = list(csv.DictReader(csv_out.open()))
     assert [(r["case"], r["tp"], r["fp"]) for r in got] == [(r["case"], r["tp"], r["fp"]) for r in expected]
     mean = np.mean([float(r["dice"]) for r in expected])
-    assert any(ln.startswith("mean") and f"{mean:6.3f}" in ln for ln in printed.splitlines())
+    assert any(ln.startswith("mean") and f" {format_metric('dice', mean)} " in ln for ln in printed.splitlines())
+    header = next(ln.split() for ln in printed.splitlines() if ln.startswith("case"))
+    assert header == ["case", *METRIC_KEYS]  # every metric of the schema is a column
     assert cli(["external-eval", "--checkpoint", str(tmp_path / "none.ckpt"), "--external", str(ext_ct)]) == 2
 
 

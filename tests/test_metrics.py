@@ -143,13 +143,17 @@ def test_summarise_means_failed_and_global_dice():
 
 
 def test_every_output_derives_from_the_metric_schema():
-    """One table: per-case CSV columns, evaluate's CSV, W&B summary keys and aggregations follow METRICS."""
-    from benchmark import evaluate, records, wandb_logging
+    """One table: per-case CSV columns, evaluate's CSV, external-eval's table, tracker summary keys (test and
+    external) and aggregations follow METRICS."""
+    from benchmark import evaluate, external_eval, records
     from benchmark.metrics import METRICS, summarise
+    from benchmark.tracking import content
 
     names = [m.name for m in METRICS]
     assert list(records.METRICS) == names and list(evaluate.CSV_COLUMNS[1:1 + len(names)]) == names
-    assert {m.wandb_key: ("metrics", m.name) for m in METRICS}.items() <= wandb_logging.SUMMARY_KEYS.items()
+    assert {m.wandb_key: ("metrics", m.name) for m in METRICS}.items() <= content.SUMMARY_KEYS.items()
+    assert content.EXTERNAL_KEYS == (*(m.name for m in METRICS if m.aggregation != "sum"), "global_dice")
+    assert external_eval.table_header().split() == ["case", *names]
     rows = [{"dice": 0.5, "jaccard": 0.3, "precision": 0.4, "recall": 0.6, "hd95": np.nan, "assd": 2.0, "failed": 1},
             {"dice": 1.0, "jaccard": 0.9, "precision": 1.0, "recall": 1.0, "hd95": 4.0, "assd": 4.0, "failed": 0}]
     out = summarise(rows)

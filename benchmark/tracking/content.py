@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmark.metrics import METRICS
+from benchmark.metrics import AVERAGED_KEYS, METRICS
 from benchmark.records import json_safe, run_name
 from common.files import json_text
 
@@ -26,7 +26,7 @@ SUMMARY_KEYS = {
     "flops": (None, "flops"), "budget/converged": ("budget", "converged"), "budget/steps": ("budget", "steps"),
     "budget/stop_reason": ("budget", "stop_reason"),
 }
-EXTERNAL_KEYS = (*(m.name for m in METRICS if m.name != "failed"), "global_dice")
+EXTERNAL_KEYS = (*AVERAGED_KEYS, "global_dice")  # external/<key>: the set's means, then pooled Dice
 PARAM_KEYS = ("suite", "variant", "model", "modality", "seed", "preset", "data", "config")
 RUN_FILES = ("per_case.csv", "external_per_case.csv")  # beside result.json in the run folder
 
@@ -133,7 +133,7 @@ def _get(*keys: str) -> Callable[[dict], Any]:
 # The summary run's per-run table: (column, value from a result record). One line adds a column.
 SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict], Any]], ...] = (
     ("variant", _get("variant")), ("model", _get("model")), ("modality", _get("modality")), ("seed", _get("seed")),
-    *((m.name, _get("metrics", m.name)) for m in METRICS if m.name != "failed"),
+    *((k, _get("metrics", k)) for k in AVERAGED_KEYS),
     ("volume_ms", _get("timing", "volume_ms")), ("slice_ms", _get("timing", "slice_ms")),
     ("params", _get("params")), ("flops", _get("flops")), ("converged", _get("budget", "converged")),
     ("stop_reason", _get("budget", "stop_reason")), ("status", _get("status")),
@@ -206,7 +206,7 @@ def key_meanings() -> dict[str, str]:
         "budget/steps": "optimizer steps trained",
     })
     meanings.update({f"external/{m.name}": f"external set (`--external`): {m.name}, {m.aggregation} over its cases"
-                     for m in METRICS if m.name != "failed"})
+                     for m in METRICS if m.name in AVERAGED_KEYS})
     meanings["external/global_dice"] = "external set: Dice of all its voxels pooled, 2ΣTP / Σ(2TP+FP+FN)"
     meanings.update({"external/n": "external set: cases scored", "external/failed": "external set: empty predictions"})
     return meanings
