@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmark.metrics import METRIC_KEYS, case_metrics, format_metric, summarise
 from common.files import DataError, atomic_write_json, atomic_write_text
-from datamodules.labels import parse_labels as label_names
+from datamodules.labels import parse_label_option, parse_labels as label_names
 from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
 from datamodules.volumes import (NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, nan_policy_env,
                                  read_volume)
@@ -39,16 +39,6 @@ def nifti_files(folder: Path) -> dict[str, Path]:
             raise DataError(path, f"case {name!r} also given by {found[name].name}")
         found[name] = path
     return found
-
-
-def parse_labels(text: str | None) -> list[int] | None:
-    """`"1,2"` -> [1, 2]; None/empty -> None (every label > 0)."""
-    if not text:
-        return None
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SystemExit(f"error: labels must be comma-separated integers, got {text!r}") from None
 
 
 def load_gt(path: Path, liver_labels=None, declared=None) -> tuple[np.ndarray, Volume]:
@@ -181,8 +171,8 @@ def _evaluate(args) -> int:
     try:
         if args.out is not None and args.out.suffix.lower() != ".csv":  # never a file the inputs would hold
             raise DataError(args.out, "the per-case output must be a .csv file (a summary .json is written beside it)")
-        rows, unmatched = evaluate_folders(args.pred, args.gt, parse_labels(args.liver_labels),
-                                           parse_labels(args.pred_labels), args.largest_component,
+        rows, unmatched = evaluate_folders(args.pred, args.gt, parse_label_option(args.liver_labels),
+                                           parse_label_option(args.pred_labels, "--pred-labels"), args.largest_component,
                                            args.skip_missing, args.threshold)
         summary = summarise(rows)
         print_table(rows, summary, unmatched, skip_missing=args.skip_missing)

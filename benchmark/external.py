@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.files import DataError
+from datamodules.labels import parse_label_option
 
 MODALITIES = ("ct", "mri")
 _LABELS_SUFFIX = re.compile(r"^(.*):(\d+(?:\+\d+)*)$")
@@ -43,7 +44,7 @@ def _split_labels(text: str) -> tuple[str, list[int] | None]:
     match = _LABELS_SUFFIX.match(text)
     if not match:
         return text, None
-    return match.group(1), [int(v) for v in match.group(2).split("+")]
+    return match.group(1), parse_label_option(match.group(2), "--external", separator="+")
 
 
 def parse_external(text: str | None) -> dict[str | None, tuple[str, list[int] | None]]:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.files import DataError
+from datamodules.labels import parse_label_option
 from datamodules.readers import dataset_modality, load_case, read_dataset, read_dataset_json
 
 
@@ -89,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated label values that count as liver (default: named in dataset.json, else every label > 0)")
     args = p.parse_args(argv)
     try:
-        labels = [int(v) for v in args.liver_labels.split(",")] if args.liver_labels else None
-    except ValueError:
-        p.error(f"--liver-labels must be comma-separated integers, got {args.liver_labels!r}")
-    try:
-        report = inspect_dataset(args.dir, labels)
+        report = inspect_dataset(args.dir, parse_label_option(args.liver_labels))
     except DataError as exc:
         print(f"error: {exc.path}: {exc.problem}", file=sys.stderr)
         return 2

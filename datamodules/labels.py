@@ -37,6 +37,24 @@ def parse_labels(meta: dict[str, Any], path: str | Path = "dataset.json") -> dic
     return out
 
 
+def parse_label_option(text: str | None, option: str = "--liver-labels", separator: str = ",") -> list[int] | None:
+    """Label values from the command line, the one parser of every command's label option: "1,2" -> [1, 2]
+    (spaces and empty items ignored), None or blank -> None (= every label > 0). Anything else is a
+    `DataError` naming `option`. `separator`: "+" inside `--external DIR:1+2`, where "," separates sets."""
+    if text is None or not str(text).strip():
+        return None
+    items = [item.strip() for item in str(text).split(separator) if item.strip()]
+    example = f"e.g. 1{separator}2"
+    try:
+        values = [int(item) for item in items]
+    except ValueError:
+        raise DataError(option, f"label values must be integers separated by {separator!r} ({example}), "
+                                f"got {text!r}") from None
+    if not values or min(values) < 0:
+        raise DataError(option, f"expected label values 0 or above ({example}), got {text!r}")
+    return values
+
+
 def liver_labels_from_dataset_json(source: str | Path | Mapping) -> set[int]:
     """Label values that are liver, by name from dataset.json `labels`: every label whose name
     contains "liver" plus bare lesion classes ("lesion", "tumour", "tumor", "cancer"), any case.

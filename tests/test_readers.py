@@ -10,7 +10,7 @@ import pytest
 
 from common.files import DataError
 from datamodules.inspect import inspect_dataset, main as inspect_main
-from datamodules.labels import liver_mask, parse_labels
+from datamodules.labels import liver_mask, parse_label_option, parse_labels
 from datamodules.readers import dataset_modality, load_case, read_dataset
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -171,6 +171,31 @@ def test_inspect_json_values_lps(tmp_path, capsys):
     assert report["totals"]["liver_ml_total"] == pytest.approx(sum(c["liver_ml"] for c in report["cases"]))
     assert inspect_main([str(root), "--liver-labels", "2"]) == 0
     assert "LPS" in capsys.readouterr().out
+
+
+def test_one_parser_reads_every_commands_label_option():
+    """`evaluate --liver-labels/--pred-labels`, `data convert --liver-labels`, `data inspect --liver-labels`
+    and `--external DIR:N+M` share one parser: the same syntax, an error naming the option."""
+    assert parse_label_option("1,2") == [1, 2] and parse_label_option(" 5 , ,6,") == [5, 6]
+    assert parse_label_option(None) is None and parse_label_option(" ") is None  # every label > 0
+    assert parse_label_option("1+2", "--external", separator="+") == [1, 2]
+    for bad in ("liver", "1;2", "1.5", ",", "-1"):
+        with pytest.raises(DataError, match="label values") as err:
+            parse_label_option(bad, "--pred-labels")
+        assert err.value.path == "--pred-labels" and repr(bad) in err.value.problem
+
+
+def test_bad_label_options_fail_naming_the_option(tmp_path, capsys):
+    from benchmark.evaluate import main as evaluate_main
+    from datamodules.convert import main as convert_main
+
+    root = make_dataset(tmp_path / "ds", cases=1)
+    assert inspect_main([str(root), "--liver-labels", "liver"]) == 2
+    assert "error: --liver-labels: label values must be integers" in capsys.readouterr().err
+    assert evaluate_main(["--pred", str(tmp_path), "--gt", str(root), "--pred-labels", "1;2"]) == 2
+    assert "error: --pred-labels: label values must be integers" in capsys.readouterr().err
+    assert convert_main(["--format", "msd", str(tmp_path / "src"), str(tmp_path / "dst"), "--liver-labels", "-1"]) == 2
+    assert "error: --liver-labels: expected label values 0 or above" in capsys.readouterr().err
 
 
 def test_real_mr_sample_lps(real_data, tmp_path, capsys):

@@ -53,12 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datamodules.convert.common import parse_labels
+    from datamodules.labels import parse_label_option
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        options = {"liver_labels": parse_labels(args.liver_labels), "modality": args.modality}
+        options = {"liver_labels": parse_label_option(args.liver_labels), "modality": args.modality}
         if args.format == "dicom":
             options.update(mask=args.mask, case=args.case, series=args.series)
         elif args.format == "chaos" and args.modality is None:

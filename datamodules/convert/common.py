@@ -29,16 +29,6 @@ def visible(paths: Iterable[Path]) -> list[Path]:
     return [p for p in paths if not p.name.startswith((".", "_"))]
 
 
-def parse_labels(text: str | None) -> list[int] | None:
-    """'1,2' → [1, 2]; None → None (= every label > 0)."""
-    if text in (None, ""):
-        return None
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise DataError(text, "liver labels must be comma-separated integers, e.g. 1,2") from None
-
-
 def binarize(label: np.ndarray, liver_labels: list[int] | None, path) -> np.ndarray:
     """Label map → uint8 0/1 liver mask; refuses an empty result (wrong labels or empty file)."""
     label = check_labels(label, path)
