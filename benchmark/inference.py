@@ -22,7 +22,7 @@ import torch
 
 from benchmark.resampling import (apply_orientation, crop_box, is_identity, orientation_back, orientation_transform,
                                   resample_linear, spacing_grid)
-from common.files import DataError
+from datamodules.intensity import intensity_function
 from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only
@@ -99,7 +99,7 @@ class Predictor:
             if fp32_max_channels is None:  # the model class's choice
                 fp32_max_channels = int(getattr(module, "fp32_max_channels", 0))
             self.module = full_precision_copy(self.module, fp32_max_channels)
-        self._intensity = self._intensity_steps(preprocessing_config["intensity"])
+        self._intensity = intensity_function(preprocessing_config["intensity"])
 
     @property
     def _on_device(self) -> bool:
@@ -134,23 +134,6 @@ class Predictor:
         """What a timing must record with it: precision, channels-last, threads, device."""
         return {"precision": self.precision, "channels_last": self.channels_last,
                 "threads": torch.get_num_threads(), "device": str(self.device)}
-
-    @staticmethod
-    def _intensity_steps(cfg: dict[str, Any]):
-        """A function (1, X, Y, Z) -> same: the config's intensity step. The CT windows are one
-        clipped linear map (MONAI ScaleIntensityRange); MRI uses the MONAI transforms themselves."""
-        if cfg["method"] in ("ct_window", "ct_fingerprint"):
-            lo, hi = float(cfg.get("a_min", cfg.get("lower"))), float(cfg.get("a_max", cfg.get("upper")))
-            b_lo, b_hi = (0.0, 1.0) if cfg["method"] == "ct_window" else \
-                ((lo - cfg["mean"]) / cfg["std"], (hi - cfg["mean"]) / cfg["std"])
-            scale = (b_hi - b_lo) / (hi - lo)
-            return lambda x: ((x - lo) * scale + b_lo).clamp_(b_lo, b_hi)
-        from monai.transforms import Compose
-
-        from datamodules.transforms import _intensity
-
-        steps = Compose(_intensity(cfg))
-        return lambda x: torch.as_tensor(steps({"image": x})["image"]).float()
 
     @torch.inference_mode()
     def preprocess(self, image: np.ndarray, affine: np.ndarray) -> tuple[torch.Tensor, dict]:

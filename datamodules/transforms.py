@@ -18,6 +18,8 @@ from monai.transforms import (
     Rand2DElasticd, Rand3DElasticd, ScaleIntensityRanged, Spacingd,
 )
 
+from datamodules.intensity import intensity_window
+
 CONFIG_VERSION = 1
 PRESET_SPACING = {"cpu": (3.0, 3.0, 3.0), "gpu": (1.5, 1.5, 0.0)}  # 0: keep (or median) slice spacing
 PRESETS = ("cpu", "gpu", "median")
@@ -146,15 +148,15 @@ class ForegroundZScored(MapTransform):
         return d
 
 
-def _intensity(cfg: dict[str, Any]) -> list:
+def intensity_steps(cfg: dict[str, Any]) -> list:
+    """The config's intensity step (`preprocessing_config(...)["intensity"]`) as MONAI dict transforms
+    on "image": training and validation run them, and so does the Predictor for the MRI methods
+    (`datamodules.intensity.intensity_function`)."""
+    window = intensity_window(cfg)
+    if window is not None:  # CT: one clipped linear map
+        a_min, a_max, b_min, b_max = window
+        return [ScaleIntensityRanged("image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)]
     method = cfg["method"]
-    if method == "ct_window":
-        return [ScaleIntensityRanged("image", a_min=cfg["a_min"], a_max=cfg["a_max"], b_min=0.0, b_max=1.0,
-                                     clip=True)]
-    if method == "ct_fingerprint":  # clip to foreground percentiles, then z-score (one linear map)
-        lo, hi, mean, std = cfg["lower"], cfg["upper"], cfg["mean"], cfg["std"]
-        return [ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=(lo - mean) / std,
-                                     b_max=(hi - mean) / std, clip=True)]
     if method == "mri_zscore":
         return [ClipIntensityPercentilesd("image", lower=cfg["lower_pct"], upper=cfg["upper_pct"]),
                 NormalizeIntensityd("image")]
@@ -184,7 +186,7 @@ def build_preprocessing(config: dict[str, Any], keys: Sequence[str] = ("image", 
     if crop:
         steps.append(CropForegroundd(keys, source_key="image", select_fn=BodyMask(crop["kind"], crop["threshold"]),
                                      margin=2, allow_smaller=True))
-    steps += _intensity(config["intensity"])
+    steps += intensity_steps(config["intensity"])
     steps.append(EnsureTyped(keys, dtype=torch.float32))
     return Compose(steps)
 

@@ -10,8 +10,11 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
+from datamodules.intensity import intensity_function, intensity_window
 from datamodules.transforms import (build_augmentation, build_preprocessing, fit_fingerprint, foreground_sample,
-                                    preprocessing_config)
+                                    intensity_steps, preprocessing_config)
+
+FINGERPRINT = {"fg_mean": 100.0, "fg_std": 50.0, "fg_percentile_00_5": 0.0, "fg_percentile_99_5": 200.0}
 
 
 def _save(path, array, affine):
@@ -160,13 +163,31 @@ def test_intensity_steps_stay_on_the_image_device(modality, advanced):
     percentile clip, which reads values with .item(): meta cannot run it; MONAI runs it on CUDA.)"""
     import torch.fx.experimental._config as fx_config
 
-    from datamodules.transforms import _intensity
-
-    fp = {"fg_mean": 100.0, "fg_std": 50.0, "fg_percentile_00_5": 0.0, "fg_percentile_99_5": 200.0}
     cfg = preprocessing_config(modality, target_spacing=(1, 1, 1), advanced=advanced,
-                               fingerprint=fp if modality == "ct" and advanced else None)
+                               fingerprint=FINGERPRINT if modality == "ct" and advanced else None)
     data = {"image": torch.rand(1, 8, 8, 8, device="meta")}
     with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
-        for step in _intensity(cfg["intensity"]):
+        for step in intensity_steps(cfg["intensity"]):
             data = step(data)
+        predictor_out = intensity_function(cfg["intensity"])(torch.rand(1, 8, 8, 8, device="meta"))
     assert data["image"].device.type == "meta" and data["image"].shape == (1, 8, 8, 8)
+    assert predictor_out.device.type == "meta" and predictor_out.shape == (1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("modality,advanced", [("ct", False), ("ct", True), ("mri", False), ("mri", True)])
+def test_training_and_the_predictor_run_one_intensity_step(modality, advanced):
+    """The Predictor's intensity function is training's MONAI step: the same voxels for MRI, and for the
+    CT windows (a fused multiply-add there) the same map up to the float32 rounding of the last bit."""
+    cfg = preprocessing_config(modality, target_spacing=(1, 1, 1), advanced=advanced,
+                               fingerprint=FINGERPRINT if modality == "ct" and advanced else None)
+    x = torch.from_numpy(np.random.default_rng(0).normal(60, 300, (1, 20, 20, 12)).astype(np.float32))
+    data = {"image": x.clone()}
+    for step in intensity_steps(cfg["intensity"]):
+        data = step(data)
+    predicted = intensity_function(cfg["intensity"])(x.clone())
+    if modality == "ct":
+        lo, hi = intensity_window(cfg["intensity"])[2:]
+        assert float(predicted.min()) == lo and float(predicted.max()) == hi  # clipped to the window
+        torch.testing.assert_close(predicted, torch.as_tensor(data["image"]), rtol=0, atol=4 * torch.finfo().eps)
+    else:
+        assert torch.equal(predicted, torch.as_tensor(data["image"]))
