@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from models import overlap  # the formulas training's *_grid metrics use too
+
 COUNT_KEYS = ("tp", "fp", "fn")
 
 
@@ -55,10 +57,10 @@ def _assd(c: Case) -> float:
 # The metric schema: per-case CSV columns, summaries, tables and W&B summary keys all derive from it.
 # Adding a metric = one entry here + a test (see docs/evaluation.md).
 METRICS: tuple[Metric, ...] = (
-    Metric("dice", lambda c: 2 * c.tp / (2 * c.tp + c.fp + c.fn), "mean", ".4f", "test/dice", "max"),
-    Metric("jaccard", lambda c: c.tp / (c.tp + c.fp + c.fn), "mean", ".4f", "test/jaccard", "max"),
-    Metric("precision", lambda c: c.tp / (c.tp + c.fp) if c.tp + c.fp else 0.0, "mean", ".4f", "test/precision", "max"),
-    Metric("recall", lambda c: c.tp / (c.tp + c.fn), "mean", ".4f", "test/recall", "max"),
+    Metric("dice", lambda c: overlap.dice(c.tp, c.fp, c.fn), "mean", ".4f", "test/dice", "max"),
+    Metric("jaccard", lambda c: overlap.jaccard(c.tp, c.fp, c.fn), "mean", ".4f", "test/jaccard", "max"),
+    Metric("precision", lambda c: overlap.precision(c.tp, c.fp, c.fn), "mean", ".4f", "test/precision", "max"),
+    Metric("recall", lambda c: overlap.recall(c.tp, c.fp, c.fn), "mean", ".4f", "test/recall", "max"),
     Metric("hd95", _hd95, "nanmean", ".2f", "test/hd95", "min"),
     Metric("assd", _assd, "nanmean", ".2f", "test/assd", "min"),
     Metric("failed", lambda c: int(c.d_pred is None), "sum", "d", "test/failed", "min"),

@@ -15,15 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.checkpoint import describe_checkpoint
-from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume,
-                            windows_unlike_patch)
-from models.registry import missing_requirements
+from models.network import fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume
+from models.overlap import OVERLAP_METRICS
 
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle", "warmup")
 WARMUP_FRACTION = 0.1  # of the trainer's length: the linear warm-up of "onecycle" and "warmup"
-METRICS = ("dice", "jaccard", "precision", "recall")
+METRICS = tuple(OVERLAP_METRICS)  # dice, jaccard, precision, recall
 # Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
 # (original geometry, benchmark.metrics), so they carry their own name: `val/dice_grid`.
 GRID_SUFFIX = "_grid"
@@ -31,26 +29,15 @@ MONITOR = "val/dice" + GRID_SUFFIX  # checkpoint selection
 
 
 def overlap_scores(pred: torch.Tensor, target: torch.Tensor, per_sample: bool = True) -> dict[str, torch.Tensor]:
-    """Dice, Jaccard, precision, recall of boolean masks (B, ...); per sample or over the batch.
-
-    Both masks empty counts as perfect (1); an empty prediction of a non-empty mask as 0.
-    """
+    """Dice, Jaccard, precision, recall of boolean masks (B, ...); per sample or over the batch, with the
+    scoring's formulas (`models.overlap`). Both masks empty counts as perfect (1); an empty prediction
+    of a non-empty mask as 0."""
     dims = tuple(range(1, pred.ndim)) if per_sample else tuple(range(pred.ndim))
     pred, target = pred.bool(), target.bool()
     tp = (pred & target).sum(dims).double()
     fp = (pred & ~target).sum(dims).double()
     fn = (~pred & target).sum(dims).double()
-
-    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-        empty = (tp + fp + fn) == 0
-        return torch.where(den > 0, num / den.clamp(min=1), empty.double()).float().reshape(-1)
-
-    return {
-        "dice": ratio(2 * tp, 2 * tp + fp + fn),
-        "jaccard": ratio(tp, tp + fp + fn),
-        "precision": ratio(tp, tp + fp),
-        "recall": ratio(tp, tp + fn),
-    }
+    return {name: metric(tp, fp, fn).float().reshape(-1) for name, metric in OVERLAP_METRICS.items()}
 
 
 def _stage_metrics(stage: str) -> MetricCollection:

@@ -236,6 +236,23 @@ def test_overlap_scores_on_known_masks():
     assert math.isclose(float(pooled["dice"]), 2 / 5, rel_tol=1e-6)
 
 
+def test_training_overlap_scores_are_the_scored_ones():
+    """One definition (`models.overlap`): per volume, the training metrics (`*_grid`) are the benchmark's
+    scores of the same masks (`benchmark.metrics.case_metrics`) rounded to float32, an empty prediction too."""
+    from benchmark.metrics import case_metrics
+    from models.base import METRICS
+
+    rng = np.random.default_rng(0)
+    pred, gt = torch.from_numpy(rng.random((3, 10, 12, 6)) < 0.4), torch.from_numpy(rng.random((3, 10, 12, 6)) < 0.3)
+    pred[1] = False
+    scores = overlap_scores(pred, gt)
+    for i in range(3):
+        scored = case_metrics(pred[i].numpy(), gt[i].numpy())
+        assert {name: scores[name][i].item() for name in METRICS} == {name: float(np.float32(scored[name]))
+                                                                       for name in METRICS}
+    assert scores["dice"][1].item() == 0.0 and scores["precision"][1].item() == 0.0
+
+
 def test_validation_logs_per_volume_mean_dice(tmp_path):
     """val/dice_grid is the mean over volumes of each volume's 3D Dice (not one pooled number)."""
     model = make("unet2d", features=4, depth=2)
