@@ -22,6 +22,7 @@ import torch
 
 from benchmark.resampling import (apply_orientation, crop_box, is_identity, orientation_back, orientation_transform,
                                   resample_linear, spacing_grid)
+from common.files import DataError
 from datamodules.intensity import intensity_function
 from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)
 

@@ -15,8 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.network import fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume
+from models.checkpoint import describe_checkpoint
+from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume,
+                            windows_unlike_patch)
 from models.overlap import OVERLAP_METRICS
+from models.registry import missing_requirements
 
 LOSSES = ("ce", "dice_ce")
 LR_SCHEDULES = ("constant", "onecycle", "warmup")
