@@ -2,14 +2,14 @@
 
 `intensity_window` reads a CT method's clipped linear map from the config (the one place that
 does); `datamodules.transforms.intensity_steps` turns a config into MONAI dict transforms (training,
-validation, the Predictor's MRI methods) and `intensity_function` into a function on one tensor (the
-Predictor). This module imports no MONAI: its import takes seconds, and predicting a CT scan needs none.
+validation, the Predictor's MRI methods) and `benchmark.inference.intensity_function` into a function on
+one tensor (the Predictor). This module imports no MONAI: its import takes seconds, and predicting a CT
+scan needs none.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import torch
 
 def intensity_window(cfg: dict[str, Any]) -> tuple[float, float, float, float] | None:
     """(a_min, a_max, b_min, b_max): a CT method maps [a_min, a_max] linearly onto [b_min, b_max] and
@@ -22,22 +22,3 @@ def intensity_window(cfg: dict[str, Any]) -> tuple[float, float, float, float] |
         lo, hi, mean, std = (float(cfg[k]) for k in ("lower", "upper", "mean", "std"))
         return lo, hi, (lo - mean) / std, (hi - mean) / std
     return None
-
-
-def intensity_function(cfg: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function (1, X, Y, Z) -> same, on the tensor's device: the Predictor's intensity step.
-
-    A CT window is one multiply-add and an in-place clamp: faster than MONAI's divide-then-scale, which
-    it matches up to the last bit of some voxels (the Predictor's outputs are defined by this form,
-    training's by MONAI's). MRI runs `intensity_steps` themselves."""
-    window = intensity_window(cfg)
-    if window is not None:
-        lo, hi, b_lo, b_hi = window
-        scale = (b_hi - b_lo) / (hi - lo)
-        return lambda x: ((x - lo) * scale + b_lo).clamp_(b_lo, b_hi)
-    from monai.transforms import Compose
-
-    from datamodules.transforms import intensity_steps
-
-    steps = Compose(intensity_steps(cfg))
-    return lambda x: torch.as_tensor(steps({"image": x})["image"]).float()

@@ -10,7 +10,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
-from datamodules.intensity import intensity_function, intensity_window
+from benchmark.inference import intensity_function
+from datamodules.intensity import intensity_window
 from datamodules.transforms import (build_augmentation, build_preprocessing, fit_fingerprint, foreground_sample,
                                     intensity_steps, preprocessing_config)
 
