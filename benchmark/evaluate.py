@@ -18,10 +18,11 @@ import numpy as np
 
 from benchmark.metrics import METRIC_KEYS, case_metrics, format_metric, summarise
 from common.files import DataError, atomic_write_json, atomic_write_text
+from datamodules.grid import check_same_grid
 from datamodules.labels import parse_label_option, parse_labels as label_names
+from datamodules.labels import check_labels, liver_mask
 from datamodules.readers import case_name, dataset_liver_labels, read_dataset_json
-from datamodules.volumes import (NAN_POLICIES, Volume, check_labels, check_same_grid, liver_mask, nan_policy_env,
-                                 read_volume)
+from datamodules.volumes import NAN_POLICIES, Volume, nan_policy_env, read_volume
 
 CSV_COLUMNS = ("case", *METRIC_KEYS, "tp", "fp", "fn", "missing")
 

@@ -68,9 +68,9 @@ def parse_external(text: str | None) -> dict[str | None, tuple[str, list[int] | 
 
 
 def liver_labels_by_name(meta: dict, path: Path) -> list[int]:
-    """Liver label values by name (`datamodules.volumes.liver_labels_from_dataset_json`: names with
+    """Liver label values by name (`datamodules.labels.liver_labels_from_dataset_json`: names with
     "liver", plus bare lesion/tumour classes); a map without a liver is an error naming dataset.json."""
-    from datamodules.volumes import liver_labels_from_dataset_json
+    from datamodules.labels import liver_labels_from_dataset_json
 
     if "labels" not in meta:
         raise DataError(path, "declares no 'labels': cannot tell which label is the liver; give it as DIR:N")
@@ -83,8 +83,8 @@ def liver_labels_by_name(meta: dict, path: Path) -> list[int]:
 def load_external_set(directory: str | Path, modality: str | None = None,
                       liver_labels: list[int] | None = None) -> ExternalSet:
     """Check one external set without decoding voxels; every problem is a `DataError` naming the file."""
+    from datamodules.labels import parse_labels
     from datamodules.readers import check_headers, dataset_modality, read_dataset, read_dataset_json
-    from datamodules.volumes import parse_labels
 
     root = Path(directory).expanduser()
     if not root.is_dir():

@@ -16,11 +16,12 @@ from monai.data import DataLoader
 from common.files import DataError
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
                                   default_cache_root, file_key)
+from datamodules.grid import ras_spacing
 from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, read_dataset
 from datamodules.splits import load_split, save_split, split_patients
 from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
                                     preprocessing_config)
-from datamodules.volumes import ras_spacing, read_geometry
+from datamodules.volumes import read_geometry
 
 DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
                  ("gpu", 2): (256, 256), ("gpu", 3): (128, 128, 64)}

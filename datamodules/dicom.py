@@ -81,16 +81,10 @@ def _pick_series(datasets: list, kept: list, where: Path, series: str | None) ->
     return [datasets[i] for i in groups[series]], [kept[i] for i in groups[series]]
 
 
-def read_dicom_series(source: str | Path | list, series: str | None = None) -> DicomSeries:
-    """Read one DICOM series (a folder of any file names, or a list of files), sorted by position.
-    A folder with several SeriesInstanceUIDs is an error unless `series` picks one.
-
-    Callers pairing slices with per-file data (CHAOS PNG masks) use `order`: slice k came from
-    input file `order[k]`.
-    """
+def _read_image_files(paths: list[Path]) -> tuple[list, list[Path]]:
+    """The image slices among `paths` (datasets, their files): stray non-DICOM files and SEGs are skipped."""
     import pydicom
 
-    paths = _list_dicom_files(source)
     datasets, kept = [], []
     for p in paths:
         try:
@@ -103,10 +97,11 @@ def read_dicom_series(source: str | Path | list, series: str | None = None) -> D
             continue
         datasets.append(ds)
         kept.append(p)
-    where = paths[0].parent if paths else Path(str(source))
-    if not datasets:
-        raise DataError(where, "no DICOM image files found")
-    datasets, kept = _pick_series(datasets, kept, where, series)
+    return datasets, kept
+
+
+def _check_slices(datasets: list, kept: list[Path]) -> np.ndarray:
+    """Every slice placed in space, with one orientation and one size; returns ImageOrientationPatient."""
     for ds, p in zip(datasets, kept):
         for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
             if tag not in ds:
@@ -120,32 +115,51 @@ def read_dicom_series(source: str | Path | list, series: str | None = None) -> D
         if (ds.Rows, ds.Columns) != shape0:
             raise DataError(p, f"size {ds.Rows}x{ds.Columns} differs from {shape0[0]}x{shape0[1]} "
                                "(several series in one folder?)")
-    row_cos, col_cos = iop0[:3], iop0[3:]
-    normal = np.cross(row_cos, col_cos)
+    return iop0
+
+
+def _slice_order(datasets: list, kept: list[Path], normal: np.ndarray, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(order along the slice normal, the step vector between slices); refuses duplicates and gaps."""
     positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in datasets])
     dist = positions @ normal
     order = np.argsort(dist, kind="stable")
-    d_sorted = dist[order]
-    if len(order) > 1:
-        steps = np.diff(d_sorted)
-        if np.any(steps < 1e-3):
-            k = int(np.argmin(np.abs(steps)))
-            raise DataError(kept[order[k + 1]], "two slices at the same position (duplicate files or "
-                                                "several series in one folder)")
-        if np.ptp(steps) > max(0.01, 0.05 * abs(np.median(steps))):
-            raise DataError(where, f"irregular slice spacing {np.round(steps, 3).tolist()} mm: "
-                                   "missing slices or mixed series")
-        step = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
-    else:
+    if len(order) == 1:
         ds = datasets[0]
         thick = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
-        step = normal * thick
+        return order, normal * thick
+    steps = np.diff(dist[order])
+    if np.any(steps < 1e-3):
+        k = int(np.argmin(np.abs(steps)))
+        raise DataError(kept[order[k + 1]], "two slices at the same position (duplicate files or "
+                                            "several series in one folder)")
+    if np.ptp(steps) > max(0.01, 0.05 * abs(np.median(steps))):
+        raise DataError(where, f"irregular slice spacing {np.round(steps, 3).tolist()} mm: "
+                               "missing slices or mixed series")
+    return order, (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
+
+
+def read_dicom_series(source: str | Path | list, series: str | None = None) -> DicomSeries:
+    """Read one DICOM series (a folder of any file names, or a list of files), sorted by position.
+    A folder with several SeriesInstanceUIDs is an error unless `series` picks one.
+
+    Callers pairing slices with per-file data (CHAOS PNG masks) use `order`: slice k came from
+    input file `order[k]`.
+    """
+    paths = _list_dicom_files(source)
+    datasets, kept = _read_image_files(paths)
+    where = paths[0].parent if paths else Path(str(source))
+    if not datasets:
+        raise DataError(where, "no DICOM image files found")
+    datasets, kept = _pick_series(datasets, kept, where, series)
+    iop0 = _check_slices(datasets, kept)
+    row_cos, col_cos = iop0[:3], iop0[3:]
+    order, step = _slice_order(datasets, kept, np.cross(row_cos, col_cos), where)
     row_spacing, col_spacing = (float(v) for v in datasets[0].PixelSpacing)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_spacing  # axis 0 = column index, moves along the row direction
     lps[:3, 1] = col_cos * row_spacing  # axis 1 = row index
     lps[:3, 2] = step
-    lps[:3, 3] = positions[order[0]]
+    lps[:3, 3] = np.asarray(datasets[order[0]].ImagePositionPatient, float)
     image = np.stack([_pixels(datasets[i], kept[i]).T for i in order], axis=-1)
     return DicomSeries(
         image=image.astype(np.float32),

@@ -20,7 +20,7 @@ from datamodules.readers import dataset_modality, load_case, read_dataset, read_
 
 
 def inspect_case(record, liver_labels: Sequence[int] | None = None) -> dict[str, Any]:
-    from datamodules.volumes import orientation
+    from datamodules.grid import orientation
 
     case = load_case(record, liver_labels, require_liver=False)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0

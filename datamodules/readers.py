@@ -15,8 +15,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from common.files import DataError
+from datamodules.grid import check_same_grid
 from datamodules.labels import check_labels, liver_labels_from_dataset_json, liver_mask, parse_labels
-from datamodules.volumes import NIFTI_SUFFIXES, check_same_grid, check_stream, read_geometry, read_volume
+from datamodules.volumes import NIFTI_SUFFIXES, check_stream, read_geometry, read_volume
 
 
 @dataclass(frozen=True)

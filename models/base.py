@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from models.checkpoint import describe_checkpoint
+from models.checkpoint_format import describe_checkpoint
 from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_tensor, predict_volume,
                             windows_unlike_patch)
 from models.overlap import OVERLAP_METRICS
@@ -160,15 +160,10 @@ class SegmentationModule(L.LightningModule):
         """Lightning's loader, safe by default (`weights_only=True`; our checkpoints hold plain values),
         with weight-fetching arguments switched off (see `weight_init_off`)."""
         if cls.build_network is SegmentationModule.build_network:  # the base class: use the saved model's class
-            from models.checkpoint import read_checkpoint
-            from models.registry import get_model_class
+            from models.checkpoint import saved_model_class
+            from models.checkpoint_format import read_checkpoint
 
-            name = read_checkpoint(checkpoint_path).get("liverbench_model")
-            if not name:
-                from common.files import DataError
-
-                raise DataError(checkpoint_path, "not a LiverBench checkpoint (no 'liverbench_model' entry)")
-            return get_model_class(name).load_from_checkpoint(
+            return saved_model_class(read_checkpoint(checkpoint_path), checkpoint_path).load_from_checkpoint(
                 checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs)
         overrides = {**cls.weight_init_off, **kwargs}
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict,

@@ -1,6 +1,7 @@
 """Checkpoints: restore any registered model from its file alone; initialise from another run.
 
-`load_module(path)` is what inference, the runner and `liverbench predict` use.
+`load_module(path)` is what inference, the runner and `liverbench predict` use (reading the file itself:
+`models.checkpoint_format`).
 `init_weights_from(module, path)` is cross-modality transfer (`init_from=CKPT`): copy every
 weight whose name and shape match, and say clearly which ones did not.
 """
@@ -10,83 +11,26 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from common.files import DataError
+from models.checkpoint_format import read_checkpoint, state_dict_of, stored_preprocessing
+from models.registry import get_model_class
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """`torch.load(weights_only=True)` with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "checkpoint file not found")
+def saved_model_class(ckpt: dict[str, Any], path: str | os.PathLike) -> type:
+    """The registered class that saved `ckpt` (read from `path`): the one place a checkpoint meets the registry."""
+    name = ckpt.get("liverbench_model")
+    if not name:
+        raise DataError(path, "not a LiverBench checkpoint (no 'liverbench_model' entry naming a registered model)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or unsafe pickles
-        raise DataError(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict):
-        raise DataError(path, f"not a checkpoint: contains a {type(ckpt).__name__}, expected a dict")
-    check_finite(_state_dict_of(ckpt), path)
-    return ckpt
-
-
-def check_finite(state: dict[str, torch.Tensor], path) -> None:
-    """Refuse NaN/Inf weights at load: a diverged model would otherwise predict empty masks in silence."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise DataError(path, f"non-finite weights (NaN/Inf) in {len(bad)} tensor(s), e.g. {bad[0]}: "
-                              "the model diverged; retrain it or use another checkpoint")
-
-
-def _state_dict_of(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    state = ckpt.get("state_dict", ckpt)
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-PREPROCESSING_KEY = "liverbench_preprocessing"  # top-level entry, beside `liverbench_model` / `liverbench_network`
-
-
-def describe_checkpoint(module, trainer=None) -> dict[str, Any]:
-    """A SegmentationModule's top-level checkpoint entries, so the file alone rebuilds and feeds it: the
-    registry name (`load_module`), the network spec with its inference settings (`load_network`, no
-    Lightning) and, when a trainer saves it, the DataModule's preprocessing config (None without one)."""
-    entries: dict[str, Any] = {"liverbench_model": module.model_name,
-                               "liverbench_class_path": f"{type(module).__module__}.{type(module).__qualname__}"}
-    spec = getattr(module.net, "liverbench_spec", None)  # set by models.network.network()
-    if spec is not None:
-        entries["liverbench_network"] = {**spec, **module.inference_spec()}
-    if trainer is not None:
-        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
-        entries[PREPROCESSING_KEY] = dict(preprocessing) if isinstance(preprocessing, dict) else None
-    return entries
-
-
-def stored_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The DataModule's preprocessing config a checkpoint was trained with (None: saved without one).
-
-    Read by name from `liverbench_preprocessing`, written by `SegmentationModule.on_save_checkpoint`;
-    a checkpoint without that entry is an older one (`legacy_preprocessing`)."""
-    if PREPROCESSING_KEY in ckpt:
-        found = ckpt[PREPROCESSING_KEY]
-        return found if isinstance(found, dict) else None
-    return legacy_preprocessing(ckpt)
-
-
-def legacy_preprocessing(ckpt: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The only fallback: checkpoints saved by LiverBench up to commit f5b5766 (before the
-    `liverbench_preprocessing` entry) hold the config only in the DataModule's state, which Lightning
-    stores under the DataModule's qualname (or in `datamodule_hyper_parameters`): found by scanning."""
-    for value in ckpt.values():
-        if isinstance(value, dict) and isinstance(value.get("preprocessing"), dict):
-            return value["preprocessing"]
-    dm_hparams = ckpt.get("datamodule_hyper_parameters")
-    if isinstance(dm_hparams, dict) and isinstance(dm_hparams.get("preprocessing"), dict):
-        return dm_hparams["preprocessing"]
-    return None
+        return get_model_class(name)
+    except ValueError as err:
+        raise DataError(path, f"checkpoint was saved by model {name!r}, which is not registered: {err}") from None
 
 
 def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides: Any):
@@ -96,23 +40,15 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
     windows for the same weights). The preprocessing config is None when the checkpoint was saved
     without a DataModule.
     """
-    from models.registry import get_model_class
-
     ckpt = read_checkpoint(path)
-    name = ckpt.get("liverbench_model")
-    if not name:
-        raise DataError(path, "not a LiverBench checkpoint (no 'liverbench_model' entry naming a registered model)")
-    try:
-        cls = get_model_class(name)
-    except ValueError as err:
-        raise DataError(path, f"checkpoint was saved by model {name!r}, which is not registered: {err}") from None
+    cls = saved_model_class(ckpt, path)
     hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
     hparams.update({**cls.weight_init_off, **overrides})
     try:
         module = cls(**hparams)
-        module.load_state_dict(_state_dict_of(ckpt))
+        module.load_state_dict(state_dict_of(ckpt))
     except (TypeError, RuntimeError) as err:
-        raise DataError(path, f"cannot rebuild model {name!r} from this checkpoint: {err}") from None
+        raise DataError(path, f"cannot rebuild model {cls.model_name!r} from this checkpoint: {err}") from None
     module.checkpoint_path = str(path)  # named by errors about the network's output
     return module.to(map_location).eval(), stored_preprocessing(ckpt)
 
@@ -147,7 +83,7 @@ def init_weights_from(module: torch.nn.Module, path: str | os.PathLike) -> InitR
     Mismatches are logged (not fatal: e.g. a CT model's weights fine-tuned on MRI with a
     different head); nothing matching at all is an error, as the checkpoint is surely wrong.
     """
-    source = _state_dict_of(read_checkpoint(path))
+    source = state_dict_of(read_checkpoint(path))
     target = module.state_dict()
     report = InitReport(str(path))
     usable = {}

@@ -273,7 +273,7 @@ def load_network(path: str | os.PathLike) -> Optional[tuple[InferenceNetwork, Op
     importing only the network's own module; None for a checkpoint without a spec (then
     `models.load_module` rebuilds the LightningModule). Weights are read with `weights_only=True`."""
     from common.files import DataError
-    from models.checkpoint import read_checkpoint, stored_preprocessing
+    from models.checkpoint_format import read_checkpoint, stored_preprocessing
 
     ckpt = read_checkpoint(path)
     spec = ckpt.get("liverbench_network")

@@ -2,7 +2,7 @@
 
 The preprocessing config is read by name (`liverbench_preprocessing`); checkpoints saved before that
 entry existed (up to commit f5b5766: the config only inside the DataModule's Lightning state) still
-load, through the one fallback `models.checkpoint.legacy_preprocessing`.
+load, through the one fallback `models.checkpoint_format.legacy_preprocessing`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from test_models import TinyVolumeDataModule, make, quick_trainer
 
 import models
 from datamodules.transforms import preprocessing_config
-from models.checkpoint import PREPROCESSING_KEY, describe_checkpoint, stored_preprocessing
+from models.checkpoint_format import PREPROCESSING_KEY, describe_checkpoint, stored_preprocessing
 from models.network import load_network
 
 

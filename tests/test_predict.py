@@ -19,7 +19,7 @@ from datamodules.volumes import write_volume
 def _save_ckpt(path, config=None, model="unet2d", **kw):
     """A checkpoint as Lightning writes it (state_dict, hyper_parameters, DataModule state, our entries)."""
     from models import create_model
-    from models.checkpoint import PREPROCESSING_KEY
+    from models.checkpoint_format import PREPROCESSING_KEY
 
     module = create_model(model, **kw)
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),

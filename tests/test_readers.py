@@ -216,7 +216,7 @@ def test_real_mr_sample_lps(real_data, tmp_path, capsys):
 
 def test_ras_spacing_reorders_a_sagittal_file():
     """A file stored (A, S, R) with spacing (0.8, 5.0, 1.2) has RAS spacing (1.2, 0.8, 5.0)."""
-    from datamodules.volumes import ras_spacing
+    from datamodules.grid import ras_spacing
 
     affine = np.zeros((4, 4))
     affine[1, 0], affine[2, 1], affine[0, 2], affine[3, 3] = 0.8, 5.0, 1.2, 1.0  # axis 0 -> A, 1 -> S, 2 -> R

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from common.files import DataError
-from datamodules.volumes import (GRID_ATOL_MM, check_same_grid, liver_labels_from_dataset_json, liver_mask,
-                                 read_geometry, read_volume, same_grid, write_mask)
+from datamodules.grid import GRID_ATOL_MM, check_same_grid, same_grid
+from datamodules.labels import liver_labels_from_dataset_json, liver_mask
+from datamodules.volumes import read_geometry, read_volume, write_mask
 
 
 def _save(path, data, affine):

@@ -60,9 +60,8 @@ def _seed_list(runs) -> str:
     return ", ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: str(r.get("seed"))))
 
 
-def rank_one(suite, modality, keys, labels, groups, failed, baseline, n_boot=N_BOOT) -> Ranking:
-    """The ranking of one suite and modality; `keys` every variant that has a run there (ok or failed)."""
-    r = Ranking(suite, modality, labels)
+def _rankable_runs(r: Ranking, modality, keys, labels, groups, failed) -> dict:
+    """Per variant its runs with per-case results, sorted by seed; why a variant or seed is left out goes to `r.notes`."""
     runs: dict = {}
     for k in keys:
         bad = failed.get((k, modality), [])
@@ -77,6 +76,13 @@ def rank_one(suite, modality, keys, labels, groups, failed, baseline, n_boot=N_B
         if len(with_cases) < len(ok):
             r.notes.append(f"{labels[k]}: seed(s) {_seed_list([x for x in ok if not x.cases])} have no per-case results; left out.")
         runs[k] = sorted(with_cases, key=lambda x: str(x.get("seed")))
+    return runs
+
+
+def rank_one(suite, modality, keys, labels, groups, failed, baseline, n_boot=N_BOOT) -> Ranking:
+    """The ranking of one suite and modality; `keys` every variant that has a run there (ok or failed)."""
+    r = Ranking(suite, modality, labels)
+    runs = _rankable_runs(r, modality, keys, labels, groups, failed)
     r.keys = list(runs)
     if not r.keys:
         return r

@@ -12,9 +12,10 @@ from typing import Iterable
 import numpy as np
 
 from common.files import DataError, atomic_path, atomic_write_json
+from datamodules.grid import GRID_ATOL_MM, align_to_grid, same_grid
+from datamodules.labels import check_labels, liver_mask
 from datamodules.staging import CASE_DIRS, listing, partial_dir, publish, refuse_foreign
-from datamodules.volumes import (GRID_ATOL_MM, Volume, align_to_grid, check_labels, liver_mask, read_geometry,
-                                 read_volume, same_grid, write_mask, write_volume)
+from datamodules.volumes import Volume, read_geometry, read_volume, write_mask, write_volume
 
 CHANNEL = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
 

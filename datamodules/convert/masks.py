@@ -7,7 +7,8 @@ import numpy as np
 
 from common.files import DataError
 from datamodules.dicom import LPS_TO_RAS, SEG_SOP_CLASS, DicomSeries, read_dicom_header
-from datamodules.volumes import align_to_grid, read_volume
+from datamodules.grid import align_to_grid
+from datamodules.volumes import read_volume
 
 
 def read_nrrd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,8 @@ def _real_slice(devset: Path, which: str):
     """(image, liver mask, title) of the real slice with the most liver, in RAS."""
     import nibabel as nib
 
-    from datamodules.volumes import liver_labels_from_dataset_json, liver_mask, read_volume
+    from datamodules.labels import liver_labels_from_dataset_json, liver_mask
+    from datamodules.volumes import read_volume
 
     folder, case, title = REAL_CASES[which]
     root = devset / folder
