@@ -97,6 +97,15 @@ def failure_fields(exc: BaseException) -> dict:
     }
 
 
+def os_error_text(exc: OSError, folder: Path | None = None) -> str:
+    """`<path>: <problem>` for disk-full and permission errors (the commands print `error: ` first).
+    A file outside the run's `folder` (a library's temp file) is named after the folder it was for."""
+    name = exc.filename
+    if folder is not None and (not name or not Path(str(name)).resolve().is_relative_to(Path(folder).resolve())):
+        return f"{folder}: {exc.strerror or exc}" + (f" (writing {name})" if name else "")
+    return f"{name or '?'}: {exc.strerror or exc}"
+
+
 def package_versions() -> dict:
     from importlib import metadata
 

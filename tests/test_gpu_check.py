@@ -9,7 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from benchmark import gpu_check, plan, runner
+from benchmark import gpu_check, plan
+from benchmark.stages.plan import instantiate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def test_every_paper_entry_builds_with_the_full_gpu_preset_on_cpu(tmp_path):
         assert config["model"]["init_args"]["lr"] == 1e-4 and config["data"]["init_args"]["preset"] == "gpu"
         if config["model"]["init_args"].get("pretrained") == "imagenet":
             config["model"]["init_args"]["pretrained"] = "none"  # no ImageNet download on this machine
-        model, datamodule, trainer = runner.instantiate(config, None, [], spec.folder)
+        model, datamodule, trainer = instantiate(config, None, [], spec.folder)
         assert trainer.max_steps == 2 and datamodule.hparams.preset == "gpu"
         if config["data"]["init_args"]["dims"] == 3:
             assert list(datamodule.patch_size) == [128, 128, 128]  # the gpu preset's patch, kept

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from benchmark import plan, records, runner
+from benchmark.stages import interrupt
 from benchmark.inference import cpu_has_bf16
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,13 +349,13 @@ def test_ctrl_c_swallowed_by_a_finaliser_still_stops_the_suite():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)  # the handler runs here and its KeyboardInterrupt is swallowed
 
-    with runner.interruptible():
-        runner.stop_if_interrupted()  # nothing pending yet
+    with interrupt.interruptible():
+        interrupt.stop_if_interrupted()  # nothing pending yet
         obj = Finaliser()
         del obj
         with pytest.raises(KeyboardInterrupt):
-            runner.stop_if_interrupted()
-    runner._STOP.clear()
+            interrupt.stop_if_interrupted()
+    interrupt.STOP.clear()
 
 
 def test_a_finished_run_is_reused_only_with_the_config_that_would_run_now(blobs, tmp_path, capsys):

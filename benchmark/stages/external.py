@@ -22,7 +22,8 @@ def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
 
 def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
     """A run finished earlier without this set's scores (e.g. `make bench` first, `EXTERNAL=...` later):
-    score its `model.ckpt` now and rewrite result.json (atomic), without retraining."""
+    score its `model.ckpt` now and rewrite result.json (atomic) with the new `external` block, without
+    retraining. Returns the new record; `record` (as read from disk) is left as it was."""
     from benchmark.records import write_result
     from benchmark.stages.fit import load_best
 
@@ -32,11 +33,12 @@ def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
     try:
         module, preprocessing = load_best(folder / "model.ckpt")
     except Exception as exc:
-        record["external"] = {**ext.describe(), "error": failure_fields(exc)["error"]}
+        block = {**ext.describe(), "error": failure_fields(exc)["error"]}
     else:
-        record["external"], _ = external_stage(module, preprocessing, ext, folder, largest, precision)
-    write_result(folder, record)
-    return record
+        block, _ = external_stage(module, preprocessing, ext, folder, largest, precision)
+    rescored = {**record, "external": block}
+    write_result(folder, rescored)
+    return rescored
 
 
 def needs_scoring(record: dict, ext: ExternalSet | None) -> bool:

@@ -11,14 +11,19 @@ from common.files import atomic_write_json
 from models.base import MONITOR
 
 
-def fit_stage(trainer, model, datamodule, folder: Path, record: dict):
-    """Train, then (module in eval mode, its preprocessing config) from the selected checkpoint."""
-    record["transfer"] = dict(getattr(model, "transfer", None) or {"source": "none", "detail": None})
+def transfer_of(model) -> dict:
+    """result.json `transfer`: where the model's pretrained weights came from (`none`: from scratch)."""
+    return dict(getattr(model, "transfer", None) or {"source": "none", "detail": None})
+
+
+def fit_stage(trainer, model, datamodule, folder: Path) -> dict:
+    """Train, keep the selected checkpoint as `model.ckpt` and the split beside it; returns result.json
+    `checkpoint`. The module to score is then `load_best(folder / "model.ckpt")`."""
     fit(trainer, model, datamodule)
-    record["checkpoint"] = ensure_checkpoint(trainer, folder / "model.ckpt")
+    checkpoint = ensure_checkpoint(trainer, folder / "model.ckpt")
     if not (folder / "split.json").is_file():
         atomic_write_json(folder / "split.json", datamodule.split)
-    return load_best(folder / "model.ckpt")
+    return checkpoint
 
 
 def fit(trainer, model, datamodule) -> None:
@@ -49,6 +54,7 @@ def ensure_checkpoint(trainer, path: Path) -> dict:
 
 
 def load_best(path: Path):
+    """(module in eval mode, its preprocessing config) from a checkpoint."""
     from models import load_module
 
     module, preprocessing = load_module(path)

@@ -6,20 +6,22 @@ import io
 import warnings
 from pathlib import Path
 
-from benchmark.plan import RUNNER_ONLY, RunSpec, build_config, model_name
+from benchmark.plan import RUNNER_ONLY, RunSpec, build_config
 
 
-def plan(spec: RunSpec, folder: Path, record: dict) -> dict:
-    """The run's full config; fills `record["config"]` and `record["model"]` (registry name)."""
-    config = build_config(spec, folder)
-    record["config"] = config
-    record["overrides"] = config["overrides"]  # every value that differs from the entry's own config
-    record["model"] = model_name(config["model"]["class_path"])
-    if spec.source is not None:  # waits for a source running elsewhere; missing/failed: DataError
+def plan(spec: RunSpec, folder: Path) -> dict:
+    """The run's full config (result.json `config`; its `overrides` lists every value that differs
+    from the entry's own config)."""
+    return build_config(spec, folder)
+
+
+def wait_for_source(spec: RunSpec) -> None:
+    """A run that starts from another run's model.ckpt waits for that run (it may be running
+    elsewhere); a source missing or failed is a DataError."""
+    if spec.source is not None:
         from benchmark.dependencies import source_checkpoint
 
         source_checkpoint(spec.source, spec.suite)
-    return config
 
 
 def instantiate(config: dict, loggers: list, callbacks: list, folder: Path):

@@ -1,6 +1,7 @@
 """Test stage: per-case metrics on the held-out patients, in 3D, in each file's original geometry."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark import records as rec
@@ -8,18 +9,31 @@ from benchmark.metrics import SURFACE_CONVENTION, case_metrics, summarise
 from common.files import DataError
 
 
-def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path, record: dict,
-               log_images: bool = False):
-    """Score the test split, write `per_case.csv`, fill `record["metrics"]`; returns (rows, overlays)."""
+@dataclass
+class SplitScores:
+    """What the test stage returns: result.json `metrics` and how they were made, and the rows and
+    overlay images the trackers get."""
+
+    metrics: dict  # means over the test patients (`summarise`, without its convention text)
+    evaluation: dict  # {largest_component, precision}: how the test (and external) predictions were made
+    per_case: list[dict]
+    overlays: list
+    convention: str = SURFACE_CONVENTION  # result.json `metrics_convention`
+
+    @property
+    def postprocessing(self) -> dict:
+        return {"largest_component": self.evaluation["largest_component"]}
+
+
+def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path,
+                     log_images: bool = False) -> SplitScores:
+    """Score the test split and write `per_case.csv`."""
     settings = evaluation_settings(config, module)
     per_case, overlays = evaluate(module, preprocessing, datamodule.test_records,
                                   getattr(datamodule, "liver_labels", None), log_images=log_images, **settings)
-    record["postprocessing"] = {"largest_component": settings["largest_component"]}
-    record["evaluation"] = settings  # how the test (and external) predictions were made
     rec.write_per_case(folder, per_case)
-    record["metrics"] = {k: v for k, v in summarise(per_case).items() if k != "convention"}
-    record["metrics_convention"] = SURFACE_CONVENTION
-    return per_case, overlays
+    metrics = {k: v for k, v in summarise(per_case).items() if k != "convention"}
+    return SplitScores(metrics, settings, per_case, overlays)
 
 
 def evaluation_settings(config: dict, module) -> dict:
