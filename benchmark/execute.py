@@ -10,6 +10,8 @@ import errno
 import time
 from pathlib import Path
 
+from lightning.pytorch.callbacks import LearningRateMonitor
+
 from benchmark import records as rec
 from benchmark.plan import RunSpec
 from benchmark.progress import StepProgress, SuiteProgress
@@ -127,8 +129,6 @@ def build(spec: RunSpec, config: dict, run_tracking, progress: SuiteProgress, fo
     """(model, DataModule, Trainer, validation curve) with the run's callbacks: progress, the curve
     (which may drop the learning rate or stop on a plateau), and with a tracker the learning rate per
     step and validation overlays."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
     from benchmark.tracking.overlays import validation_overlays
 
     progress.start_run(spec.name, config["trainer"].get("max_steps"))

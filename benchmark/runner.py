@@ -16,6 +16,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+# Lightning before rich, always: typing caches Unions as equal whatever their order, so once rich.console
+# has built an `Optional[Union[float, int]]`, the Trainer's `limit_val_batches: Optional[Union[int, float]]`
+# comes out (float, int) and LightningCLI reads the smoke budget's `limit_val_batches: 1` as 1.0 (every
+# validation batch instead of one). tests/test_runner.py checks this in a fresh process.
+import lightning.pytorch  # noqa: F401, I001
 from rich.console import Console
 
 from benchmark import records as rec

@@ -404,3 +404,17 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     assert config_changes(record, spec(preset=sanity)) == [f"trainer.num_sanity_val_steps: {was} -> 7"]
     rule = {**cpu, "convergence": {**cpu["convergence"], "min_delta": 0.01}}  # the stopping rule counts
     assert config_changes(record, spec(preset=rule)) == ["convergence.min_delta: 0.005 -> 0.01"]
+
+
+def test_the_runner_keeps_the_smoke_budgets_single_validation_batch():
+    """`limit_val_batches: 1` is one batch, not the fraction 1.0 (all of them): it depends on importing
+    Lightning before rich (see benchmark/runner.py), so it is checked in a fresh process."""
+    code = ("import benchmark.runner\n"
+            "from benchmark import plan\n"
+            "from benchmark.stages.plan import instantiate\n"
+            "spec = plan.plan_runs(plan.load_suite('smoke'), plan.load_preset('cpu'), ['ct'], [0], 'phantom', 'out')[0]\n"
+            "config = plan.build_config(spec, spec.folder)\n"
+            "print(repr(instantiate(config, [], [], spec.folder)[2].limit_val_batches))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "1"
