@@ -139,6 +139,7 @@ class SuiteRun:
 
 
 def _run_suite(ctx: SuiteRun, preset: dict, planned: int) -> int:
+    """The runs in order, until the last or a reason to stop (Ctrl-C, a disk error); then the summary."""
     results: list[dict] = []
     stop = None
     with SuiteProgress(len(ctx.runs)) as progress, interruptible():
