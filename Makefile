@@ -51,21 +51,21 @@ real-cv: $(STAMP)
 # On a lent GPU machine (<= 8 min on one GPU): writes docs/gpu/gpu_check.{json,md}.
 # DRY_RUN=1: the same script on the CPU at tiny sizes (CI), writes docs/gpu/dry_run.{json,md}.
 # With wheels in $(GPU_WHEELS) (`make gpu-wheels`, for a machine without a package index): the machine's python3
-# and its torch, plus those wheels (benchmark/gpu_check.sh); otherwise the project's venv.
+# and its torch, plus those wheels (tools/gpu_check.sh); otherwise the project's venv.
 GPU_WHEEL_PYTHON ?= 3.12
 GPU_WHEELS ?= .whl
 export GPU_WHEELS
 gpu-check: $(if $(wildcard $(GPU_WHEELS)/*.whl),,$(STAMP))
 ifneq ($(wildcard $(GPU_WHEELS)/*.whl),)
-	sh benchmark/gpu_check.sh $(if $(DRY_RUN),--dry-run)
+	sh tools/gpu_check.sh $(if $(DRY_RUN),--dry-run)
 else
-	WANDB_MODE=disabled $(PY) -m benchmark.gpu_check $(if $(DRY_RUN),--dry-run)
+	WANDB_MODE=disabled $(PY) -m tools.gpu_check $(if $(DRY_RUN),--dry-run)
 endif
 
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_WHEEL_PYTHON) \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) -r benchmark/gpu_wheels.txt
+	  --platform manylinux2014_x86_64 -d $(GPU_WHEELS) -r tools/gpu_wheels.txt
 
 clean:
 	rm -rf $(VENV) results results-full results-cv .pytest_cache

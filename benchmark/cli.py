@@ -10,18 +10,18 @@ import sys
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("benchmark.runner:main", "train, test and time every suite entry x modality x seed"),
+    "run": ("benchmark.run.runner:main", "train, test and time every suite entry x modality x seed"),
     "report": ("benchmark.report:main", "turn result records into leaderboard.md"),
-    "evaluate": ("benchmark.evaluate:main", "score a folder of NIfTI predictions against ground truth"),
-    "predict": ("benchmark.predict:main", "segment a scan with a checkpoint (or LightningCLI predict with --config)"),
-    "crossval": ("benchmark.crossval:main", "k-fold cross-validation by patient of one entry on a real dataset"),
-    "external-eval": ("benchmark.external_eval:main", "score a checkpoint on a real dataset (per case + mean)"),
+    "evaluate": ("benchmark.scoring.evaluate:main", "score a folder of NIfTI predictions against ground truth"),
+    "predict": ("benchmark.inference.predict:main", "segment a scan with a checkpoint (or LightningCLI predict with --config)"),
+    "crossval": ("benchmark.run.crossval:main", "k-fold cross-validation by patient of one entry on a real dataset"),
+    "external-eval": ("benchmark.scoring.external_eval:main", "score a checkpoint on a real dataset (per case + mean)"),
     "pretrain": ("models.synthetic_pretrain:main", "pre-train the ResNet-34 encoder on the phantom (pretrained: synthetic)"),
     "models": ("models.registry:main", "list registered models with parameter counts"),
-    "data": ("datamodules.cli:main", "phantom | inspect | convert | download | devset"),
-    "fit": ("benchmark.lightning_cli:main", "LightningCLI: train one model (--config ...)"),
-    "validate": ("benchmark.lightning_cli:main", "LightningCLI: validate one model"),
-    "test": ("benchmark.lightning_cli:main", "LightningCLI: test one model"),
+    "data": ("datamodules.commands:main", "phantom | inspect | convert | download | devset"),
+    "fit": ("benchmark.run.lightning_cli:main", "LightningCLI: train one model (--config ...)"),
+    "validate": ("benchmark.run.lightning_cli:main", "LightningCLI: validate one model"),
+    "test": ("benchmark.run.lightning_cli:main", "LightningCLI: test one model"),
 }
 
 
@@ -45,7 +45,7 @@ def _load(target: str):
 def _target(name: str, rest: list[str]) -> str:
     """The `module:function` that runs `liverbench <name> <rest>`."""
     if name == "predict" and any(a == "--config" or a.startswith("--config=") for a in rest):
-        return "benchmark.lightning_cli:main"  # LightningCLI's own predict subcommand
+        return "benchmark.run.lightning_cli:main"  # LightningCLI's own predict subcommand
     return COMMANDS[name][0]
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"liverbench: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     target = _target(name, rest)
-    if target == "benchmark.lightning_cli:main":
+    if target == "benchmark.run.lightning_cli:main":
         rest = [name, *rest]
     try:
         return int(_load(target)(rest) or 0)

@@ -70,7 +70,7 @@ def _chaos_ct(real: Path, tmp: Path):
 
 def _ts_case(real: Path, modality: str):
     """(image path, multi-organ label on the image grid, case name) of a TotalSegmentator sample."""
-    from datamodules.convert.common import load_label_on_image
+    from datamodules.convert.dataset_writer import load_label_on_image
 
     image, label, case = TS[modality]
     image, label = _need(real / image), _need(real / label)
@@ -86,7 +86,7 @@ def _labels(values: set[int]) -> dict[str, int]:
 def _write(out: Path, modality: str, cases: list, source: str) -> Path:
     """Write cases [(case, image path, label array)] as OUT/<modality> (DatasetWriter: staged, then
     moved in; only its own files are replaced)."""
-    from datamodules.convert.common import DatasetWriter
+    from datamodules.convert.dataset_writer import DatasetWriter
 
     writer = DatasetWriter(out / modality, modality, name=f"LiverBench_devset_{modality}")
     values: set[int] = set()

@@ -2,7 +2,7 @@
 
 `intensity_window` reads a CT method's clipped linear map from the config (the one place that
 does); `datamodules.transforms.intensity_steps` turns a config into MONAI dict transforms (training,
-validation, the Predictor's MRI methods) and `benchmark.inference.intensity_function` into a function on
+validation, the Predictor's MRI methods) and `benchmark.inference.predictor.intensity_function` into a function on
 one tensor (the Predictor). This module imports no MONAI: its import takes seconds, and predicting a CT
 scan needs none.
 """

@@ -151,7 +151,7 @@ class ForegroundZScored(MapTransform):
 def intensity_steps(cfg: dict[str, Any]) -> list:
     """The config's intensity step (`preprocessing_config(...)["intensity"]`) as MONAI dict transforms
     on "image": training and validation run them, and so does the Predictor for the MRI methods
-    (`benchmark.inference.intensity_function`)."""
+    (`benchmark.inference.predictor.intensity_function`)."""
     window = intensity_window(cfg)
     if window is not None:  # CT: one clipped linear map
         a_min, a_max, b_min, b_max = window

@@ -26,7 +26,7 @@ LR_SCHEDULES = ("constant", "onecycle", "warmup")
 WARMUP_FRACTION = 0.1  # of the trainer's length: the linear warm-up of "onecycle" and "warmup"
 METRICS = tuple(OVERLAP_METRICS)  # dice, jaccard, precision, recall
 # Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
-# (original geometry, benchmark.metrics), so they carry their own name: `val/dice_grid`.
+# (original geometry, benchmark.scoring.metrics), so they carry their own name: `val/dice_grid`.
 GRID_SUFFIX = "_grid"
 MONITOR = "val/dice" + GRID_SUFFIX  # checkpoint selection
 

@@ -1,7 +1,7 @@
 """Dice, Jaccard, precision and recall from voxel counts: one definition for training and scoring.
 
 Training passes float64 tensors of counts (`models.base.overlap_scores`, the `*_grid` metrics),
-the benchmark's scoring Python ints (`benchmark.metrics.METRICS`). The formulas are plain
+the benchmark's scoring Python ints (`benchmark.scoring.metrics.METRICS`). The formulas are plain
 arithmetic so the same lines serve both, and no import: scoring stays free of torch.
 """
 from __future__ import annotations

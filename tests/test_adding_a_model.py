@@ -75,7 +75,7 @@ def test_example_runs_in_a_suite(example, tmp_path):
 
     import yaml
 
-    from benchmark import runner
+    from benchmark.run import runner
 
     config_yaml, suite_yaml = _example_blocks(every=True)["yaml"][:2]
     (tmp_path / "my_suite").mkdir()

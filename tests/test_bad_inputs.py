@@ -151,7 +151,7 @@ def _scan(path, value=100.0):
 
 
 def test_predict_refuses_to_overwrite_its_input(ckpt, tmp_path, capsys):
-    from benchmark.predict import main
+    from benchmark.inference.predict import main
 
     scan = _scan(tmp_path / "scan.nii.gz")
     before = scan.read_bytes()
@@ -172,7 +172,7 @@ def test_predict_refuses_to_overwrite_its_input(ckpt, tmp_path, capsys):
 def test_predict_cuda_without_gpu_is_a_clear_error(ckpt, tmp_path, capsys):
     import torch
 
-    from benchmark.predict import main
+    from benchmark.inference.predict import main
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -184,7 +184,7 @@ def test_predict_cuda_without_gpu_is_a_clear_error(ckpt, tmp_path, capsys):
 
 
 def test_predict_batch_reports_a_bad_scan_and_goes_on(ckpt, tmp_path, capsys):
-    from benchmark.predict import main
+    from benchmark.inference.predict import main
 
     inp = tmp_path / "in"
     inp.mkdir()
@@ -217,7 +217,7 @@ def _tampered(ckpt, path, value):
 
 def test_predict_refuses_nan_weights_and_non_finite_output(ckpt, tmp_path, capsys):
     """Issue 27, item 3: a diverged checkpoint never predicts 'liver 0.0 ml' with exit 0."""
-    from benchmark.predict import main
+    from benchmark.inference.predict import main
 
     scan = _scan(tmp_path / "scan.nii.gz")
     nan = _tampered(ckpt, tmp_path / "nan.ckpt", float("nan"))
@@ -262,7 +262,7 @@ PRESET = "name: p\ntrainer: {max_steps: 4}\nsmoke:\n  dims:\n    2: {trainer: {m
 def test_config_files_refuse_unknown_keys_and_wrong_types(tmp_path, capsys, file, before, after, problem):
     """Issue 27, item 4: a typo never changes the experiment in silence: `run` stops before training
     with `error: <file>: <problem>` and the nearest valid key."""
-    from benchmark.runner import main
+    from benchmark.run.runner import main
 
     texts = {"suite": SUITE, "entry": ENTRY, "preset": PRESET}
     assert before in texts[file]
@@ -388,7 +388,7 @@ def test_run_onto_a_full_disk_names_the_results_folder_last(tmp_path, capsys, mo
 
     from test_runner import TINY_UNET, run_args, write_suite
 
-    from benchmark import runner
+    from benchmark.run import runner
 
     blobs = request.getfixturevalue("blobs")
     suite = write_suite(tmp_path / "suite", "full", {"tiny": TINY_UNET, "other": TINY_UNET})
@@ -416,7 +416,7 @@ def test_a_truncated_test_scan_stops_the_run_before_training(blobs, tmp_path):
 
     from test_runner import TINY_UNET, run_args, write_suite
 
-    from benchmark import runner
+    from benchmark.run import runner
     from datamodules.datamodule import LiverDataModule
 
     data = shutil.copytree(blobs, tmp_path / "data")
@@ -436,7 +436,7 @@ def test_every_shipped_preset_and_suite_passes_the_key_check(tmp_path):
     """The key check knows every key the shipped presets, suites and entry configs use (`extends`,
     `convergence`, the DataModule's `val_margin_mm`/`val_slice_stride`, ...), and an entry's own
     `split_file` (a cross-validation fold, `liverbench crossval`)."""
-    from benchmark import plan
+    from benchmark.run import plan
 
     presets = sorted((plan.PACKAGE_DIR / "presets").glob("*.yaml"))
     suites = sorted((plan.PACKAGE_DIR / "suites").glob("*.yaml"))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.ceiling import oracle_mask
-from benchmark.metrics import case_metrics
+from benchmark.scoring.metrics import case_metrics
 from datamodules.transforms import preprocessing_config
+from tools.ceiling import oracle_mask
 
 
 def _sphere(spacing: float, radius_mm: float = 20.0, size_mm: float = 64.0) -> tuple[np.ndarray, np.ndarray]:

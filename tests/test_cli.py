@@ -23,7 +23,7 @@ def test_every_command_target_exists():
 
 
 def test_data_subcommands_exist():
-    from datamodules import cli as data_cli
+    from datamodules import commands as data_cli
 
     for name, (target, _) in data_cli.SUBCOMMANDS.items():
         module, func = target.split(":")

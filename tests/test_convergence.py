@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.convergence import CONVERGENCE_DEFAULTS, convergence_rule, converged, describe_rule, plateaued
+from benchmark.run.convergence import converged, CONVERGENCE_DEFAULTS, convergence_rule, describe_rule, plateaued
 
 RULE = convergence_rule({})
 
@@ -94,7 +94,7 @@ def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "con
     import lightning as L
     import torch
 
-    from benchmark.stages.budget import ValidationCurve, budget_record
+    from benchmark.run.stages.budget import budget_record, ValidationCurve
     from models.base import MONITOR
 
     class Scripted(L.LightningModule):

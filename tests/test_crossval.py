@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmark.crossval import fold_splits, main
+from benchmark.run.crossval import fold_splits, main
 
 
 def test_every_patient_is_tested_once_and_never_trains_on_its_own_fold():

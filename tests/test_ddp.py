@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import models
-from benchmark import records
+from benchmark.run import records
 from models.base import overlap_scores
 from test_models import TinyVolumeDataModule
 from test_runner import REPO, TINY_UNET, blobs, write_suite  # noqa: F401

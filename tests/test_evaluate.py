@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.evaluate import case_name, evaluate_folders, main
+from benchmark.scoring.evaluate import case_name, evaluate_folders, main
 
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
 

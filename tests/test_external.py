@@ -10,9 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmark import external, records, report, runner
-from benchmark.external import load_external_set, parse_external
-from benchmark.metrics import METRIC_KEYS, format_metric
+from benchmark import report
+from benchmark.run import records, runner
+from benchmark.scoring import external
+from benchmark.scoring.external import load_external_set, parse_external
+from benchmark.scoring.metrics import format_metric, METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {"background": 0, "spleen": 1, "kidney": 2, "liver": 3}  # liver is NOT the lowest label

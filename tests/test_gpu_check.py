@@ -9,8 +9,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from benchmark import gpu_check, plan
-from benchmark.stages.plan import instantiate
+from benchmark.run import plan
+from benchmark.run.stages.build import instantiate
+from tools import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
 
 
 # The lent GPU image's packages (../.library/device/KINDS.md, "Python packages already there", read
-# 2026-11-17) that the check may import; everything else must come from benchmark/gpu_wheels.txt.
+# 2026-11-17) that the check may import; everything else must come from tools/gpu_wheels.txt.
 GPU_IMAGE = {"torch", "torchvision", "lightning", "lightning-utilities", "pytorch-lightning", "torchmetrics",
              "numpy", "scipy", "scikit-image", "matplotlib", "rich", "pyyaml", "einops", "pillow", "packaging",
              "typing-extensions", "fsspec", "filelock", "jinja2", "markupsafe", "networkx", "sympy", "mpmath",
@@ -68,19 +69,19 @@ GPU_IMAGE = {"torch", "torchvision", "lightning", "lightning-utilities", "pytorc
 
 
 def _wheel_names() -> set[str]:
-    lines = (REPO / "benchmark" / "gpu_wheels.txt").read_text().splitlines()
+    lines = (REPO / "tools" / "gpu_wheels.txt").read_text().splitlines()
     return {line.split("==")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")}
 
 
 def test_the_dry_run_imports_only_the_gpu_image_and_the_wheels(tmp_path):
     """On the lent GPU machine nothing can be installed but .whl/: every distribution the check imports
-    (run in a fresh process) is in the image or in benchmark/gpu_wheels.txt, so W&B, say, is not needed."""
+    (run in a fresh process) is in the image or in tools/gpu_wheels.txt, so W&B, say, is not needed."""
     # mlflow and two of its dependencies (the dev extra here, absent there) blocked as on that machine: MONAI's
     # optional imports load each of them whenever it is installed
     script = f"""
 import importlib.metadata as md, json, sys
 sys.modules.update(dict.fromkeys(("mlflow", "pyarrow", "narwhals")))
-from benchmark import gpu_check
+from tools import gpu_check
 assert gpu_check.main(["--dry-run", "--out", {str(tmp_path)!r}]) == 0
 tops = {{name.split(".")[0] for name, module in list(sys.modules.items()) if module is not None}}
 owners = md.packages_distributions()
@@ -97,8 +98,8 @@ print(json.dumps(sorted({{d.lower().replace("_", "-") for t in tops for d in own
 
 
 def test_make_gpu_check_installs_the_wheels_when_there_are_some(tmp_path):
-    """`make gpu-check` takes the venv without wheels and benchmark/gpu_check.sh with them; `make gpu-wheels`
-    downloads benchmark/gpu_wheels.txt for the GPU image's Python; the script without wheels says so."""
+    """`make gpu-check` takes the venv without wheels and tools/gpu_check.sh with them; `make gpu-wheels`
+    downloads tools/gpu_wheels.txt for the GPU image's Python; the script without wheels says so."""
     def make(*args):
         proc = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -107,11 +108,11 @@ def test_make_gpu_check_installs_the_wheels_when_there_are_some(tmp_path):
     empty, wheels = tmp_path / "empty", tmp_path / "wheels"
     empty.mkdir(), wheels.mkdir()
     (wheels / "monai-1.6.1-py3-none-any.whl").write_bytes(b"")
-    assert "-m benchmark.gpu_check --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={empty}")
-    assert "sh benchmark/gpu_check.sh --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={wheels}")
+    assert "-m tools.gpu_check --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={empty}")
+    assert "sh tools/gpu_check.sh --dry-run" in make("gpu-check", "DRY_RUN=1", f"GPU_WHEELS={wheels}")
     download = make("gpu-wheels", f"GPU_WHEELS={wheels}")
-    assert "--python-version 3.12" in download and f"-d {wheels} -r benchmark/gpu_wheels.txt" in download
-    proc = subprocess.run(["sh", "benchmark/gpu_check.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
+    assert "--python-version 3.12" in download and f"-d {wheels} -r tools/gpu_wheels.txt" in download
+    proc = subprocess.run(["sh", "tools/gpu_check.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, GPU_WHEELS=str(empty)))
     assert proc.returncode == 2 and f"{empty}/: no wheels" in proc.stderr
 
@@ -128,7 +129,7 @@ def test_gpu_check_sh_installs_the_wheels_into_a_scratch_folder(tmp_path):
         whl.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         whl.writestr(info + "RECORD", "")
     env = dict(os.environ, GPU_WHEELS=str(wheels), GPU_PYTHON=sys.executable, TMPDIR=str(tmp_path))
-    proc = subprocess.run(["sh", "benchmark/gpu_check.sh", "--help"], cwd=REPO, env=env, capture_output=True,
+    proc = subprocess.run(["sh", "tools/gpu_check.sh", "--help"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "--dry-run" in proc.stdout

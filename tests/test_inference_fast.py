@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import timing as T
-from benchmark.inference import Predictor, cpu_has_bf16, resolve_precision
-from benchmark.resampling import resample_linear, spacing_grid
+from benchmark.inference import timing as T
+from benchmark.inference.predictor import cpu_has_bf16, Predictor, resolve_precision
+from benchmark.inference.resampling import resample_linear, spacing_grid
 from datamodules.transforms import preprocessing_config
 
 
@@ -49,12 +49,12 @@ class MarginNet(torch.nn.Module):
 @pytest.mark.parametrize("flips", [(1, 1, 1), (-1, -1, 1), (-1, 1, -1)])
 def test_inversion_is_monais_bilinear_invert_of_the_logits(tmp_path, flips):
     """Interpolating the one-channel margin and thresholding it gives the mask of MONAI's tutorial pipeline
-    (`benchmark.speed.predict.monai_pipeline`: Invertd bilinear on the logits, then the argmax), on the
+    (`tools.speed.predict_speed.monai_pipeline`: Invertd bilinear on the logits, then the argmax), on the
     input grid, in NIfTI (X-fastest) order, for RAS, LPS and other axis flips; the argmax-first variant
     (nearest neighbour on the labels) differs at the edges."""
     import nibabel as nib
 
-    from benchmark.speed.predict import monai_pipeline
+    from tools.speed.predict_speed import monai_pipeline
 
     x, y, z = np.meshgrid(np.arange(61), np.arange(47), np.arange(13), indexing="ij")
     image = (300 * np.exp(-((x - 28) ** 2 / 300 + (y - 20) ** 2 / 150 + (z - 6) ** 2 / 12)) - 120).astype(np.float32)
@@ -162,7 +162,7 @@ def test_timing_stage_records_precision_channels_last_threads_and_spread(tmp_pat
 
     import nibabel as nib
 
-    from benchmark.stages.timing import measure
+    from benchmark.run.stages.time_per_image import measure
     from models import create_model
 
     path = tmp_path / "case_0000.nii.gz"

@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 import models
 from benchmark.cli import main as liverbench
-from benchmark.lightning_cli import LiverBenchCLI
+from benchmark.run.lightning_cli import LiverBenchCLI
 from models.base import SegmentationModule
 from models.registry import missing_requirements
 

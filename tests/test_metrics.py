@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.metrics import case_metrics, largest_connected_component, summarise
+from benchmark.scoring.metrics import case_metrics, largest_connected_component, summarise
 
 
 def _scipy_surface(pred, gt, spacing):
@@ -145,8 +145,9 @@ def test_summarise_means_failed_and_global_dice():
 def test_every_output_derives_from_the_metric_schema():
     """One table: per-case CSV columns, evaluate's CSV, external-eval's table, tracker summary keys (test and
     external) and aggregations follow METRICS."""
-    from benchmark import evaluate, external_eval, records
-    from benchmark.metrics import METRICS, summarise
+    from benchmark.run import records
+    from benchmark.scoring import evaluate, external_eval
+    from benchmark.scoring.metrics import METRICS, summarise
     from benchmark.tracking import content
 
     names = [m.name for m in METRICS]

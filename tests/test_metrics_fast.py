@@ -1,5 +1,5 @@
-"""The fast surface distances (`benchmark.metrics`) against the previous MONAI-based implementation
-(`benchmark.speed.reference`): the same metric values to 1e-6 on random, phantom, empty,
+"""The fast surface distances (`benchmark.scoring.metrics`) against the previous MONAI-based implementation
+(`tools.speed.reference`): the same metric values to 1e-6 on random, phantom, empty,
 border-touching and far-apart masks with anisotropic spacing."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from benchmark import metrics as M
-from benchmark.speed.reference import monai_case_metrics, monai_surface_distances
+from benchmark.scoring import metrics as M
+from tools.speed.reference import monai_case_metrics, monai_surface_distances
 
 
 def _assert_same(pred, gt, spacing, largest_component=False):

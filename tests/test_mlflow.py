@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import records, report, runner
+from benchmark import report
+from benchmark.run import records, runner
 from mlflow_checks import artifact_names, check_csv_run, check_mlflow_run, free_port, mlflow_runs
 
 pytest.importorskip("mlflow")

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 import models
 from common.files import DataError
 from models.base import overlap_scores
-from models.registry import missing_requirements
 from models.network import load_network
+from models.registry import missing_requirements
 
 ALL_MODELS = models.list_models()
 # Models whose overfit check is in the default run, with small widths to fit the CI budget;
@@ -238,8 +238,8 @@ def test_overlap_scores_on_known_masks():
 
 def test_training_overlap_scores_are_the_scored_ones():
     """One definition (`models.overlap`): per volume, the training metrics (`*_grid`) are the benchmark's
-    scores of the same masks (`benchmark.metrics.case_metrics`) rounded to float32, an empty prediction too."""
-    from benchmark.metrics import case_metrics
+    scores of the same masks (`benchmark.scoring.metrics.case_metrics`) rounded to float32, an empty prediction too."""
+    from benchmark.scoring.metrics import case_metrics
     from models.base import METRICS
 
     rng = np.random.default_rng(0)

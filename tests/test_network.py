@@ -122,12 +122,12 @@ def test_checkpoint_without_a_spec_returns_none(tmp_path):
 
 @pytest.mark.parametrize("name,init", [("unet2d", {}), ("resnet_unet", {"pretrained": "none"})])
 def test_predicting_imports_no_lightning(tmp_path, name, init):
-    """The predict path (benchmark.inference + models.network) of a CT checkpoint loads and runs
+    """The predict path (benchmark.inference.predictor + models.network) of a CT checkpoint loads and runs
     without Lightning or MONAI."""
     from datamodules.transforms import preprocessing_config
 
     _, path = _saved(tmp_path, preprocessing=preprocessing_config("ct"), name=name, **init)
-    code = ("import sys, numpy as np; from benchmark.inference import Predictor; "
+    code = ("import sys, numpy as np; from benchmark.inference.predictor import Predictor; "
             f"p = Predictor.from_checkpoint({str(path)!r}, device='cpu'); "
             "mask, _ = p.predict_image(np.zeros((40, 40, 12), np.float32), np.diag([2.0, 2.0, 4.0, 1.0])); "
             "assert mask.shape == (40, 40, 12); "
@@ -169,7 +169,7 @@ def test_full_precision_copy_runs_the_first_and_narrow_convs_in_fp32_inside_bf16
 def test_predictor_keeps_convs_fp32_only_in_bf16_as_the_model_class_says(tmp_path):
     """The 2D U-Net keeps its <= 32-channel convolutions fp32 in bf16 (`fp32_max_channels`), also when
     rebuilt from a checkpoint's network spec; the 3D U-Net only its first convolution; fp32 none."""
-    from benchmark.inference import Predictor
+    from benchmark.inference.predictor import Predictor
     from datamodules.transforms import preprocessing_config
 
     unet2d, path = _saved(tmp_path, features=16, depth=2)

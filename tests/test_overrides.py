@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import plan
-from benchmark.overrides import derive_from_data, flatten, list_overrides
+from benchmark.run import plan
+from benchmark.run.overrides import derive_from_data, flatten, list_overrides
 
 ENTRY = """
 model:
@@ -86,7 +86,7 @@ def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
 def test_a_3d_run_config_names_its_sliding_window_the_training_patch(tmp_path):
     """roi_size follows from the data where the run config is built (result.json names it, the module never
     sets it at setup): the preset's patch, else the DataModule's default; the entry's own value wins."""
-    from benchmark.reuse import comparable
+    from benchmark.run.reuse import comparable
 
     for preset, patch in (("cpu", [48, 48, 48]), ("gpu", [128, 128, 128])):
         runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset(preset), ["ct"], [0], "phantom", tmp_path)
@@ -115,7 +115,7 @@ def test_list_overrides_compares_class_paths_by_class_and_flattens():
 
 
 def test_still_improving_flags_a_curve_that_rises_at_the_end():
-    from benchmark.stages.budget import still_improving
+    from benchmark.run.stages.budget import still_improving
 
     assert still_improving([0.5, 0.6, 0.7]) is True
     assert still_improving([0.5, 0.7, 0.701]) is False  # within the 0.002 margin: flat

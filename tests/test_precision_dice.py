@@ -1,11 +1,11 @@
-"""benchmark.speed.precision_dice: fp32 vs bf16 training compared at the same step count, on known records."""
+"""tools.speed.precision_dice: fp32 vs bf16 training compared at the same step count, on known records."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from benchmark.speed import precision_dice
+from tools.speed import precision_dice
 
 
 def _record(root, variant, seed, val, test, steps=200, seconds=100.0, status="ok"):

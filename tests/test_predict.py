@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_dicom import write_series
 
-from benchmark.inference import Predictor, liver_ml, read_scan
-from benchmark.predict import main as predict_main
+from benchmark.inference.predict import main as predict_main
+from benchmark.inference.predictor import liver_ml, Predictor, read_scan
 from datamodules.transforms import preprocessing_config
 from datamodules.volumes import write_volume
 
@@ -188,7 +188,7 @@ def test_the_scan_is_read_without_torch(tmp_path):
     only overlaps if the command module and `read_scan` leave torch unimported."""
     src = tmp_path / "scan.nii.gz"
     write_volume(src, np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([0.8, 0.8, 2.5, 1.0]))
-    code = ("import sys, benchmark.predict; from datamodules.volumes import read_scan; "
+    code = ("import sys, benchmark.inference.predict; from datamodules.volumes import read_scan; "
             f"s = read_scan({str(src)!r}); print(s.image.dtype, s.image.shape, float(s.image[5, 4, 3]), "
             "'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

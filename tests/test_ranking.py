@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from benchmark import metrics as schema
 from benchmark.report import main
-from benchmark.stats import average_ranks, bootstrap_means, holm, noise_floor, rank_frequencies
+from benchmark.report.stats import average_ranks, bootstrap_means, holm, noise_floor, rank_frequencies
+from benchmark.scoring import metrics as schema
 
 # 3 variants x 4 cases (one patient each). Means: A 0.75, B 0.75, C 0.65.
 TABLE = {"unet_baseline": [0.90, 0.80, 0.70, 0.60], "b": [0.60, 0.90, 0.80, 0.70], "c": [0.50, 0.60, 0.70, 0.80]}
@@ -206,8 +206,8 @@ def test_a_new_metric_entry_reaches_csv_report_and_progress(tmp_path, monkeypatc
     per-case CSV column, a Table 1 column in its own format, and a progress-table column."""
     from rich.console import Console
 
-    from benchmark import records
-    from benchmark.progress import summary_table
+    from benchmark.run import records
+    from benchmark.run.progress import summary_table
 
     rvd = schema.Metric("rvd", lambda c: (c.tp + c.fp) / (c.tp + c.fn) - 1.0, "mean", ".3f", "test/rvd", "min")
     fake = (*schema.METRICS, rvd)

@@ -186,7 +186,7 @@ def test_one_parser_reads_every_commands_label_option():
 
 
 def test_bad_label_options_fail_naming_the_option(tmp_path, capsys):
-    from benchmark.evaluate import main as evaluate_main
+    from benchmark.scoring.evaluate import main as evaluate_main
     from datamodules.convert import main as convert_main
 
     root = make_dataset(tmp_path / "ds", cases=1)

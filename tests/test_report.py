@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from benchmark.report import main
-from benchmark.stats import bootstrap_ci, mean_std, paired_wilcoxon, pareto_front
+from benchmark.report.stats import bootstrap_ci, mean_std, paired_wilcoxon, pareto_front
 
 CASES = {"ct": [f"ct_{i}" for i in range(8)], "mri": [f"p{i}_{s}" for i in range(4) for s in ("t1", "t2")]}
 VARIANTS = {"unet_baseline": ("U-Net Baseline", 0.80, 2000.0), "unet3d": ("3D CNN", 0.86, 5000.0)}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import records, runner
-from benchmark.run_record import ABSENT, RunRecord, field_names
+from benchmark.run import records, runner
+from benchmark.run.run_record import ABSENT, field_names, RunRecord
 from test_runner import BAD_MODEL, TINY_UNET, blobs, run_args, write_suite  # noqa: F401 (fixture)
 
 OLD = Path(__file__).parent / "data" / "records_f5b5766"
@@ -26,7 +26,7 @@ STABLE = ("status", "error", "suite", "entry", "variant", "label", "model", "mod
 def fresh(blobs, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     """Records written by the current code at the points the old ones were: ok, failed while building
     the model, failed in the test stage (after fit)."""
-    import benchmark.stages.test as test_stage
+    import benchmark.run.stages.test as test_stage
 
     out = tmp_path_factory.mktemp("records")  # suite and entry names as in the old records
     suite = write_suite(out / "suite", "oldcode", {"tiny": TINY_UNET, "broken": BAD_MODEL})

@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from benchmark import plan, records, runner
-from benchmark.stages import interrupt
-from benchmark.inference import cpu_has_bf16
+from benchmark.inference.predictor import cpu_has_bf16
+from benchmark.run import plan, records, runner
+from benchmark.run.stages import interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_UNET = """\
@@ -253,7 +253,7 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
 def test_auto_training_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     """Preset `trainer.precision: auto`: bf16-mixed on a CPU with AVX-512 BF16/AMX, fp32 elsewhere
     (emulated bf16 is slower than fp32), resolved at planning so result.json names the one used."""
-    import benchmark.inference as inference
+    import benchmark.inference.predictor as inference
 
     assert plan.auto_trainer_precision("cpu") == ("bf16-mixed" if cpu_has_bf16() else "32-true")
     monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)  # e.g. an AMD EPYC without AVX-512 BF16
@@ -383,7 +383,7 @@ def test_a_finished_run_is_reused_only_with_the_config_that_would_run_now(blobs,
 
 def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     """Preset layers and data count; the results folder's location and derived summaries do not."""
-    from benchmark.reuse import config_changes
+    from benchmark.run.reuse import config_changes
 
     suite = plan.load_suite(str(write_suite(tmp_path / "suite", "s", {"tiny": TINY_UNET})))
     cpu = plan.load_preset("cpu")
@@ -391,7 +391,7 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     def spec(preset=cpu, data=str(blobs), out=tmp_path / "out"):
         return plan.plan_runs(suite, preset, ["ct"], [0], data, str(out), False)[0]
 
-    from benchmark.plan import build_config
+    from benchmark.run.plan import build_config
 
     record = {"status": "ok", "config": build_config(spec(), spec().folder)}
     assert config_changes(record, spec()) == []
@@ -408,10 +408,10 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
 
 def test_the_runner_keeps_the_smoke_budgets_single_validation_batch():
     """`limit_val_batches: 1` is one batch, not the fraction 1.0 (all of them): it depends on importing
-    Lightning before rich (see benchmark/runner.py), so it is checked in a fresh process."""
-    code = ("import benchmark.runner\n"
-            "from benchmark import plan\n"
-            "from benchmark.stages.plan import instantiate\n"
+    Lightning before rich (see benchmark/run/runner.py), so it is checked in a fresh process."""
+    code = ("import benchmark.run.runner\n"
+            "from benchmark.run import plan\n"
+            "from benchmark.run.stages.build import instantiate\n"
             "spec = plan.plan_runs(plan.load_suite('smoke'), plan.load_preset('cpu'), ['ct'], [0], 'phantom', 'out')[0]\n"
             "config = plan.build_config(spec, spec.folder)\n"
             "print(repr(instantiate(config, [], [], spec.folder)[2].limit_val_batches))\n")

@@ -8,8 +8,8 @@ import lightning as L
 import pytest
 import torch
 
-from benchmark import records, runner
-from benchmark.stages.guards import AtomicCheckpointIO, FiniteGuard, NonFiniteError
+from benchmark.run import records, runner
+from benchmark.run.stages.guards import AtomicCheckpointIO, FiniteGuard, NonFiniteError
 from common.files import DataError
 
 

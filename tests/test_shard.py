@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import plan, records, runner, shard
+from benchmark.run import plan, records, runner, shard
 from common import locks
 from test_runner import REPO, TINY_UNET, _wait_for, blobs, result, run_args, smoke, write_suite  # noqa: F401
 

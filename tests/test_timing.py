@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.timing import (autocast_context, count_flops, count_params, device_name, peak_memory_mb,
+from benchmark.inference.timing import (autocast_context, count_flops, count_params, device_name, peak_memory_mb,
                               time_callable, time_model, track_peak_memory)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import records, report, runner
-from benchmark.metrics import METRICS
+from benchmark import report
+from benchmark.run import records, runner
+from benchmark.scoring.metrics import METRICS
 from benchmark.tracking import content, parse_trackers
 from benchmark.tracking.overlays import overlay_image
 from common.files import DataError
@@ -58,7 +59,7 @@ def test_one_description_of_a_run_with_keys_from_the_metric_schema(tmp_path):
 
 def test_the_summary_table_is_one_list_of_columns(monkeypatch):
     """A column added to SUMMARY_COLUMNS reaches every tracker's summary table (W&B's columns too)."""
-    from benchmark import wandb_logging
+    from benchmark.tracking import wandb_logging
 
     records = [{"variant": "a", "metrics": {"dice": 0.9}, "world_size": 2, "status": "ok"},
                {"variant": "b", "status": "failed"}]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import dependencies, plan, records, runner, shard
+from benchmark.run import dependencies, plan, records, runner, shard
 from common import locks
 from common.files import DataError
 from datamodules.phantom.tissue_task import N_CLASSES
@@ -194,7 +194,7 @@ def test_source_check_names_a_missing_failed_or_busy_source(tmp_path):
 
 
 def _transfer_suite(folder: Path, source_modalities: str = "[ct, mri]") -> Path:
-    paper = Path(plan.__file__).parent / "suites" / "paper"
+    paper = plan.PACKAGE_DIR / "suites" / "paper"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "xfer.yaml"
     path.write_text(

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
-from benchmark.inference import intensity_function
+from benchmark.inference.predictor import intensity_function
 from datamodules.intensity import intensity_window
 from datamodules.transforms import (build_augmentation, build_preprocessing, fit_fingerprint, foreground_sample,
                                     intensity_steps, preprocessing_config)

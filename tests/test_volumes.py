@@ -120,7 +120,7 @@ def test_a_flipped_prediction_is_named_as_flipped_not_as_far_off(tmp_path, capsy
     """Issue 27, item 6: the same voxels stored LPS instead of RAS is 'axes flipped', not '306 mm'."""
     import nibabel as nib
 
-    from benchmark.evaluate import main
+    from benchmark.scoring.evaluate import main
 
     ras = np.diag([1.5, 1.5, 3.0, 1.0])
     mask = np.zeros((12, 10, 4), np.uint8)

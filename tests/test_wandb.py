@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmark import wandb_logging as wl
+from benchmark.tracking import wandb_logging as wl
 from benchmark.tracking.overlays import overlay_image
 from wandb_offline import find_offline_runs, iter_records
 
@@ -33,7 +33,7 @@ def no_key(monkeypatch, tmp_path):
 def test_importing_wandb_logging_leaves_lightning_and_torch_unimported():
     """The W&B module is imported where no model is trained (mode checks, the report's summary run): it
     must not pull Lightning or torch in, e.g. through a helper imported from models.base."""
-    code = ("import sys, benchmark.wandb_logging; "
+    code = ("import sys, benchmark.tracking.wandb_logging; "
             "print(sorted(m for m in ('lightning', 'torch', 'models.base') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.report.budget import budget_section, ok_runs_by
+from benchmark.report.budget_table import budget_section, ok_runs_by
 from benchmark.report.load import BASELINE, Run, build_groups, load_runs, modalities_of, read_per_case  # noqa: F401
 from benchmark.report.plots import learning_curve_plot, pareto_plot, rank_plot
 from benchmark.report.ranking import compute_rankings, significance

@@ -1,10 +1,10 @@
-"""Column titles and number formats, derived from the metric schema (`benchmark.metrics.METRICS`):
+"""Column titles and number formats, derived from the metric schema (`benchmark.scoring.metrics.METRICS`):
 a new metric gets a column with its own format and direction without editing any table."""
 from __future__ import annotations
 
 import math
 
-from benchmark import metrics as schema  # read at call time: the schema is the one source
+from benchmark.scoring import metrics as schema  # read at call time: the schema is the one source
 
 # Display names of the paper's metrics; any other metric is shown under its schema name.
 TITLES = {"dice": "DSC", "jaccard": "Jaccard", "precision": "Precision", "recall": "Recall",

@@ -10,8 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import metrics as schema
-from benchmark.stats import bootstrap_ci, mean_std
+from benchmark.report.stats import bootstrap_ci, mean_std
+from benchmark.scoring import metrics as schema
 from common.files import DataError
 
 BASELINE = "unet_baseline"

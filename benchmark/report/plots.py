@@ -29,7 +29,7 @@ def save_png(fig, out: Path) -> None:
 
 def pareto_plot(order, labels, groups, modalities, out: Path) -> None:
     """Mean Dice vs end-to-end time per volume, one panel per modality, Pareto front highlighted."""
-    from benchmark.stats import pareto_front
+    from benchmark.report.stats import pareto_front
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(modalities), figsize=(6 * len(modalities), 4.5), squeeze=False)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark import metrics as schema
-from benchmark.stats import (average_ranks, bootstrap_means, holm, noise_floor, paired_wilcoxon,
+from benchmark.report.stats import (average_ranks, bootstrap_means, holm, noise_floor, paired_wilcoxon,
                              rank_frequencies)
+from benchmark.scoring import metrics as schema
 
 MODALITY_NAMES = {"ct": "CT", "mri": "MRI", "mr": "MRI"}
 N_BOOT, BOOT_SEED, ALPHA = 10000, 0, 0.05

@@ -1,16 +1,16 @@
 """Table 1 (the paper's layout), the accuracy/cost details, the real-scan table and the failed runs.
 
-Metric columns, titles, formats and directions come from the metric schema (`benchmark.metrics.METRICS`):
+Metric columns, titles, formats and directions come from the metric schema (`benchmark.scoring.metrics.METRICS`):
 Table 1 shows every metric aggregated as a plain mean over cases (the overlap metrics), the accuracy
 details every other one, the real-scan table all of them."""
 from __future__ import annotations
 
 import math
 
-from benchmark import metrics as schema
 from benchmark.report.columns import SIGNIFICANT, cell, fmt_metric, fmt_ms, md_table, metric_title
 from benchmark.report.ranking import MODALITY_NAMES
-from benchmark.stats import mean_std
+from benchmark.report.stats import mean_std
+from benchmark.scoring import metrics as schema
 
 # DESIGN.md: the seed paper's own numbers; ranges only, hardware and "image" undefined.
 PAPER = {"ct_dice": "0.89–0.94", "mri_dice": "0.87–0.92", "time": "2.4–3.0"}

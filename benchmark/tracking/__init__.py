@@ -124,7 +124,7 @@ def tracking_from_args(trackers: str | None, wandb_mode: str | None, project: st
     for name in parse_trackers(trackers):
         if name == "wandb":
             from benchmark.tracking.wandb_backend import WandbBackend
-            from benchmark.wandb_logging import resolve_mode
+            from benchmark.tracking.wandb_logging import resolve_mode
 
             try:
                 mode = resolve_mode(wandb_mode)

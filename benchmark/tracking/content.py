@@ -2,7 +2,7 @@
 
 A finished run is a `RunContent` (parameters, summary metrics, tags, files, tables, overlays) built from
 its record and run folder; a suite's summary run is the tables below plus the report's files. The keys
-of the summary metrics derive from the metric schema (`benchmark.metrics.METRICS`); docs/tracking.md's
+of the summary metrics derive from the metric schema (`benchmark.scoring.metrics.METRICS`); docs/tracking.md's
 table of keys is checked against `key_meanings()`.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmark.metrics import AVERAGED_KEYS, METRICS
-from benchmark.records import json_safe, run_name
+from benchmark.run.records import json_safe, run_name
+from benchmark.scoring.metrics import AVERAGED_KEYS, METRICS
 from common.files import json_text
 
 # summary key -> (record section, key); the metric keys come from the metric schema

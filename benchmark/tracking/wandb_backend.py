@@ -1,9 +1,9 @@
-"""The W&B tracker: `benchmark.wandb_logging` (WandbLogger runs, tables, masked images) behind `Backend`."""
+"""The W&B tracker: `benchmark.tracking.wandb_logging` (WandbLogger runs, tables, masked images) behind `Backend`."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark import wandb_logging as wl
+from benchmark.tracking import wandb_logging as wl
 from benchmark.tracking.backend import Backend
 
 

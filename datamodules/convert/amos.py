@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from common.files import DataError
-from datamodules.convert.common import DatasetWriter, binarize, load_label_on_image, visible
+from datamodules.convert.dataset_writer import binarize, DatasetWriter, load_label_on_image, visible
 
 CASE = re.compile(r"^amos_(\d+)\.nii(\.gz)?$")
 LIVER = 6

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import DataError
-from datamodules.convert.common import DatasetWriter, natural_key, visible
+from datamodules.convert.dataset_writer import DatasetWriter, natural_key, visible
 from datamodules.dicom import read_dicom_series
 from datamodules.volumes import series_volume
 

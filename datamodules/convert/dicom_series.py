@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import DataError
-from datamodules.convert.common import DatasetWriter, binarize
+from datamodules.convert.dataset_writer import binarize, DatasetWriter
 from datamodules.convert.masks import read_mask, seg_liver_value
 from datamodules.dicom import read_dicom_series
 from datamodules.volumes import series_volume

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.files import DataError
-from datamodules.convert.common import DatasetWriter, binarize, load_label_on_image, natural_key, visible
+from datamodules.convert.dataset_writer import binarize, DatasetWriter, load_label_on_image, natural_key, visible
 
 
 def find_root(src: Path) -> Path:

@@ -1,0 +1,1 @@
+"""Inference on one scan: the Predictor, its resampling, `liverbench predict`, time per image."""

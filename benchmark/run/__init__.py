@@ -1,0 +1,1 @@
+"""`liverbench run` and `crossval`: plan, stages, shards, locks' users, records, convergence."""

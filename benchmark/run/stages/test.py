@@ -1,0 +1,73 @@
+"""Test stage: per-case metrics on the held-out patients, in 3D, in each file's original geometry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.run import records as rec
+from benchmark.scoring.metrics import case_metrics, summarise, SURFACE_CONVENTION
+from common.files import DataError
+
+
+@dataclass
+class SplitScores:
+    """What the test stage returns: result.json `metrics` and how they were made, and the rows and
+    overlay images the trackers get."""
+
+    metrics: dict  # means over the test patients (`summarise`, without its convention text)
+    evaluation: dict  # {largest_component, precision}: how the test (and external) predictions were made
+    per_case: list[dict]
+    overlays: list
+    convention: str = SURFACE_CONVENTION  # result.json `metrics_convention`
+
+    @property
+    def postprocessing(self) -> dict:
+        return {"largest_component": self.evaluation["largest_component"]}
+
+
+def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path,
+                     log_images: bool = False) -> SplitScores:
+    """Score the test split and write `per_case.csv`."""
+    settings = evaluation_settings(config, module)
+    per_case, overlays = evaluate(module, preprocessing, datamodule.test_records,
+                                  getattr(datamodule, "liver_labels", None), log_images=log_images, **settings)
+    rec.write_per_case(folder, per_case)
+    metrics = {k: v for k, v in summarise(per_case).items() if k != "convention"}
+    return SplitScores(metrics, settings, per_case, overlays)
+
+
+def evaluation_settings(config: dict, module) -> dict:
+    """The preset's `evaluation:` with its precision resolved for where the module is (`auto`: bf16
+    on a CPU with AVX-512 BF16/AMX or a bf16 GPU, else fp32), as result.json `evaluation` records it."""
+    from benchmark.inference.predictor import resolve_precision
+
+    evaluation = config["evaluation"]
+    param = next(iter(module.parameters()), None)
+    device = param.device if param is not None else "cpu"
+    return {"largest_component": bool(evaluation["largest_component"]),
+            "precision": resolve_precision(evaluation.get("precision", "fp32"), device)}
+
+
+def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3,
+             largest_component=False, precision="fp32"):
+    """Per-case metrics on the held-out patients, in 3D, in each file's original geometry
+    (optionally after keeping only the prediction's largest connected component); `precision` of
+    the network (fp32, bf16 or auto, see `benchmark.inference.predictor.Predictor`)."""
+    from benchmark.inference.predictor import Predictor
+    from benchmark.tracking.overlays import overlay_image
+    from datamodules.readers import load_case
+
+    predictor = Predictor(module, preprocessing, precision=precision)
+    rows, overlays = [], []
+    for record in test_records:
+        case = load_case(record, liver_labels)
+        pred, _ = predictor.predict_file(record.image_path)
+        if pred.shape != case.mask.shape:
+            raise DataError(record.image_path, f"prediction shape {pred.shape} != label shape {case.mask.shape}")
+        rows.append({"case": record.case, "patient": record.patient,
+                     **case_metrics(pred > 0, case.mask, case.spacing, largest_component=largest_component)})
+        if log_images and len(overlays) < n_images:
+            overlays.append(overlay_image(case.image, pred > 0, case.mask, record.case))
+    if not rows:
+        raise ValueError("the test split is empty: nothing to evaluate")
+    return rows, overlays

@@ -1,0 +1,1 @@
+"""Scoring: the metric table, `liverbench evaluate`, real-scan (external) sets and scoring."""

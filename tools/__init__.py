@@ -1,0 +1,1 @@
+"""Developer tools, not installed: speed scripts, `make gpu-check`, the resolution ceiling."""

@@ -1,0 +1,1 @@
+"""Speed benchmarks (run as `python -m tools.speed.<name>`); figures go to docs/speed.md."""

@@ -1,0 +1,60 @@
+"""Training throughput of the cpu preset's 2D, 3D and ResNet steps: fp32 vs bf16 autocast (+ channels-last),
+alternated in one process (forward, CE loss, backward, Adam), at the preset's batch and patch sizes.
+
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 .venv/bin/python -m tools.speed.train
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per candidate")
+    args = p.parse_args(argv)
+    import torch
+
+    from benchmark.inference.predictor import cpu_has_bf16
+    from benchmark.run.plan import budget, load_preset
+    from models import create_model
+    from tools.speed.harness import alternate, machine, report
+
+    cpu = load_preset("cpu")
+    print(machine(), f"| AVX-512 BF16/AMX: {cpu_has_bf16()}")
+    # the paper suite's sizes (benchmark/suites/paper/*.yaml): U-Net Baseline, 3D CNN, ResNet + Transfer
+    nets = (("unet2d", 2, {"features": 16, "depth": 4}), ("unet3d", 3, {"features": 8, "depth": 3}),
+            ("resnet_unet", 2, {"pretrained": "none"}))
+    for name, dims, kw in nets:
+        data = budget(cpu, dims, smoke=False)["data"]
+        batch, patch = int(data["batch_size"]), list(data["patch_size"])
+        x = torch.randn(batch, 1, *patch)
+        y = (torch.rand(batch, *patch) > 0.5).long()
+        base = create_model(name, **kw).train()
+        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+        steps = {}
+        # "bf16 autocast" is what the preset's `trainer.precision: bf16-mixed` does (Lightning: autocast, NCHW)
+        for label, bf16, last in (("fp32", False, False), ("bf16 autocast", True, False),
+                                  ("bf16 autocast channels-last", True, True)):
+            module = copy.deepcopy(base)
+            inp = x.contiguous(memory_format=fmt) if last else x
+            if last:
+                module = module.to(memory_format=fmt)
+            opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+            def step(module=module, opt=opt, inp=inp, bf16=bf16):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = torch.nn.functional.cross_entropy(module(inp).float(), y)
+                loss.backward()
+                opt.step()
+            steps[label] = step
+        res = alternate(steps, repeats=args.repeats)
+        report(f"{name}: batch {batch} x {'x'.join(map(str, patch))}, {args.repeats} steps alternated", res)
+        for label, r in res.items():
+            print(f"  {label}: {1 / r['median_s']:.2f} steps/s ({r['median_s'] / res['fp32']['median_s']:.2f}x fp32 time)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
