@@ -12,11 +12,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 from monai.transforms import (
-    ClipIntensityPercentilesd, Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged,
-    MapTransform, NormalizeIntensityd, Orientationd, RandAdjustContrastd, RandAffined, RandFlipd,
-    RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd, RandScaleIntensityFixedMeand,
-    Rand2DElasticd, Rand3DElasticd, ScaleIntensityRanged, Spacingd,
-)
+                              ClipIntensityPercentilesd, Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged,
+                              MapTransform, NormalizeIntensityd, Orientationd, RandAdjustContrastd, RandAffined, RandFlipd,
+                              RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd, RandScaleIntensityFixedMeand,
+                              Rand2DElasticd, Rand3DElasticd, ScaleIntensityRanged, Spacingd,
+                              )
 
 from datamodules.intensity import intensity_window
 

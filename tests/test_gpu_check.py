@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from benchmark.run import plan
+from benchmark.run import plan, run_config
 from benchmark.run.stages.build import instantiate
 from tools import gpu_check
 
@@ -22,7 +22,7 @@ def test_every_paper_entry_builds_with_the_full_gpu_preset_on_cpu(tmp_path):
     runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0], "phantom",
                           tmp_path, dry_run=True)
     for spec in runs:
-        config = plan.build_config(spec, spec.folder)
+        config = run_config.build_config(spec, spec.folder)
         t = config["trainer"]
         assert (t["accelerator"], t["devices"], t["precision"], t["max_steps"]) == ("cpu", 1, "bf16-mixed", 2)
         assert config["model"]["init_args"]["lr"] == 1e-4 and config["data"]["init_args"]["preset"] == "gpu"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.run import plan
+from benchmark.run import plan, run_config
 from benchmark.run.overrides import derive_from_data, flatten, list_overrides
 
 ENTRY = """
@@ -33,7 +33,7 @@ def test_entry_wins_unless_the_preset_forces_and_every_difference_is_listed(tmp_
     spec = _spec(tmp_path, "name: p\nforce: [model.lr]\nmodel: {lr: 0.001, dropout: 0.5, loss: ce}\n"
                            "data: {batch_size: 4, preset: cpu}\ntrainer: {max_steps: 10, accelerator: cpu}\n",
                  modality="mri")
-    config = plan.build_config(spec, tmp_path / "run")
+    config = run_config.build_config(spec, tmp_path / "run")
     model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
     assert model["lr"] == 0.001  # forced by the preset
     assert model["dropout"] == 0.1 and data["batch_size"] == 16 and trainer["max_steps"] == 999  # entry wins
@@ -49,12 +49,12 @@ def test_entry_wins_unless_the_preset_forces_and_every_difference_is_listed(tmp_
 
 def test_time_budget_replaces_steps_and_is_listed(tmp_path):
     spec = _spec(tmp_path, "name: t\nbudget: {seconds: 90}\ntrainer: {max_steps: 10}\n")
-    config = plan.build_config(spec, tmp_path / "run")
+    config = run_config.build_config(spec, tmp_path / "run")
     assert config["trainer"]["max_time"] == {"seconds": 90.0} and config["trainer"]["max_steps"] == -1
     assert config["budget_limit"] == {"seconds": 90.0}
     assert {"key": "trainer.max_steps", "entry": 999, "used": -1, "source": "preset t (forced)"} in config["overrides"]
-    dry = plan.build_config(_spec(tmp_path, "name: t\nbudget: {seconds: 90}\n", dry_run=True), tmp_path / "run")
-    assert dry["budget_limit"] == {"steps": plan.DRY_RUN_STEPS}
+    dry = run_config.build_config(_spec(tmp_path, "name: t\nbudget: {seconds: 90}\n", dry_run=True), tmp_path / "run")
+    assert dry["budget_limit"] == {"steps": run_config.DRY_RUN_STEPS}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -71,13 +71,13 @@ def test_bad_force_or_budget_is_a_clear_error(tmp_path, text, message):
 
 def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
     runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset("cpu"), ["ct"], [0], "phantom", tmp_path)
-    config = plan.build_config(runs[0], tmp_path / "run")  # U-Net baseline: paper lr 1e-4, batch 16
+    config = run_config.build_config(runs[0], tmp_path / "run")  # U-Net baseline: paper lr 1e-4, batch 16
     listed = {o["key"]: (o["entry"], o["used"], o["source"]) for o in config["overrides"]}
     assert listed == {"model.init_args.lr": (0.0001, 0.003, "preset cpu (forced)"),
                       "model.init_args.loss": ("ce", "dice_ce", "preset cpu (forced)"),
                       "model.init_args.lr_schedule": (None, "warmup", "preset cpu (forced)"),
                       "data.init_args.batch_size": (16, 8, "preset cpu (forced)")}
-    gpu = plan.build_config(plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0],
+    gpu = run_config.build_config(plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0],
                                            "phantom", tmp_path)[0], tmp_path / "run")
     assert gpu["overrides"] == []  # the gpu preset is the paper's recipe
     assert gpu["budget_limit"] == {"epochs": 100}
@@ -90,7 +90,7 @@ def test_a_3d_run_config_names_its_sliding_window_the_training_patch(tmp_path):
 
     for preset, patch in (("cpu", [48, 48, 48]), ("gpu", [128, 128, 128])):
         runs = plan.plan_runs(plan.load_suite("paper"), plan.load_preset(preset), ["ct"], [0], "phantom", tmp_path)
-        configs = {r.variant: plan.build_config(r, tmp_path / "run") for r in runs}
+        configs = {r.variant: run_config.build_config(r, tmp_path / "run") for r in runs}
         assert configs["cnn3d"]["model"]["init_args"]["roi_size"] == patch
         assert "roi_size" not in configs["unet_baseline"]["model"]["init_args"]  # 2D: no windows
         assert not [o for o in configs["cnn3d"]["overrides"] if "roi_size" in o["key"]]  # the entry left it unset

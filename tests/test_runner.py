@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmark.inference.predictor import cpu_has_bf16
-from benchmark.run import plan, records, runner
+from benchmark.run import plan, records, run_config, runner
 from benchmark.run.stages import interrupt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,32 +216,32 @@ def check_wandb_runs(out: Path, suite: str, variants, modality: str) -> None:
 
 def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     cpu, gpu = plan.load_preset("cpu"), plan.load_preset("gpu")
-    b2, b3 = plan.budget(cpu, 2, smoke=False), plan.budget(cpu, 3, smoke=False)
+    b2, b3 = run_config.budget(cpu, 2, smoke=False), run_config.budget(cpu, 3, smoke=False)
     assert b2["data"]["batch_size"] != b3["data"]["batch_size"]
     assert b2["convergence"]["stop"] and b2["trainer"]["max_steps"] > 0  # the plateau ends a run; max_steps caps it
     assert len(b3["data"]["patch_size"]) == 3 and len(b2["data"]["patch_size"]) == 2
     assert b2["data"]["preset"] == "cpu" and b2["trainer"]["accelerator"] == "cpu"
-    smoke = plan.budget(cpu, 2, smoke=True)
+    smoke = run_config.budget(cpu, 2, smoke=True)
     assert smoke["trainer"]["max_steps"] <= 10 and smoke["trainer"]["accelerator"] == "cpu"
     assert smoke["data"]["patch_size"] != b2["data"]["patch_size"]  # smoke's dims layer wins
     resnet = "models.resnet_unet.ResNetUNet"  # per-model layer, by class or registry name
-    tiny = plan.budget(cpu, 2, smoke=True, class_path=resnet)["model"]  # offline transfer, tiny pretraining
+    tiny = run_config.budget(cpu, 2, smoke=True, class_path=resnet)["model"]  # offline transfer, tiny pretraining
     assert tiny["pretrained"] == "synthetic" and tiny["synthetic_pretrain"]["steps"] <= 5
-    assert plan.budget(cpu, 2, smoke=False, class_path=resnet)["model"] == {**b2["model"], "pretrained": "synthetic"}
-    assert "pretrained" not in plan.budget(cpu, 2, smoke=False)["model"]
-    assert "pretrained" not in plan.budget(gpu, 2, smoke=False, class_path=resnet)["model"]  # gpu: imagenet
-    g = plan.budget(gpu, 2, smoke=False)  # the paper's recipe
+    assert run_config.budget(cpu, 2, smoke=False, class_path=resnet)["model"] == {**b2["model"], "pretrained": "synthetic"}
+    assert "pretrained" not in run_config.budget(cpu, 2, smoke=False)["model"]
+    assert "pretrained" not in run_config.budget(gpu, 2, smoke=False, class_path=resnet)["model"]  # gpu: imagenet
+    g = run_config.budget(gpu, 2, smoke=False)  # the paper's recipe
     assert (g["model"]["loss"], g["model"]["lr"], g["trainer"]["max_epochs"], g["data"]["batch_size"]) == \
         ("ce", 1e-4, 100, 16)
     assert g["data"]["preset"] == "gpu" and g["convergence"] == {"stop": False}  # reported, not acted on
-    gc = plan.budget(plan.load_preset("gpu-converged"), 2, smoke=False)  # extends gpu: same recipe, plateau stop
+    gc = run_config.budget(plan.load_preset("gpu-converged"), 2, smoke=False)  # extends gpu: same recipe, plateau stop
     assert gc["model"] == g["model"] and gc["data"] == g["data"] and gc["convergence"]["stop"] is True
     assert gc["trainer"]["max_epochs"] > g["trainer"]["max_epochs"]
     assert b2["evaluation"] == {"largest_component": True, "precision": "auto"}  # recipe switch (cpu: on)
     assert g["evaluation"] == {"largest_component": False}  # gpu: the paper's plain argmax
     lcc = tmp_path / "lcc.yaml"
     lcc.write_text("evaluation: {largest_component: false}\n")
-    assert plan.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
+    assert run_config.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
     with pytest.raises(plan.DataError, match=r"unknown key `budgets` \(did you mean `budget`\?\)"):
@@ -255,13 +255,13 @@ def test_auto_training_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     (emulated bf16 is slower than fp32), resolved at planning so result.json names the one used."""
     import benchmark.inference.predictor as inference
 
-    assert plan.auto_trainer_precision("cpu") == ("bf16-mixed" if cpu_has_bf16() else "32-true")
+    assert run_config.auto_trainer_precision("cpu") == ("bf16-mixed" if cpu_has_bf16() else "32-true")
     monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)  # e.g. an AMD EPYC without AVX-512 BF16
-    assert plan.auto_trainer_precision("cpu") == "32-true"
+    assert run_config.auto_trainer_precision("cpu") == "32-true"
     monkeypatch.setattr(inference, "cpu_has_bf16", lambda: True)
-    assert plan.auto_trainer_precision("cpu") == "bf16-mixed"
+    assert run_config.auto_trainer_precision("cpu") == "bf16-mixed"
     spec = plan.plan_runs(plan.load_suite("paper"), plan.load_preset("cpu"), ["ct"], [0], "phantom", "out")[0]
-    assert plan.build_config(spec, spec.folder)["trainer"]["precision"] == "bf16-mixed"
+    assert run_config.build_config(spec, spec.folder)["trainer"]["precision"] == "bf16-mixed"
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -391,7 +391,7 @@ def test_which_config_fields_make_a_finished_run_stale(blobs, tmp_path):
     def spec(preset=cpu, data=str(blobs), out=tmp_path / "out"):
         return plan.plan_runs(suite, preset, ["ct"], [0], data, str(out), False)[0]
 
-    from benchmark.run.plan import build_config
+    from benchmark.run.run_config import build_config
 
     record = {"status": "ok", "config": build_config(spec(), spec().folder)}
     assert config_changes(record, spec()) == []
@@ -410,10 +410,10 @@ def test_the_runner_keeps_the_smoke_budgets_single_validation_batch():
     """`limit_val_batches: 1` is one batch, not the fraction 1.0 (all of them): it depends on importing
     Lightning before rich (see benchmark/run/runner.py), so it is checked in a fresh process."""
     code = ("import benchmark.run.runner\n"
-            "from benchmark.run import plan\n"
+            "from benchmark.run import plan, run_config\n"
             "from benchmark.run.stages.build import instantiate\n"
             "spec = plan.plan_runs(plan.load_suite('smoke'), plan.load_preset('cpu'), ['ct'], [0], 'phantom', 'out')[0]\n"
-            "config = plan.build_config(spec, spec.folder)\n"
+            "config = run_config.build_config(spec, spec.folder)\n"
             "print(repr(instantiate(config, [], [], spec.folder)[2].limit_val_batches))\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from benchmark.inference.timing import (autocast_context, count_flops, count_params, device_name, peak_memory_mb,
-                              time_callable, time_model, track_peak_memory)
+                                        time_callable, time_model, track_peak_memory)
 
 
 class Tiny2D(nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.run import dependencies, plan, records, runner, shard
+from benchmark.run import dependencies, plan, records, run_config, runner, shard
 from common import locks
 from common.files import DataError
 from datamodules.phantom.tissue_task import N_CLASSES
@@ -150,11 +150,11 @@ def test_ct_to_mri_entry_plans_mri_only_after_its_source(tmp_path):
     for r in dependents:
         assert r.source == records.run_dir(tmp_path, "paper", "resnet_transfer", "ct", r.seed)
         assert names.index(r.source.name) < names.index(r.name)
-        args = plan.build_config(r, r.folder)["model"]["init_args"]
+        args = run_config.build_config(r, r.folder)["model"]["init_args"]
         assert args["init_from"] == str(r.source / "model.ckpt") and args["pretrained"] == "none"
     assert not [r for r in _paper_plan(tmp_path, ["ct"]) if r.variant == "resnet_transfer_ct2mri"]
     source = next(r for r in runs if r.name == "resnet_transfer__ct__seed0")
-    config = plan.build_config(source, source.folder)  # the cpu preset forces the offline source
+    config = run_config.build_config(source, source.folder)  # the cpu preset forces the offline source
     assert config["model"]["init_args"]["pretrained"] == "synthetic"
     assert {"key": "model.init_args.pretrained", "entry": "imagenet", "used": "synthetic",
             "source": "preset cpu (forced)"} in config["overrides"]

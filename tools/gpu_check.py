@@ -100,7 +100,8 @@ def smoke_suite(work: Path, dry_run: bool) -> dict:
 
 def gpu_batch_and_patch(dims: int) -> tuple[int, list[int]]:
     """The gpu preset's (non-smoke) training batch size and patch size for 2D or 3D models."""
-    from benchmark.run.plan import budget, load_preset
+    from benchmark.run.plan import load_preset
+    from benchmark.run.run_config import budget
     from datamodules.datamodule import DEFAULT_PATCH
 
     data = budget(load_preset("gpu"), dims, smoke=False)["data"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from benchmark.inference.resampling import (apply_orientation, crop_box, is_identity, orientation_back, orientation_transform,
-                                  resample_linear, spacing_grid)
+                                            resample_linear, spacing_grid)
 from common.files import DataError
 from datamodules.intensity import intensity_window
 from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmark.report.stats import (average_ranks, bootstrap_means, holm, noise_floor, paired_wilcoxon,
-                             rank_frequencies)
+                                    rank_frequencies)
 from benchmark.scoring import metrics as schema
 
 MODALITY_NAMES = {"ct": "CT", "mri": "MRI", "mr": "MRI"}

@@ -1,11 +1,11 @@
-"""The run plan: suite x modality x seed, each with its LightningCLI config after the preset's layers.
+"""The run plan: suite x modality x seed, from a suite and a preset.
 
-Suites and presets are plain YAML (`benchmark/suites/`, `benchmark/presets/`); `build_config` turns
-one suite entry into the exact config `liverbench fit` would take, plus the runner-only sections.
+Suites and presets are plain YAML (`benchmark/suites/`, `benchmark/presets/`), read and checked here;
+`benchmark.run.run_config.build_config` turns one planned run into the exact config `liverbench fit` would
+take, plus the runner-only sections.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +13,8 @@ from pathlib import Path
 from benchmark.run.convergence import convergence_rule
 from benchmark.run.dependencies import order
 from benchmark.run.keys import (ENTRY_KEYS, INIT_FROM_KEYS, SUITE_BUDGETS, SUITE_KEYS, check_entry_config,
-                           check_keys, check_preset_layer, mapping, model_class)
-from benchmark.run.overrides import check_force, derive_from_data, get_dotted, list_overrides, set_dotted
+                                check_keys, check_preset_layer, mapping, model_class)
+from benchmark.run.overrides import check_force
 from benchmark.run.records import run_dir, run_name
 from common.files import DataError
 
@@ -49,7 +49,8 @@ class RunSpec:
         return self.preset["name"]
 
 
-def _yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping, or a `DataError` naming the file."""
     import yaml
 
     if not path.is_file():
@@ -77,7 +78,7 @@ def _named_file(name_or_path: str, folder: str) -> Path:
 def load_suite(name_or_path: str) -> dict:
     """`{name, description, entries: [{variant, label, config}]}`; config paths made absolute."""
     path = _named_file(name_or_path, "suites")
-    suite = _yaml(path)
+    suite = read_yaml(path)
     check_keys(suite, SUITE_KEYS, path)
     entries = suite.get("entries")
     if not isinstance(entries, list) or not entries:
@@ -96,7 +97,7 @@ def load_suite(name_or_path: str) -> dict:
             raise DataError(path, f"variant {entry['variant']!r} appears twice")
         variants.add(entry["variant"])
         entry["config"] = (path.parent / entry["config"]).resolve()
-        check_entry_config(entry["config"], _yaml(entry["config"]))  # typos refused before any run
+        check_entry_config(entry["config"], read_yaml(entry["config"]))  # typos refused before any run
         entry.setdefault("label", entry["variant"])
     for i, entry in enumerate(entries):
         _check_dependency(path, i, entry, variants)
@@ -124,14 +125,14 @@ def _check_dependency(path: Path, i: int, entry: dict, variants: set) -> None:
 def load_preset(name_or_path: str, _seen: tuple = ()) -> dict:
     """A preset YAML; `extends: NAME|FILE` starts from that preset (see `_extend`)."""
     path = _named_file(name_or_path, "presets")
-    preset = _yaml(path)
+    preset = read_yaml(path)
     preset.setdefault("name", path.stem)
     _check_layers(path, preset)
     for where, layer in _layers(preset):  # a bad `force`/`budget` fails now, not in every run
         try:
             check_force(layer.get("force"), where)
             if layer.get("budget") is not None:
-                _time_budget(layer["budget"], where)
+                time_budget(layer["budget"], where)
             if layer.get("convergence") is not None:
                 convergence_rule(layer["convergence"])
         except ValueError as exc:
@@ -226,171 +227,9 @@ def deep_merge(base: dict, override: dict | None) -> dict:
     return out
 
 
-def model_name(class_path: str) -> str:
-    """Registry name of a model class path (`models.unet2d.UNet2D` -> `unet2d`), else the class name."""
-    name = class_path.rsplit(".", 1)[-1]
-    try:
-        import models
-
-        return next((n for n in models.list_models() if models.get_model_class(n).__name__ == name), name)
-    except Exception:  # unknown class: the CLI reports it when the run starts
-        return name
-
-
-def _model_keys(class_path: str) -> set[str]:
-    """Names a preset's `models:` section may use for a model: class name or registry name."""
-    name = class_path.rsplit(".", 1)[-1]
-    keys = {name.lower()}
-    try:
-        import models
-
-        keys |= {n.lower() for n in models.list_models() if models.get_model_class(n).__name__ == name}
-    except Exception:  # unknown class: the CLI reports it when the run starts
-        pass
-    return keys
-
-
-SECTIONS = ("trainer", "model", "data", "timing", "evaluation", "convergence")
-RUNNER_ONLY = ("timing", "evaluation", "convergence", "dry_run", "overrides", "budget_limit")  # runner-only, not LightningCLI keys
-
-
-def budget(preset: dict, dims: int, smoke: bool, class_path: str = "") -> dict:
-    """The preset's `trainer`/`model`/`data`/`timing`/`evaluation`/`convergence` for one dimensionality, then its per-model
-    `models:` overrides, then (for smoke suites) the `smoke:` layer with its own dims/models.
-
-    Also `force` (the keys these layers force over the entry's own values, see benchmark/run/overrides.py)
-    and `limit` (`budget: {seconds: N}`: equal wall-clock per variant, else None)."""
-
-    def by_dims(layer):
-        d = (layer or {}).get("dims") or {}
-        return d.get(dims) or d.get(str(dims))
-
-    def by_model(layer):
-        keys = _model_keys(class_path) if class_path else set()
-        found = {k.lower(): v for k, v in ((layer or {}).get("models") or {}).items()}
-        return next((found[k] for k in sorted(keys) if k in found), None)
-
-    layers = [preset, by_dims(preset), by_model(preset)]
-    if smoke:
-        s = preset.get("smoke") or {}
-        layers += [s, by_dims(s), by_model(s)]
-    out: dict = {"force": [], "limit": None}
-    for layer in layers:
-        for section in SECTIONS:
-            out[section] = deep_merge(out.get(section, {}), (layer or {}).get(section))
-        out["force"] += check_force((layer or {}).get("force"), f"preset {preset.get('name')}")
-        if (layer or {}).get("budget") is not None:
-            out["limit"] = _time_budget(layer["budget"], preset.get("name"))
-    return out
-
-
-def _time_budget(value, preset_name) -> dict:
+def time_budget(value, preset_name) -> dict:
+    """A preset's `budget: {seconds: N}`, checked."""
     if not (isinstance(value, dict) and set(value) == {"seconds"} and isinstance(value["seconds"], (int, float))
             and value["seconds"] > 0):
         raise ValueError(f"preset {preset_name}: `budget` must be {{seconds: N}} with N > 0, got {value!r}")
     return {"seconds": float(value["seconds"])}
-
-
-def _entry_wins(preset_values: dict, entry_values: dict, forced: list[str], section: str) -> dict:
-    """The preset's values under the entry's, then the keys the preset forces back on top."""
-    out = deep_merge(preset_values, entry_values)
-    for key in forced:
-        head, _, rest = key.partition(".")
-        if head == section and get_dotted(preset_values, rest, None) is not None:
-            set_dotted(out, rest, get_dotted(preset_values, rest))
-    return out
-
-
-def build_config(spec: RunSpec, folder: Path) -> dict:
-    """The entry's LightningCLI config with the modality's DataModule, the preset, data and seed."""
-    entry = _yaml(spec.entry_config)
-    for section in ("model", "data"):
-        if not isinstance(entry.get(section), dict) or "class_path" not in entry[section]:
-            raise DataError(spec.entry_config, f"needs `{section}:` with class_path and init_args")
-    config = copy.deepcopy(entry)
-    data_args = dict(config["data"].get("init_args") or {})
-    dims = int(data_args.get("dims", 2))
-    b = budget(spec.preset, dims, spec.smoke, config["model"]["class_path"])
-    config["seed_everything"] = spec.seed
-    config["model"]["init_args"] = _entry_wins(b["model"], config["model"].get("init_args") or {}, b["force"], "model")
-    data_args = _entry_wins(b["data"], data_args, b["force"], "data")
-    data_args["seed"] = spec.seed  # sampling and augmentation order; the split has its own `split_seed`
-    data_args["data_dir"] = None if spec.data == "phantom" else spec.data
-    # the DataModule saves its split there, or loads the entry's own fixed split (e.g. a cross-validation fold)
-    data_args.setdefault("split_file", str(folder / "split.json"))
-    if spec.source is not None:  # all weights from the source run: nothing else is fetched
-        config["model"]["init_args"].update(init_from=str(spec.source / "model.ckpt"), pretrained="none")
-    config["data"] = {"class_path": DATAMODULES[spec.modality], "init_args": data_args}
-    derive_from_data(config)  # e.g. a 3D model's roi_size: recorded here, never set by the module at setup
-    trainer = _entry_wins(b["trainer"], config.get("trainer") or {}, b["force"], "trainer")
-    if b["limit"]:  # equal wall-clock per variant instead of equal steps
-        trainer.update(max_time={"seconds": b["limit"]["seconds"]}, max_steps=-1)
-    trainer.update(default_root_dir=str(folder), logger=False, enable_progress_bar=False,
-                   enable_model_summary=False)
-    if trainer.get("precision") == "auto":  # resolved here, so result.json names the one used
-        trainer["precision"] = auto_trainer_precision(trainer.get("accelerator", "auto"))
-    config["trainer"] = trainer
-    config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
-    config["evaluation"] = {"largest_component": False, "precision": "fp32", **b["evaluation"]}
-    config["convergence"] = convergence_rule(b["convergence"])  # the stopping rule, the same for every variant
-    if spec.dry_run:
-        config = cpu_dry_run(config)
-    limited = b["limit"] and not spec.dry_run
-    config["budget_limit"] = b["limit"] if limited else _step_limit(config["trainer"])
-    forced = f"preset {spec.preset_name} (forced)"
-    sources = {config_key(k): forced for k in b["force"] + (["trainer.max_steps"] if b["limit"] else [])}
-    config["overrides"] = list_overrides(entry, config, sources, "runner --dry-run" if spec.dry_run else "runner")
-    return config
-
-
-def auto_trainer_precision(accelerator: str) -> str:
-    """Preset `trainer.precision: auto`: bf16 mixed precision where it is native (a CUDA GPU with bf16,
-    a CPU with AVX-512 BF16/AMX: about 2x the fp32 steps per second), else fp32 (emulated bf16 is slower)."""
-    from benchmark.inference.predictor import resolve_precision
-
-    device = "cpu" if accelerator == "cpu" else ("cuda" if _cuda_available() else "cpu")
-    return "bf16-mixed" if resolve_precision("auto", device) == "bf16" else "32-true"
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _step_limit(trainer: dict) -> dict:
-    steps = trainer.get("max_steps")
-    return {"steps": steps} if steps not in (None, -1) else {"epochs": trainer.get("max_epochs")}
-
-
-def config_key(force_key: str) -> str:
-    """A `force:` key (`model.lr`) as a key of the LightningCLI config (`model.init_args.lr`)."""
-    section, rest = force_key.split(".", 1)
-    return force_key if section == "trainer" else f"{section}.init_args.{rest}"
-
-
-DRY_RUN_STEPS = 2
-
-
-def cpu_dry_run(config: dict) -> dict:
-    """The same run on one CPU process for a few steps: catches a broken (e.g. gpu) preset without a GPU.
-
-    Only where the run happens and how long changes (accelerator, devices, nodes, strategy, steps,
-    validation batches, timing repeats); precision, batch and patch sizes, loss, lr, resampling and
-    the other preset settings stay as they are. bf16 mixed precision runs on CPUs too.
-    """
-    trainer = dict(config["trainer"])
-    steps = trainer.get("max_steps") or -1
-    trainer.update(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", max_epochs=-1,
-                   max_steps=min(steps, DRY_RUN_STEPS) if steps > 0 else DRY_RUN_STEPS,
-                   check_val_every_n_epoch=None, limit_val_batches=1)
-    trainer["val_check_interval"] = trainer["max_steps"]  # validate (and checkpoint) once, at the end
-    if trainer.get("precision") == "16-mixed":  # fp16 autocast is GPU-only in Lightning
-        trainer["precision"] = "bf16-mixed"
-    timing = {**config.get("timing", {}), "warmup": 0, "repeats": 1, "flops": False}
-    if timing.get("precision") == "fp16":
-        timing["precision"] = "bf16"
-    data = dict(config["data"]["init_args"])
-    data["num_workers"] = 0  # the CPU test machines have 2 cores
-    return {**config, "trainer": trainer, "timing": timing,
-            "data": {**config["data"], "init_args": data}, "dry_run": True}

@@ -36,7 +36,7 @@ def comparable(config: dict) -> dict:
 def config_changes(record: dict, spec, limit: int = 3) -> list[str]:
     """`key: old -> new` for each counted config value that differs between a finished record and
     what `spec` would run now (at most `limit`, then `... N more`); [] when the run may be reused."""
-    from benchmark.run.plan import build_config
+    from benchmark.run.run_config import build_config
 
     old = comparable(record.get("config") or {})
     new = comparable(build_config(spec, spec.folder))

@@ -53,7 +53,7 @@ def parse_shard(text: str | None, environ: dict | None = None) -> tuple[int, int
 
 def expected_cost(spec) -> float:
     """The run's expected cost from its final config (preset layers applied); 1 step if unreadable."""
-    from benchmark.run.plan import build_config
+    from benchmark.run.run_config import build_config
 
     try:
         config = build_config(spec, spec.folder)

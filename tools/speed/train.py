@@ -16,7 +16,8 @@ def main(argv=None) -> int:
     import torch
 
     from benchmark.inference.predictor import cpu_has_bf16
-    from benchmark.run.plan import budget, load_preset
+    from benchmark.run.plan import load_preset
+    from benchmark.run.run_config import budget
     from models import create_model
     from tools.speed.harness import alternate, machine, report
 

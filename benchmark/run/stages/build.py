@@ -6,7 +6,8 @@ import io
 import warnings
 from pathlib import Path
 
-from benchmark.run.plan import build_config, RUNNER_ONLY, RunSpec
+from benchmark.run.plan import RunSpec
+from benchmark.run.run_config import RUNNER_ONLY, build_config
 
 
 def plan(spec: RunSpec, folder: Path) -> dict:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.run import records as rec
-from benchmark.run.plan import model_name, RunSpec
+from benchmark.run.plan import RunSpec
+from benchmark.run.run_config import model_name
 from benchmark.run.run_record import ABSENT, Absent, RunRecord
 from benchmark.run.stages.test import SplitScores
 
