@@ -118,3 +118,12 @@ def test_no_import_circles(graph):
 
 def test_no_upward_imports(graph):
     assert _upward(graph) == []
+
+
+def test_no_two_modules_share_a_name():
+    """`plan.py` beside `stages/plan.py` made a reader guess which one a traceback meant."""
+    names: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        if path.name != "__init__.py":
+            names.setdefault(path.stem, []).append(module)
+    assert {n: ms for n, ms in names.items() if len(ms) > 1} == {}

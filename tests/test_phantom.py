@@ -250,7 +250,7 @@ def test_phantom_writer_is_atomic_and_keeps_foreign_files(tmp_path, capsys, monk
 
     from datamodules import volumes
     from datamodules.inspect import main as inspect_main
-    from datamodules.phantom.cli import main
+    from datamodules.phantom.command import main
 
     out = tmp_path / "ph"
     args = ["--out", str(out), "--cases", "2", "--spacing", "6", "--quiet"]

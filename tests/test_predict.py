@@ -11,8 +11,9 @@ import torch
 from test_dicom import write_series
 
 from benchmark.inference.predict import main as predict_main
-from benchmark.inference.predictor import liver_ml, Predictor, read_scan
+from benchmark.inference.predictor import Predictor, liver_ml
 from datamodules.transforms import preprocessing_config
+from datamodules.volumes import read_scan
 from datamodules.volumes import write_volume
 
 

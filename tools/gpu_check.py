@@ -113,9 +113,10 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
     smoke checkpoint, bf16, as a gpu-preset model predicts: resampled to 1.5 mm in-plane (the slice
     spacing kept), 3D models through sliding windows of `roi_3d` (the gpu preset's patch, not the smoke's)."""
     from benchmark.inference import timing as T
-    from benchmark.inference.predictor import Predictor, read_scan
+    from benchmark.inference.predictor import Predictor
     from benchmark.run.stages.time_per_image import _timing_input
     from datamodules.transforms import resolve_spacing
+    from datamodules.volumes import read_scan
     from models import load_module
 
     path, what = _timing_input({"volume": "reference", "reference": {"ct": ref}}, "ct", [])

@@ -24,7 +24,7 @@ from benchmark.inference.resampling import (apply_orientation, crop_box, is_iden
                                             resample_linear, spacing_grid)
 from common.files import DataError
 from datamodules.intensity import intensity_window
-from datamodules.volumes import Scan, read_scan, write_mask  # noqa: F401 (read_scan re-exported)
+from datamodules.volumes import Scan, read_scan, write_mask
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fp16: GPUs only
 # The liver margin outside the body box (never run through the network): surely background, and

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "liverbench-speed")
     args = p.parse_args(argv)
 
-    from benchmark.inference.predictor import Predictor, read_scan
+    from benchmark.inference.predictor import Predictor
+    from datamodules.volumes import read_scan
     from tools.speed.harness import alternate, machine, reference_ct
 
     scan = read_scan(reference_ct(args.work)[0])

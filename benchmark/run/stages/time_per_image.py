@@ -47,7 +47,8 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
     import torch
 
     from benchmark.inference import timing as T
-    from benchmark.inference.predictor import Predictor, read_scan
+    from benchmark.inference.predictor import Predictor
+    from datamodules.volumes import read_scan
 
     t = config.get("timing") or {}
     accelerator = config["trainer"].get("accelerator", "cpu")
