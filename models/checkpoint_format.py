@@ -1,7 +1,8 @@
 """What a LiverBench checkpoint holds and how to read it safely: the leaf every loader uses.
 
 Reading needs nothing of ours but `common`: `liverbench predict` (models.network.load_network) reads a
-checkpoint without the registry or Lightning; only `models.checkpoint.load_module` dispatches to the registry.
+checkpoint without the registry or Lightning; only `models.checkpoint.saved_model_class` (behind `load_module`)
+dispatches to the registry.
 """
 from __future__ import annotations
 
