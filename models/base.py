@@ -211,11 +211,20 @@ class SegmentationModule(L.LightningModule):
                 **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
 
     # ---- training, validation, test -------------------------------------------------------
-    def compute_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        label = plain_tensor(label)
+    def compute_loss(self, logits: torch.Tensor | list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+        """The loss of one output, or of a deeply supervised network's outputs (full resolution first):
+        MONAI's `DeepSupervisionLoss`, weights 1, 1/2, 1/4, ... on nearest-downsampled labels."""
+        label = (plain_tensor(label) > 0.5).float()
+        if isinstance(logits, (list, tuple)):
+            from monai.losses import DeepSupervisionLoss
+
+            return DeepSupervisionLoss(self._single_loss)(list(logits), label)
+        return self._single_loss(logits, label)
+
+    def _single_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.loss_fn is not None:
-            return self.loss_fn(logits, (label > 0.5).float())
-        return F.cross_entropy(logits, (label[:, 0] > 0.5).long())
+            return self.loss_fn(logits, label)
+        return F.cross_entropy(logits, label[:, 0].long())
 
     def setup(self, stage: str) -> None:
         """Fail early when the DataModule serves the wrong dimensionality; warn of windows unlike its patches."""
@@ -248,8 +257,9 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         image, label = plain_tensor(batch["image"]), plain_tensor(batch["label"])
-        logits = self(image.contiguous(memory_format=self._training_memory_format))
-        loss = self.compute_loss(logits, label)
+        outputs = self(image.contiguous(memory_format=self._training_memory_format))
+        loss = self.compute_loss(outputs, label)
+        logits = outputs[0] if isinstance(outputs, list) else outputs  # deep supervision: full resolution first
         n = image.shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         scores = overlap_scores(liver_labels(logits), label[:, 0] > 0.5, per_sample=False)

@@ -49,13 +49,19 @@ class UNet(nn.Module):
     Input sizes must be multiples of 2**depth (the LightningModule pads for you).
     `doubling_before_pool` follows Çiçek's 3D U-Net (the first conv of a level uses half width).
     Dropout acts in the deepest levels, as in the original U-Net.
+    `deep_supervision` = k adds 1x1 heads on the k decoder levels below the top (nnU-Net's deep
+    supervision): in training mode `forward` returns [full, 1/2, ..., 1/2**k resolution] logits, for
+    `monai.losses.DeepSupervisionLoss`; in eval mode only the full-resolution logits, as without it.
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int = 2, features: int = 32,
-                 depth: int = 4, dropout: float = 0.0, doubling_before_pool: bool = False, norm: str = "batch"):
+                 depth: int = 4, dropout: float = 0.0, doubling_before_pool: bool = False, norm: str = "batch",
+                 deep_supervision: int = 0):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if not 0 <= deep_supervision < depth:
+            raise ValueError(f"deep_supervision must be between 0 and depth - 1 = {depth - 1}, got {deep_supervision}")
         _, _, pool, up, _ = _layers(dims)
         conv = _layers(dims)[0]
         widths = [features * 2 ** i for i in range(depth + 1)]
@@ -73,9 +79,11 @@ class UNet(nn.Module):
             self.up.append(up(w_low, w, 2, stride=2))
             self.decode.append(DoubleConv(dims, 2 * w, w, norm_kind=norm))
         self.head = conv(widths[0], out_channels, 1)
+        self.aux_heads = nn.ModuleList(conv(widths[i], out_channels, 1) for i in range(1, deep_supervision + 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips, decoded = [], []
+        supervise = self.training and len(self.aux_heads) > 0
         for i, block in enumerate(self.down):
             x = block(x)
             if i < len(self.down) - 1:
@@ -83,4 +91,9 @@ class UNet(nn.Module):
                 x = self.pool(x)
         for up, block, skip in zip(self.up, self.decode, reversed(skips)):
             x = block(torch.cat([skip, up(x)], dim=1))
-        return self.head(x)
+            if supervise:
+                decoded.append(x)
+        if not supervise:
+            return self.head(x)
+        lower = decoded[-2::-1]  # the decoder levels below the top, from 1/2 resolution down
+        return [self.head(x), *(head(y) for head, y in zip(self.aux_heads, lower))]

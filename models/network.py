@@ -30,8 +30,9 @@ def plain_tensor(x) -> torch.Tensor:
 
 
 def padded_forward(net: nn.Module, x: torch.Tensor, spatial_dims: int, size_divisor: int = 1,
-                   min_size: int = 1, name: str = "model") -> torch.Tensor:
-    """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back."""
+                   min_size: int = 1, name: str = "model") -> torch.Tensor | list[torch.Tensor]:
+    """Logits for any spatial size: pads to a multiple of `size_divisor` (at least `min_size`), crops back
+    (each output of a deeply supervised network in training mode)."""
     x = plain_tensor(x)  # MetaTensor -> Tensor: no metadata bookkeeping in the network
     if x.ndim != spatial_dims + 2:
         raise ValueError(
@@ -43,9 +44,12 @@ def padded_forward(net: nn.Module, x: torch.Tensor, spatial_dims: int, size_divi
     if any(pads):
         x = F.pad(x, [p for pad in reversed(pads) for p in (0, pad)])
     out = net(x)
-    if any(pads):
-        out = out[(..., *[slice(0, s) for s in spatial])]
-    return out
+    if not any(pads):
+        return out
+    if isinstance(out, list):  # deep supervision: lower resolutions cropped in proportion
+        return [o[(..., *[slice(0, math.ceil(s * n / p)) for s, n, p in zip(spatial, o.shape[2:], x.shape[2:])])]
+                for o in out]
+    return out[(..., *[slice(0, s) for s in spatial])]
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ class UNet2D(SegmentationModule):
         depth: number of poolings.
         dropout: channel dropout in the two deepest levels (the paper used dropout).
         norm: "instance" (default: robust to contrast shifts between scanners) or "batch" (the classic U-Net).
+        deep_supervision: extra loss terms on this many lower decoder levels (nnU-Net's; `models.blocks.UNet`).
         **kwargs: see `SegmentationModule` (loss, lr, init_from, ...).
     """
 
@@ -25,7 +26,8 @@ class UNet2D(SegmentationModule):
     # volume on 2 cores (docs/speed.md)
     fp32_max_channels = 32
 
-    def __init__(self, features: int = 16, depth: int = 4, dropout: float = 0.1, norm: str = "instance", **kwargs):
+    def __init__(self, features: int = 16, depth: int = 4, dropout: float = 0.1, norm: str = "instance",
+                 deep_supervision: int = 0, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     @property
@@ -38,4 +40,5 @@ class UNet2D(SegmentationModule):
 
     def build_network(self):
         h = self.hparams
-        return network(UNet, 2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, norm=h.norm)
+        return network(UNet, 2, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, norm=h.norm,
+                       deep_supervision=h.deep_supervision)

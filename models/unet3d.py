@@ -14,12 +14,14 @@ class UNet3D(SegmentationModule):
     Args:
         features: channels of the first level; depth: number of poolings;
         dropout: channel dropout in the deepest levels; norm: "instance" (default) or "batch";
+        deep_supervision: extra loss terms on this many lower decoder levels (nnU-Net's; `models.blocks.UNet`);
         **kwargs: see `SegmentationModule`.
     """
 
     spatial_dims = 3
 
-    def __init__(self, features: int = 8, depth: int = 3, dropout: float = 0.1, norm: str = "instance", **kwargs):
+    def __init__(self, features: int = 8, depth: int = 3, dropout: float = 0.1, norm: str = "instance",
+                 deep_supervision: int = 0, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
 
     @property
@@ -33,4 +35,4 @@ class UNet3D(SegmentationModule):
     def build_network(self):
         h = self.hparams
         return network(UNet, 3, h.in_channels, h.num_classes, h.features, h.depth, h.dropout, doubling_before_pool=True,
-                    norm=h.norm)
+                       norm=h.norm, deep_supervision=h.deep_supervision)

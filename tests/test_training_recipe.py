@@ -73,3 +73,53 @@ def test_warmup_ramps_over_a_tenth_of_the_steps_then_holds():
     warm = _lrs("warmup")
     assert warm[:2] == pytest.approx([5e-3, 1e-2])  # 2 warm-up steps of 20, linear
     assert warm[2:] == [pytest.approx(1e-2)] * 18
+
+
+@pytest.mark.parametrize("name,shape", [("unet2d", (2, 1, 32, 32)), ("unet3d", (1, 1, 16, 16, 16))])
+def test_deep_supervision_outputs_lower_resolutions_in_training_only(name, shape):
+    torch.manual_seed(0)
+    model = create_model(name, features=4, depth=3, deep_supervision=2, loss="dice_ce").train()
+    x = torch.randn(*shape)
+    outs = model(x)
+    assert [tuple(o.shape[2:]) for o in outs] == [shape[2:], tuple(s // 2 for s in shape[2:]),
+                                                  tuple(s // 4 for s in shape[2:])]
+    label = (x > 0).float()
+    loss = model.compute_loss(outs, label)
+    # MONAI's weights 1, 1/2, 1/4 on nearest-downsampled labels
+    expected = sum(w * model._single_loss(o.float(), torch.nn.functional.interpolate(label, size=o.shape[2:],
+                                                                                      mode="nearest-exact"))
+                   for w, o in zip((1.0, 0.5, 0.25), outs))
+    assert torch.allclose(loss, expected) and loss > model.compute_loss(outs[0], label)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (shape[0], 2, *shape[2:])
+    # the heads are part of the weights, so a checkpoint restores them; inference never uses them
+    assert any(k.startswith("net.aux_heads.1.") for k in model.state_dict())
+    with pytest.raises(ValueError, match="deep_supervision"):
+        create_model(name, depth=3, deep_supervision=3)
+
+
+def test_deep_supervision_crops_padded_outputs_in_proportion():
+    """A training input that is not a multiple of 2**depth is padded; every output comes back cropped."""
+    model = create_model("unet2d", features=4, depth=2, deep_supervision=1).train()
+    outs = model(torch.randn(1, 1, 13, 18))
+    assert [tuple(o.shape[2:]) for o in outs] == [(13, 18), (7, 9)]
+
+
+def test_deep_supervision_trains_and_lowers_its_loss():
+    """A short real fit: the deeply supervised loss goes down; the CE loss supervises every level too."""
+    for loss in ("dice_ce", "ce"):
+        torch.manual_seed(0)
+        model = create_model("unet2d", features=4, depth=2, deep_supervision=1, lr=1e-2, loss=loss)
+        x = torch.randn(8, 1, 16, 16)
+        y = (x > 0.3).float()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(30):
+            opt.zero_grad()
+            value = model.compute_loss(model(x), y)
+            value.backward()
+            opt.step()
+            losses.append(float(value.detach()))
+        assert losses[-1] < 0.5 * losses[0], (loss, losses[0], losses[-1])
