@@ -62,6 +62,9 @@ class SegmentationModule(L.LightningModule):
             trainer's max_steps: a short, fixed step budget ends at a low learning rate instead of
             stopping mid-way at a high one), or "warmup" (linear warm-up over the first 10 % of the
             trainer's length, then constant: for a convergence rule that lowers the rate on plateaus).
+        warmup_steps: length of the linear warm-up of "warmup" and "onecycle" in optimizer steps; None = 10 %
+            of the trainer's length. A fixed number keeps every step of a run that converges before the cap
+            the same whatever the cap.
         dropout: dropout probability where the architecture has dropout.
         roi_size: 3D sliding-window size; None = `default_roi_size`, never the data's patch (the runner passes it).
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
@@ -95,6 +98,7 @@ class SegmentationModule(L.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         lr_schedule: str = "constant",
+        warmup_steps: Optional[int] = None,
         dropout: float = 0.0,
         roi_size: Optional[Sequence[int]] = None,
         sw_batch_size: int = 2,
@@ -112,6 +116,8 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if warmup_steps is not None and int(warmup_steps) < 1:
+            raise ValueError(f"warmup_steps must be >= 1 (or None: 10 % of the training length), got {warmup_steps}")
         if loss == "dice_ce":
             from monai.losses import DiceCELoss
 
@@ -298,10 +304,14 @@ class SegmentationModule(L.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not 0 < total < float("inf"):
             raise ValueError(f"lr_schedule {schedule!r} needs a finite training length (trainer max_steps or max_epochs)")
+        warmup_steps = self.hparams.get("warmup_steps")
+        if warmup_steps is not None and warmup_steps >= total:
+            raise ValueError(f"warmup_steps {warmup_steps} must be shorter than the training length {total}")
+        warmup = warmup_steps or max(1, int(WARMUP_FRACTION * total))
         if schedule == "warmup":
-            warmup = max(1, int(WARMUP_FRACTION * total))
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
         else:
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=int(total),
-                                                        pct_start=WARMUP_FRACTION, cycle_momentum=False)
+                                                        pct_start=warmup / total if warmup_steps else WARMUP_FRACTION,
+                                                        cycle_momentum=False)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

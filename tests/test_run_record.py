@@ -59,6 +59,8 @@ def test_the_current_code_writes_what_the_old_code_wrote(fresh, name):
     """Same keys in the same order for the same outcome, the same values where they do not depend on
     the machine, the folder or the clock."""
     old, new = json.loads((OLD / name).read_text()), fresh[name]
+    if new["error"]:  # the cpu preset's smoke layer sets warmup_steps since the fixed warm-up; the message is the old one
+        new = {**new, "error": new["error"].replace(", 'warmup_steps': None", "")}
     assert list(new) == list(old)
     assert {k: new[k] for k in STABLE if k in new} == {k: old[k] for k in STABLE if k in old}
     assert list(new["durations"]) == list(old["durations"])

@@ -29,9 +29,9 @@ def test_instance_norm_handles_inputs_smaller_than_the_bottleneck():
     assert out.shape == (2, 2, 5, 7) and torch.isfinite(out).all()
 
 
-def _lrs(schedule: str, steps: int = 20) -> list[float]:
+def _lrs(schedule: str, steps: int = 20, **kwargs) -> list[float]:
     torch.manual_seed(0)
-    model = create_model("unet2d", features=4, depth=2, lr=1e-2, lr_schedule=schedule)
+    model = create_model("unet2d", features=4, depth=2, lr=1e-2, lr_schedule=schedule, **kwargs)
     seen: list[float] = []
 
     class Record(L.Callback):
@@ -73,6 +73,20 @@ def test_warmup_ramps_over_a_tenth_of_the_steps_then_holds():
     warm = _lrs("warmup")
     assert warm[:2] == pytest.approx([5e-3, 1e-2])  # 2 warm-up steps of 20, linear
     assert warm[2:] == [pytest.approx(1e-2)] * 18
+
+
+def test_fixed_warmup_steps_do_not_depend_on_the_cap():
+    """`warmup_steps` fixes the warm-up, so a run that converges before the cap takes the same steps
+    whatever the cap; the default (None) stays a tenth of the trainer's length."""
+    short, long = _lrs("warmup", 20, warmup_steps=4), _lrs("warmup", 40, warmup_steps=4)
+    assert short[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2]) and long[:20] == short
+    assert _lrs("warmup", 40)[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])  # 10 % of 40
+    cycle = _lrs("onecycle", 20, warmup_steps=6)
+    assert cycle.index(max(cycle)) == 5 and short.index(max(short)) == 3  # the 6th (4th) step reaches the peak
+    with pytest.raises(ValueError, match="warmup_steps"):
+        create_model("unet2d", lr_schedule="warmup", warmup_steps=0)
+    with pytest.raises(ValueError, match="warmup_steps 20 must be shorter"):
+        _lrs("warmup", 20, warmup_steps=20)
 
 
 @pytest.mark.parametrize("name,shape", [("unet2d", (2, 1, 32, 32)), ("unet3d", (1, 1, 16, 16, 16))])
