@@ -20,10 +20,9 @@ from models.network import (fast_eval_copy, liver_labels, padded_forward, plain_
                             windows_unlike_patch)
 from models.overlap import OVERLAP_METRICS
 from models.registry import missing_requirements
+from models.schedules import check_schedule, lr_scheduler
 
 LOSSES = ("ce", "dice_ce")
-LR_SCHEDULES = ("constant", "onecycle", "warmup")
-WARMUP_FRACTION = 0.1  # of the trainer's length: the linear warm-up of "onecycle" and "warmup"
 METRICS = tuple(OVERLAP_METRICS)  # dice, jaccard, precision, recall
 # Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
 # (original geometry, benchmark.scoring.metrics), so they carry their own name: `val/dice_grid`.
@@ -114,10 +113,7 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if warmup_steps is not None and int(warmup_steps) < 1:
-            raise ValueError(f"warmup_steps must be >= 1 (or None: 10 % of the training length), got {warmup_steps}")
+        check_schedule(lr_schedule, warmup_steps)
         if loss == "dice_ce":
             from monai.losses import DiceCELoss
 
@@ -300,18 +296,6 @@ class SegmentationModule(L.LightningModule):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.get("lr_schedule", "constant") == "constant":
             return opt
-        schedule = self.hparams.lr_schedule
-        total = self.trainer.estimated_stepping_batches
-        if not 0 < total < float("inf"):
-            raise ValueError(f"lr_schedule {schedule!r} needs a finite training length (trainer max_steps or max_epochs)")
-        warmup_steps = self.hparams.get("warmup_steps")
-        if warmup_steps is not None and warmup_steps >= total:
-            raise ValueError(f"warmup_steps {warmup_steps} must be shorter than the training length {total}")
-        warmup = warmup_steps or max(1, int(WARMUP_FRACTION * total))
-        if schedule == "warmup":
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        else:
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=int(total),
-                                                        pct_start=warmup / total if warmup_steps else WARMUP_FRACTION,
-                                                        cycle_momentum=False)
+        sched = lr_scheduler(opt, self.hparams.lr_schedule, self.hparams.lr, self.trainer.estimated_stepping_batches,
+                             self.hparams.get("warmup_steps"))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
