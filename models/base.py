@@ -6,6 +6,7 @@ else — loss, optimiser, per-stage metrics, whole-volume inference — lives he
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence
 
 import lightning as L
@@ -64,6 +65,9 @@ class SegmentationModule(L.LightningModule):
         warmup_steps: length of the linear warm-up of "warmup" and "onecycle" in optimizer steps; None = 10 %
             of the trainer's length. A fixed number keeps every step of a run that converges before the cap
             the same whatever the cap.
+        ema_decay: keep an exponential moving average of the weights with this decay per step (Lightning's
+            weight averaging); validation, the kept checkpoint and so the test use the average. None = off.
+            On four real T2 patients 0.99 raised the cross-validated Dice at both seeds (docs/convergence.md).
         dropout: dropout probability where the architecture has dropout.
         roi_size: 3D sliding-window size; None = `default_roi_size`, never the data's patch (the runner passes it).
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
@@ -98,6 +102,7 @@ class SegmentationModule(L.LightningModule):
         weight_decay: float = 0.0,
         lr_schedule: str = "constant",
         warmup_steps: Optional[int] = None,
+        ema_decay: Optional[float] = None,
         dropout: float = 0.0,
         roi_size: Optional[Sequence[int]] = None,
         sw_batch_size: int = 2,
@@ -114,6 +119,8 @@ class SegmentationModule(L.LightningModule):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         check_schedule(lr_schedule, warmup_steps)
+        if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
         if loss == "dice_ce":
             from monai.losses import DiceCELoss
 
@@ -290,6 +297,20 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Liver mask (1, 1, X, Y, Z) uint8 in the preprocessed grid."""
         return liver_labels(self.predict_volume(batch["image"])).unsqueeze(1)
+
+    def configure_callbacks(self):
+        """The weight average as a Lightning callback: it swaps the average in for validation and writes it
+        as the checkpoint's `state_dict` (the raw weights stay under `current_model_state`)."""
+        if self.hparams.get("ema_decay") is None:
+            return []
+        from lightning.pytorch.callbacks import WeightAveraging
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that "
+                                "overrides the configure_model")  # builds the network once; nothing is sharded
+        # Lightning's EMAWeightAveraging, with torch's foreach update: the same average at a fraction of the
+        # per-step cost of one update per tensor (measured in docs/convergence.md)
+        return [WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(float(self.hparams.ema_decay)))]
 
     def configure_optimizers(self):
         # every parameter, frozen ones included: an encoder frozen for N epochs thaws later

@@ -76,7 +76,8 @@ def test_cpu_preset_lists_what_it_changes_in_the_paper_recipe(tmp_path):
     assert listed == {"model.init_args.lr": (0.0001, 0.003, "preset cpu (forced)"),
                       "model.init_args.loss": ("ce", "dice_ce", "preset cpu (forced)"),
                       "model.init_args.lr_schedule": (None, "warmup", "preset cpu (forced)"),
-                      "data.init_args.batch_size": (16, 8, "preset cpu (forced)")}
+                      "data.init_args.batch_size": (16, 8, "preset cpu (forced)"),
+                      "model.init_args.ema_decay": (None, 0.99, "preset cpu (forced)")}
     gpu = run_config.build_config(plan.plan_runs(plan.load_suite("paper"), plan.load_preset("gpu"), ["ct"], [0],
                                            "phantom", tmp_path)[0], tmp_path / "run")
     assert gpu["overrides"] == []  # the gpu preset is the paper's recipe

@@ -137,3 +137,69 @@ def test_deep_supervision_trains_and_lowers_its_loss():
             opt.step()
             losses.append(float(value.detach()))
         assert losses[-1] < 0.5 * losses[0], (loss, losses[0], losses[-1])
+
+
+def test_ema_decay_ends_training_on_the_moving_average_of_the_weights():
+    """`ema_decay`: after a real fit the module holds decay * average + (1 - decay) * weights, updated after
+    every optimizer step from the first step's weights; without it, the last step's weights."""
+    x = torch.randn(8, 1, 16, 16)
+    batches = [{"image": x[i:i + 2], "label": (x[i:i + 2] > 0).float()} for i in range(0, 8, 2)]
+    for decay in (0.9, None):
+        torch.manual_seed(0)
+        model = create_model("unet2d", features=4, depth=2, lr=1e-2, ema_decay=decay)
+        after_steps: list[dict] = []
+
+        class Record(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                after_steps.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
+
+        trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                            limit_val_batches=0)
+        trainer.fit(model, DataLoader(batches, batch_size=None))
+        expected = dict(after_steps[0])
+        for weights in after_steps[1:]:
+            if decay is None:
+                expected = weights
+                continue
+            expected = {k: decay * expected[k] + (1 - decay) * w if w.is_floating_point() else w
+                        for k, w in weights.items()}
+        final = model.net.state_dict()
+        assert all(torch.allclose(final[k], expected[k], atol=1e-6) for k in expected), decay
+        assert not all(torch.equal(final[k], after_steps[-1][k]) for k in expected) or decay is None
+    with pytest.raises(ValueError, match="ema_decay"):
+        create_model("unet2d", ema_decay=1.0)
+
+
+def test_a_preset_can_add_lightning_callbacks_and_the_run_records_them(tmp_path):
+    """`trainer.callbacks` in a preset (here Lightning's EMA of the weights) reach the Trainer; result.json
+    records them as the preset wrote them, and the kept checkpoint holds the averaged weights."""
+    import json
+
+    from benchmark.run.runner import main
+    from models import load_module
+
+    (tmp_path / "tiny.yaml").write_text(
+        "model:\n  class_path: models.unet2d.UNet2D\n  init_args: {features: 4, depth: 2}\n"
+        "data:\n  class_path: datamodules.CTDataModule\n  init_args: {dims: 2}\n")
+    (tmp_path / "s.yaml").write_text("name: s\nbudget: smoke\nentries:\n  - {variant: tiny, label: Tiny, config: tiny.yaml}\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: p\nsmoke:\n  dims:\n    2:\n      trainer:\n        max_steps: 3\n        val_check_interval: 3\n"
+        "        callbacks:\n          - class_path: lightning.pytorch.callbacks.EMAWeightAveraging\n"
+        "            init_args: {decay: 0.5}\n")
+    out = tmp_path / "out"
+    assert main(["--suite", str(tmp_path / "s.yaml"), "--preset", str(tmp_path / "p.yaml"), "--modalities", "ct",
+                 "--out", str(out), "--wandb", "disabled"]) == 0
+    folder = out / "s" / "tiny__ct__seed0"
+    record = json.loads((folder / "result.json").read_text())
+    assert record["status"] == "ok", record.get("error")
+    callbacks = record["config"]["trainer"]["callbacks"]
+    assert callbacks == [{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}]
+    checkpoint = torch.load(folder / "model.ckpt", weights_only=True, map_location="cpu")
+    assert "current_model_state" in checkpoint  # written by the EMA callback: state_dict is the average
+    averaged = checkpoint["state_dict"]
+    assert any(not torch.equal(averaged[k], v) for k, v in checkpoint["current_model_state"].items()
+               if k in averaged and v.is_floating_point())
+    module, _ = load_module(folder / "model.ckpt")
+    key = next(k for k in averaged if k.endswith("weight") and averaged[k].dim() > 1)
+    assert torch.equal(module.state_dict()[key], averaged[key])

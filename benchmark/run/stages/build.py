@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -38,7 +39,10 @@ def instantiate(config: dict, loggers: list, callbacks: list, folder: Path):
     try:  # the CLI prints usage and exits on a bad config: turn that into this run's error
         with contextlib.redirect_stderr(errors), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            cli = LiverBenchCLI(args={k: v for k, v in config.items() if k not in RUNNER_ONLY}, run=False)
+            # a copy: the parser turns nested values (a preset's `trainer.callbacks`) into Namespaces in place,
+            # and `config` is what result.json records
+            cli = LiverBenchCLI(args=copy.deepcopy({k: v for k, v in config.items() if k not in RUNNER_ONLY}),
+                                run=False)
     except SystemExit:
         message = errors.getvalue()
         message = message[message.find("error:"):] if "error:" in message else message
