@@ -55,7 +55,9 @@ def test_window_and_delta_are_the_rule():
                                           ({"min_points": 1}, "min_points"), ({"window": 1.5}, "window"),
                                           ({"min_delta": -1}, "min_delta"), ({"lr_drops": -1}, "lr_drops"),
                                           ({"lr_drops": 1.5}, "lr_drops"), ({"lr_factor": 1.0}, "lr_factor"),
-                                          ({"min_window": 5}, "min_window"), ({"min_window": 0}, "min_window")])
+                                          ({"min_window": 5}, "min_window"), ({"min_window": 0}, "min_window"),
+                                          ({"lr_drops": 1, "drop_by": 1.0}, "drop_by must be a fraction"),
+                                          ({"drop_by": 0.6}, "drop_by needs lr_drops")])
 def test_bad_rules_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         convergence_rule(bad)
@@ -164,6 +166,17 @@ def test_drops_refuse_a_schedule_that_would_undo_them():
         _trainer_with_curve([0.5] * 3, convergence_rule({"lr_drops": 1}), lr_schedule="onecycle")
 
 
+def test_drop_by_refuses_a_trainer_without_a_step_cap():
+    import lightning as L
+    import torch
+
+    from benchmark.run.stages.budget import ValidationCurve
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="drop_by is a fraction of trainer.max_steps"):
+        ValidationCurve(convergence_rule({"lr_drops": 1, "drop_by": 0.5})).on_train_start(trainer, torch.nn.Linear(1, 1))
+
+
 def test_a_stall_during_the_warm_up_is_not_a_plateau():
     """Measured (U-Net + Augmentation MRI, 2026-12-04): the first drop came at 400 steps, right after the
     300-step warm-up, from points taken while the rate was still rising. Those points no longer count: the
@@ -172,3 +185,20 @@ def test_a_stall_during_the_warm_up_is_not_a_plateau():
     assert record["stop_reason"] == "plateau" and record["converged"] is True
     assert record["steps"] == 44  # 5 points from step 28 on; without the warm-up rule: 20
     assert _trainer_with_curve([0.5] * 20, convergence_rule({"stop": True}))["steps"] == 20  # no warm-up
+
+
+def test_a_steady_learner_gets_its_drop_at_drop_by_and_converges_within_the_cap():
+    """Measured (3D CNN + Augmentation MRI, 2026-12-04): validation Dice rose by a little more than the plateau
+    margin in every window and reached the 5000-step cap before the rule's first drop. With `drop_by`, the drop is
+    made at that fraction of the cap (0.4 x 56 steps -> the point at step 24) and the low-rate phase plateaus."""
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] + [0.7] * 8
+    rule = {"stop": True, "lr_drops": 1}
+    record = _trainer_with_curve(values, convergence_rule({**rule, "drop_by": 0.4}))
+    assert record["lr_drops_at_step"] == [24] and record["lr_drop_reasons"] == ["drop_by"]
+    assert record["stop_reason"] == "plateau" and record["converged"] is True and record["steps"] == 44
+    assert [p["lr"] for p in record["curve"]] == pytest.approx([0.1] * 6 + [0.01] * 5)
+    without = _trainer_with_curve(values, convergence_rule(rule))  # the plateau's drop comes too late
+    assert without["lr_drops_at_step"] == [44] and without["lr_drop_reasons"] == ["plateau"]
+    assert without["stop_reason"] == "max_steps" and without["converged"] is False
+    assert "made there" in describe_rule(convergence_rule({**rule, "drop_by": 0.6})) and "60%" in describe_rule(
+        convergence_rule({**rule, "drop_by": 0.6}))

@@ -5,8 +5,9 @@ bad point made look flat) beats the best before them by less than `min_delta`. W
 `lr_drops: N`, the first N plateaus each multiply the learning rate by `lr_factor` and start a new phase
 (the rule then looks only at the points since the drop), as reduce-on-plateau does: a stall at a high
 learning rate is not mistaken for the end of learning. A run has converged when the rule holds in its
-last phase after all N drops. With `stop: true` the run ends there; the trainer's max_steps / max_time
-stays the cap.
+last phase after all N drops. `drop_by: f` makes the next drop at f x the trainer's max_steps when no
+plateau has made it by then: a run that learns slowly but steadily still gets its low-rate phase (and so a
+plateau) within the cap. With `stop: true` the run ends there; the trainer's max_steps / max_time stays the cap.
 Plain Python: the planner and the report use it without importing Lightning."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import math
 
 STILL_IMPROVING_MARGIN = 0.002  # the last check beats every earlier one by at least this much
 CONVERGENCE_DEFAULTS = {"stop": False, "min_points": 5, "window": 1 / 3, "min_window": 1, "min_delta": 0.005,
-                        "lr_drops": 0, "lr_factor": 0.1}
+                        "lr_drops": 0, "lr_factor": 0.1, "drop_by": None}
 
 
 def convergence_rule(settings: dict | None) -> dict:
@@ -38,6 +39,11 @@ def convergence_rule(settings: dict | None) -> dict:
         raise ValueError(f"convergence.lr_drops must be an integer >= 0, got {rule['lr_drops']!r}")
     if not (isinstance(rule["lr_factor"], (int, float)) and 0 < rule["lr_factor"] < 1):
         raise ValueError(f"convergence.lr_factor must be a fraction in (0, 1), got {rule['lr_factor']!r}")
+    by = rule["drop_by"]
+    if by is not None and not (isinstance(by, (int, float)) and not isinstance(by, bool) and 0 < by < 1):
+        raise ValueError(f"convergence.drop_by must be a fraction of max_steps in (0, 1) or null, got {by!r}")
+    if by is not None and not rule["lr_drops"]:
+        raise ValueError("convergence.drop_by needs lr_drops >= 1 (it sets when a drop is made at the latest)")
     return rule
 
 
@@ -50,6 +56,9 @@ def describe_rule(rule: dict) -> str:
         text = (f"plateau = {text}; the first {drops} plateau{'s' if drops > 1 else ''} multiply the learning rate "
                 f"by {rule['lr_factor']:g} and the rule restarts from there; converged = a plateau after "
                 f"{'all ' if drops > 1 else ''}{drops} drop{'s' if drops > 1 else ''}")
+        if rule.get("drop_by"):
+            text += (f"; a drop that no plateau has made by {rule['drop_by']:.0%} of the step cap is made there "
+                     f"(a slow but steady learner)")
     else:
         text = f"converged = {text}"
     return text + ("; the run stops there" if rule["stop"] else "; the run goes on to its cap")

@@ -14,13 +14,15 @@ from models.base import MONITOR
 class ValidationCurve(Callback):
     """Collects `val/dice_grid` after every validation (sanity checks excluded) with the step, the
     seconds since training began and the learning rate; on a plateau, drops the learning rate while the
-    rule has `lr_drops` left, else (with `rule["stop"]`) ends the fit. Points taken while the learning rate
-    was still rising (the warm-up) are not part of the first phase."""
+    rule has `lr_drops` left, else (with `rule["stop"]`) ends the fit. With `drop_by`, the next drop is made at
+    the first point at or after that fraction of max_steps if no plateau made it before. Points taken while the
+    learning rate was still rising (the warm-up) are not part of the first phase."""
 
     def __init__(self, rule: dict | None = None):
         self.rule = convergence_rule(rule)
         self.points: list[dict] = []
         self.drops_at: list[int] = []  # index in `points` of the first point after each learning-rate drop
+        self.drop_reasons: list[str] = []  # "plateau" or "drop_by" (the deadline), one per drop
         self.warm = 0  # index of the first point after the learning-rate warm-up (the first phase starts there)
         self.stopped_on_plateau = False
         self._start = None
@@ -34,6 +36,8 @@ class ValidationCurve(Callback):
         if self.rule["lr_drops"] and schedule not in DROPPABLE_SCHEDULES:
             raise ValueError(f"convergence.lr_drops needs model.lr_schedule in {DROPPABLE_SCHEDULES} "
                              f"(a schedule that sets the learning rate itself would undo the drop), got {schedule!r}")
+        if self.rule["drop_by"] is not None and trainer.max_steps in (None, -1):
+            raise ValueError("convergence.drop_by is a fraction of trainer.max_steps, but the trainer has no step cap")
         self._start = time.perf_counter()
 
     @property
@@ -51,15 +55,28 @@ class ValidationCurve(Callback):
         before = self.points[-2]["lr"] if len(self.points) > 1 else None
         if not self.drops_at and None not in (lr, before) and lr > before:
             self.warm = len(self.points)  # still warming up: a stall here is not a plateau
+        drops_left = len(self.drops_at) < self.rule["lr_drops"]
+        if drops_left and "drop_by" not in self.drop_reasons and past_drop_by(trainer, self.rule["drop_by"]):
+            self._drop(trainer, "drop_by")
+            return
         start = self.drops_at[-1] if self.drops_at else self.warm
         if not plateaued(self.dice[start:], self.rule):
             return
-        if len(self.drops_at) < self.rule["lr_drops"]:
-            scale_learning_rate(trainer, self.rule["lr_factor"])
-            self.drops_at.append(len(self.points))
+        if drops_left:
+            self._drop(trainer, "plateau")
         elif self.rule["stop"]:
             self.stopped_on_plateau = True
             trainer.should_stop = True
+
+    def _drop(self, trainer, reason: str) -> None:
+        scale_learning_rate(trainer, self.rule["lr_factor"])
+        self.drops_at.append(len(self.points))
+        self.drop_reasons.append(reason)
+
+
+def past_drop_by(trainer, fraction: float | None) -> bool:
+    """True once the fit has run `fraction` of its max_steps."""
+    return fraction is not None and trainer.global_step >= fraction * trainer.max_steps
 
 
 DROPPABLE_SCHEDULES = ("constant", "warmup")
@@ -97,4 +114,5 @@ def budget_record(trainer, batch_size: int, seconds: float, limit: dict, curve: 
             "seconds": round(float(seconds), 2), "limit": limit, "val_dice": dice, "curve": list(curve.points),
             "still_improving": still_improving(dice), "converged": curve.converged,
             "lr_drops_at_step": [curve.points[i - 1]["step"] for i in curve.drops_at],
+            "lr_drop_reasons": list(curve.drop_reasons),
             "stop_reason": stop_reason(trainer, curve, limit), "rule": dict(curve.rule)}
