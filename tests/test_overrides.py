@@ -57,6 +57,15 @@ def test_time_budget_replaces_steps_and_is_listed(tmp_path):
     assert dry["budget_limit"] == {"steps": run_config.DRY_RUN_STEPS}
 
 
+def test_a_time_budget_drops_the_step_deadline_of_the_rule(tmp_path):
+    """`drop_by` is a share of max_steps; a time budget has none, so the recorded rule says drop_by: null."""
+    rule = "convergence: {lr_drops: 1, drop_by: 0.6}\n"
+    timed = run_config.build_config(_spec(tmp_path, "name: t\nbudget: {seconds: 90}\n" + rule), tmp_path / "run")
+    assert timed["convergence"]["drop_by"] is None and timed["convergence"]["lr_drops"] == 1
+    stepped = run_config.build_config(_spec(tmp_path, "name: s\n" + rule), tmp_path / "run2")
+    assert stepped["convergence"]["drop_by"] == 0.6
+
+
 @pytest.mark.parametrize("text, message", [
     ("name: b\nbudget: {seconds: 0}\n", "budget` must be"),
     ("name: b\nbudget: {steps: 5}\n", "budget` must be"),

@@ -112,7 +112,9 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     config["trainer"] = trainer
     config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
     config["evaluation"] = {"largest_component": False, "precision": "fp32", **b["evaluation"]}
-    config["convergence"] = convergence_rule(b["convergence"])  # the stopping rule, the same for every variant
+    # the stopping rule, the same for every variant; a time budget has no step cap for `drop_by` to be a share of
+    rule = {**b["convergence"], "drop_by": None} if b["limit"] else b["convergence"]
+    config["convergence"] = convergence_rule(rule)
     if spec.dry_run:
         config = cpu_dry_run(config)
     limited = b["limit"] and not spec.dry_run
