@@ -66,6 +66,8 @@ class LiverDataModule(L.LightningDataModule):
         phantom_test_cases: default phantom only: test on this many patients of a separate phantom
             (its own seed and case ids, generated once), and split `phantom_cases` into train/val only.
             None: the test patients are `test_fraction` of `phantom_cases`.
+        phantom_randomised: share of the training phantom's scans rendered SynthSeg-style (a random
+            intensity per tissue, in the modality's scale; docs/phantom.md); the test phantom stays realistic.
     """
 
     def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
@@ -77,7 +79,7 @@ class LiverDataModule(L.LightningDataModule):
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
                  phantom_spacing: list[float] | None = None, phantom_seed: int = 0,
-                 phantom_test_cases: int | None = None, split_seed: int = 0):
+                 phantom_test_cases: int | None = None, phantom_randomised: float = 0.0, split_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if modality not in ("ct", "mri"):
@@ -89,6 +91,8 @@ class LiverDataModule(L.LightningDataModule):
         if val_margin_mm is not None and val_margin_mm < 0 or val_slice_stride < 1:
             raise ValueError(f"val_margin_mm must be >= 0 (or None) and val_slice_stride >= 1, "
                              f"got {val_margin_mm} and {val_slice_stride}")
+        if not 0 <= phantom_randomised <= 1:
+            raise ValueError(f"phantom_randomised must be a share in [0, 1], got {phantom_randomised!r}")
         if cache not in ("memory", "disk"):
             raise ValueError(f"cache must be 'memory' or 'disk', got {cache!r}")
         build_augmentation(dims, augmentation)  # fail now on an unknown recipe, not in setup()
@@ -108,19 +112,21 @@ class LiverDataModule(L.LightningDataModule):
         self._test_cases: list[str] | None = None
 
     # ---- data location ------------------------------------------------------------------
-    def _phantom(self, cases: int, seed: int, prefix: str) -> Path:
+    def _phantom(self, cases: int, seed: int, prefix: str, randomised_share: float = 0.0) -> Path:
         from datamodules.phantom import phantom_cache_dir, write_phantom_dataset
 
         hp = self.hparams
         spacing = tuple(hp.phantom_spacing) if hp.phantom_spacing else PHANTOM_SPACING.get((self.preset, self.modality))
-        out = Path(phantom_cache_dir(self.modality, cases, seed, spacing, prefix))
+        out = Path(phantom_cache_dir(self.modality, cases, seed, spacing, prefix, randomised_share))
         if not (out / "dataset.json").is_file():  # written last: marks a complete dataset
-            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=seed, spacing=spacing, prefix=prefix)
+            write_phantom_dataset(out, modality=self.modality, cases=cases, seed=seed, spacing=spacing, prefix=prefix,
+                                  randomised_share=randomised_share)
         return out
 
     def _phantom_dir(self) -> Path:
-        return self._phantom(self.hparams.phantom_cases or PHANTOM_CASES[self.modality], self.hparams.phantom_seed,
-                             "phantom")
+        hp = self.hparams
+        return self._phantom(hp.phantom_cases or PHANTOM_CASES[self.modality], hp.phantom_seed, "phantom",
+                             hp.phantom_randomised)
 
     def _test_phantom_dir(self) -> Path | None:
         """The held-out test phantom (`phantom_test_cases`), or None when testing on a split."""

@@ -242,3 +242,18 @@ def test_held_out_test_phantom_is_fixed_across_seeds_and_separate(tmp_path, monk
     assert all(c.startswith("phantom_ct_") for c in split["train"] + split["val"])
     test_dir = {Path(r.image_path).parent.parent for r in dm.test_records}
     assert len(test_dir) == 1 and test_dir != {dm.data_dir}  # its own folder, generated once
+
+
+def test_randomised_share_changes_the_training_phantom_only(tmp_path, monkeypatch):
+    pytest.importorskip("datamodules.phantom")
+    monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path / "cache"))
+    kwargs = dict(phantom_cases=4, phantom_test_cases=2, val_fraction=0.25, **SMALL)
+    plain, mixed = CTDataModule(**kwargs), CTDataModule(phantom_randomised=1.0, **kwargs)
+    for dm in (plain, mixed):
+        dm.setup("test")
+    assert mixed.data_dir != plain.data_dir and mixed.data_dir.name.endswith("_rand1")
+    looks = json.loads((mixed.data_dir / "phantom.json").read_text())["case_params"].values()
+    assert all(p["appearance"]["scale"] == "hu" for p in looks)
+    assert [r.image_path for r in mixed.test_records] == [r.image_path for r in plain.test_records]
+    with pytest.raises(ValueError, match="phantom_randomised"):
+        CTDataModule(phantom_randomised=2, **kwargs)

@@ -234,6 +234,35 @@ def test_randomised_mode_keeps_anatomy(tmp_path):
     assert json.loads((tmp_path / "r" / "dataset.json").read_text())["channel_names"] == {"0": "MRI"}
 
 
+def test_randomised_share_keeps_the_modality_scale_and_the_other_cases(tmp_path):
+    """A CT dataset's randomised share stays in HU (the liver window maps it to random contrasts);
+    the other scans are byte-identical to the realistic dataset's, and the draw is per case."""
+    plain = write_phantom_dataset(tmp_path / "plain", "ct", 6, spacing=6)
+    mixed = write_phantom_dataset(tmp_path / "mixed", "ct", 6, spacing=6, randomised_share=0.5)
+    meta = json.loads((mixed / "phantom.json").read_text())
+    assert json.loads((mixed / "dataset.json").read_text())["channel_names"] == {"0": "CT"}
+    drawn = {name: bool(p["appearance"].get("randomised")) for name, p in meta["case_params"].items()}
+    assert 0 < sum(drawn.values()) < 6  # 3 of these 6 at seed 0
+    for name, randomised in drawn.items():
+        a = nib.load(mixed / "imagesTr" / f"{name}_0000.nii.gz").get_fdata()
+        b = nib.load(plain / "imagesTr" / f"{name}_0000.nii.gz").get_fdata()
+        labels = [nib.load(d / "labelsTr" / f"{name}.nii.gz").get_fdata() for d in (mixed, plain)]
+        assert np.array_equal(*labels)
+        if randomised:
+            assert -250 <= a.min() and a.max() <= 350 and not np.array_equal(a, b)
+        else:
+            assert np.array_equal(a, b)
+    mri = write_phantom_dataset(tmp_path / "mri", "mri", 4, spacing=6, randomised_share=1.0)
+    looks = json.loads((mri / "phantom.json").read_text())["case_params"].values()
+    assert all(p["appearance"]["scale"] == "unit" for p in looks)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="randomised_share"):
+            write_phantom_dataset(tmp_path / "bad", "ct", 1, spacing=6, randomised_share=bad)
+    with pytest.raises(ValueError, match="exclude"):
+        write_phantom_dataset(tmp_path / "bad", "ct", 1, spacing=6, randomised=True, randomised_share=0.5)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cache_dir_names_version_and_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path))
     a = phantom_cache_dir("ct", 20, 0, None)
@@ -241,6 +270,8 @@ def test_cache_dir_names_version_and_settings(monkeypatch, tmp_path):
     assert a != phantom_cache_dir("ct", 20, 0, 3.0) != phantom_cache_dir("mri", 20, 0, 3.0)
     assert phantom_cache_dir("ct", 20, 0, 3.0) == phantom_cache_dir("ct", 20, 0, (3, 3, 3))
     assert a != phantom_cache_dir("ct", 20, 1, None) and a != phantom_cache_dir("ct", 10, 0, None)
+    assert a != phantom_cache_dir("ct", 20, 0, None, randomised_share=0.5) != phantom_cache_dir(
+        "ct", 20, 0, None, randomised_share=0.25)
 
 
 def test_phantom_writer_is_atomic_and_keeps_foreign_files(tmp_path, capsys, monkeypatch):

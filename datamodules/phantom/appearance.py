@@ -272,8 +272,15 @@ def render_mri(rng, tissue: np.ndarray, grid: Grid, sequence: str = "t1", noise:
     return np.rint(np.clip(img, 0, 32767)).astype(np.int16), params
 
 
-def render_randomised(rng, tissue: np.ndarray, grid: Grid, noise: float = 1.0) -> tuple[np.ndarray, dict]:
-    """SynthSeg-style: random intensity per tissue, random bias, noise, blur and gamma (int16 0..1000)."""
+# a randomised scan inside a CT dataset: its unit range spans the liver window (-150..250 HU) and
+# beyond, so after windowing every tissue lands anywhere from black to white
+RANDOMISED_HU = (-250.0, 350.0)
+
+
+def render_randomised(rng, tissue: np.ndarray, grid: Grid, noise: float = 1.0,
+                      hu: bool = False) -> tuple[np.ndarray, dict]:
+    """SynthSeg-style: random intensity per tissue, random bias, noise, blur and gamma.
+    int16 0..1000, or HU over RANDOMISED_HU when `hu` (a randomised share of a CT dataset)."""
     lut = rng.uniform(0, 1, 256).astype(np.float32)
     lut[T.AIR] = rng.uniform(0, 0.1)
     weights = tuple(rng.uniform(0.0, 0.3, 3))
@@ -286,7 +293,11 @@ def render_randomised(rng, tissue: np.ndarray, grid: Grid, noise: float = 1.0) -
         img += rng.standard_normal(img.shape, dtype=np.float32) * F32(sigma)
     lo, hi = np.percentile(img[::2, ::2, ::2], [0.5, 99.5])
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** F32(np.exp(rng.uniform(-0.4, 0.4)))
-    params = {"randomised": True, "noise_rel": round(sigma, 4), "blur": [round(w, 3) for w in weights]}
+    params = {"randomised": True, "noise_rel": round(sigma, 4), "blur": [round(w, 3) for w in weights],
+              "scale": "hu" if hu else "unit"}
+    if hu:
+        lo, hi = RANDOMISED_HU
+        return np.rint(lo + img * F32(hi - lo)).astype(np.int16), params
     return np.rint(img * 1000).astype(np.int16), params
 
 

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias", type=float, default=1.0, help="MRI bias-field multiplier (0 = none)")
     p.add_argument("--randomised", action="store_true",
                    help="domain-randomised intensities (SynthSeg-style) instead of CT/MRI contrast")
+    p.add_argument("--randomised-share", type=float, default=0.0, metavar="P",
+                   help="render this share of the scans (0..1, drawn per case) domain-randomised in the modality's "
+                        "own scale (HU for CT)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         out = write_phantom_dataset(args.out, args.modality, args.cases, args.seed, args.spacing,
                                     sequences=args.sequences, progress=progress, phase=args.phase,
                                     noise=args.noise, lesions=args.lesions, fov=args.fov, bias=args.bias,
-                                    randomised=args.randomised)
+                                    randomised=args.randomised, randomised_share=args.randomised_share)
     except ValueError as exc:  # DataError included: names the file and the problem
         print(f"error: {exc}", file=sys.stderr)
         return 2

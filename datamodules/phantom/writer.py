@@ -23,7 +23,7 @@ MODALITIES = ("ct", "t1", "t2")
 SEQUENCE_CODES = {"ct": 0, "t1": 1, "t2": 2}
 LABELS = {"background": 0, "liver": 1, "lesion": 2}
 DEFAULT_KNOBS = {"phase": "random", "noise": 1.0, "lesions": 6, "fov": "random", "bias": 1.0, "randomised": False,
-                 "mr_variant": "random"}
+                 "randomised_share": 0.0, "mr_variant": "random"}
 MR_VARIANT_NAMES = tuple(v for family in MR_VARIANTS.values() for v in family)
 
 
@@ -62,12 +62,13 @@ def normalise_spacing(spacing):
 
 
 def render(anatomy: Anatomy, seed: int, modality: str, phase="random", noise=1.0, bias=1.0,
-           randomised=False, mr_variant="random") -> PhantomCase:
-    """Appearance for one scan of an existing anatomy (the T1 and T2 of a patient share it)."""
+           randomised=False, mr_variant="random", hu: bool = False) -> PhantomCase:
+    """Appearance for one scan of an existing anatomy (the T1 and T2 of a patient share it).
+    `hu`: a randomised CT scan keeps the CT scale (HU), as in a CT dataset's randomised share."""
     rng = rngs(seed, "appearance", SEQUENCE_CODES[modality] + (10 if randomised else 0))
     native = anatomy.params.get("native_spacing")
     if randomised:
-        image, look = render_randomised(rng, anatomy.tissue, anatomy.grid, noise)
+        image, look = render_randomised(rng, anatomy.tissue, anatomy.grid, noise, hu=hu and modality == "ct")
     elif modality == "ct":
         image, look = render_ct(rng, anatomy.tissue, anatomy.grid, phase, noise, native)
     else:
@@ -91,6 +92,15 @@ def generate_case(seed: int, modality: str = "ct", spacing=None, *, phase: str =
         raise ValueError(f"mr_variant for {modality} must be 'random' or one of {MR_VARIANTS.get(modality, ())}, "
                          f"got {mr_variant!r}")
     return render(anatomy, seed, modality, phase, noise, bias, randomised, mr_variant)
+
+
+def in_randomised_share(seed: int, modality: str, share: float) -> bool:
+    """Whether one scan of a dataset with a randomised share is rendered randomised: drawn from
+    the case seed alone, so a case's look does not depend on the share of the others."""
+    if share <= 0:
+        return False
+    draw = np.random.default_rng([int(seed), 3, SEQUENCE_CODES[modality]]).random()
+    return bool(draw < share)
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -141,6 +151,11 @@ def write_phantom_dataset(out_dir, modality: str = "ct", cases: int = 20, seed: 
     if k["mr_variant"] not in ("random", *MR_VARIANT_NAMES):
         raise ValueError(f"mr_variant must be 'random' or one of {MR_VARIANT_NAMES}, got {k['mr_variant']!r}")
     _check_knobs("ct", spacing, k["phase"], k["noise"], k["lesions"], k["fov"])
+    if not 0 <= k["randomised_share"] <= 1:
+        raise ValueError(f"randomised_share must be in [0, 1], got {k['randomised_share']!r}")
+    if k["randomised"] and k["randomised_share"]:
+        raise ValueError("randomised (every scan, unit scale) and randomised_share (a share of the scans, in the "
+                         "modality's scale) exclude each other")
     final, out_dir = out_dir, partial_dir(out_dir)  # staged beside it, moved in at the end
     shutil.rmtree(out_dir, ignore_errors=True)
     try:
@@ -163,7 +178,9 @@ def _write_cases(out_dir: Path, modality: str, cases: int, seed: int, spacing, s
         scans = ["ct"] if modality == "ct" else list(sequences)
         pid = f"{prefix}_{modality}_{i:03d}"
         for scan in scans:
-            case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], k["randomised"], k["mr_variant"])
+            randomised = k["randomised"] or in_randomised_share(cs, scan, k["randomised_share"])
+            case = render(anatomy, cs, scan, k["phase"], k["noise"], k["bias"], randomised, k["mr_variant"],
+                          hu=not k["randomised"])
             name = pid if modality == "ct" else f"{pid}_{scan}"
             save_case(case, out_dir, name)
             patient_ids[name] = pid
@@ -183,10 +200,11 @@ def _write_cases(out_dir: Path, modality: str, cases: int, seed: int, spacing, s
     atomic_write_json(out_dir / "dataset.json", dataset)
 
 
-def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None, prefix: str = "phantom") -> Path:
+def phantom_cache_dir(modality: str, cases: int, seed: int = 0, spacing=None, prefix: str = "phantom",
+                      randomised_share: float = 0.0) -> Path:
     """Cache folder for a default phantom: $LIVERBENCH_CACHE (default ~/.cache/liverbench)."""
     root = Path(os.environ.get("LIVERBENCH_CACHE") or Path.home() / ".cache" / "liverbench")
     spacing = normalise_spacing(spacing)
     tag = "native" if spacing is None else "x".join(f"{s:g}" for s in spacing)
-    name = f"{modality}_n{cases}_seed{seed}_{tag}"
+    name = f"{modality}_n{cases}_seed{seed}_{tag}" + (f"_rand{randomised_share:g}" if randomised_share else "")
     return root / f"phantom-v{GENERATOR_VERSION}" / (name if prefix == "phantom" else f"{prefix}_{name}")
