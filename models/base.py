@@ -28,6 +28,10 @@ METRICS = tuple(OVERLAP_METRICS)  # dice, jaccard, precision, recall
 # Training-time metrics are on the preprocessed grid, per batch/volume: not the benchmark's Dice
 # (original geometry, benchmark.scoring.metrics), so they carry their own name: `val/dice_grid`.
 GRID_SUFFIX = "_grid"
+# the weight average (configure_callbacks) warns for every model that overrides configure_model; ours builds the
+# network there once and shards nothing, so the warning says nothing here (set once, at import)
+warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that "
+                        "overrides the configure_model")
 MONITOR = "val/dice" + GRID_SUFFIX  # checkpoint selection
 
 
@@ -306,8 +310,6 @@ class SegmentationModule(L.LightningModule):
         from lightning.pytorch.callbacks import WeightAveraging
         from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-        warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that "
-                                "overrides the configure_model")  # builds the network once; nothing is sharded
         # Lightning's EMAWeightAveraging, with torch's foreach update: the same average at a fraction of the
         # per-step cost of one update per tensor (measured in docs/convergence.md)
         return [WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(float(self.hparams.ema_decay)))]

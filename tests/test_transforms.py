@@ -142,6 +142,24 @@ def test_augmentation_changes_samples_and_none_is_identity():
         build_augmentation(2, "heavy")
 
 
+def test_anatomical_augmentation_never_mirrors_the_abdomen():
+    """'anatomical' rotates and scales by at most 15° and 15 %: a marker left of the centre stays left,
+    while the paper's recipe moves it to the other side in about half of the samples."""
+    image = torch.zeros(1, 64, 64)
+    image[:, 8:20, 24:40] = 1.0  # a block on one side of axis 0 (the patient's right-left axis)
+    label = (image > 0).float()
+    sides = {}
+    for recipe in ("anatomical", "paper"):
+        aug = build_augmentation(2, recipe)
+        aug.set_random_state(0)
+        outs = [aug({"image": image.clone(), "label": label.clone()}) for _ in range(40)]
+        sides[recipe] = [float((o["label"][0, :32].sum() > o["label"][0, 32:].sum())) for o in outs]
+        assert all(o["image"].shape == (1, 64, 64) for o in outs)
+        if recipe == "anatomical":
+            assert sum(not torch.equal(o["image"], image) for o in outs) >= 10  # it does augment
+    assert all(sides["anatomical"]) and 8 <= sum(sides["paper"]) <= 32
+
+
 def test_real_lps_mr_roundtrip(real_data):
     """TotalSegmentator's MR sample is LPS at 3 mm: preprocess (advanced, with body crop) and invert."""
     path = real_data / "totalsegmentator" / "example_mr_sm.nii.gz"
