@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	WANDB_MODE=offline $(PY) -m pytest -m "not slow" -q
+	WANDB_MODE=offline $(PY) -m pytest -m "not slow" -q --durations=15
 
 test-all: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q

@@ -263,6 +263,23 @@ def test_randomised_share_keeps_the_modality_scale_and_the_other_cases(tmp_path)
     assert not (tmp_path / "bad").exists()
 
 
+def test_figure_shows_each_randomisation_level_on_the_same_anatomy(tmp_path):
+    """docs/phantom.png: realistic CT/T1/T2 rows and a randomised row whose CT-share draws share the CT
+    row's anatomy (same liver outline) but not its look, and differ from each other."""
+    from matplotlib.image import imread
+
+    from datamodules.phantom.figure import make_figure, phantom_panels
+
+    rows = phantom_panels(seed=2, spacing=COARSE)
+    assert list(rows) == ["ct", "t1", "t2", "randomised"]
+    (ct, ct_label, _), (draw1, label1, _), (draw2, label2, _), mr = rows["ct"][0], *rows["randomised"]
+    assert np.array_equal(ct_label, label1) and np.array_equal(ct_label, label2)
+    assert not np.array_equal(draw1, ct) and not np.array_equal(draw1, draw2)
+    assert -250 <= draw1.min() and draw1.max() <= 350 and 0 <= mr[0].min() and mr[0].max() <= 1000
+    png = imread(make_figure(tmp_path / "phantom.png", seed=2, spacing=COARSE))
+    assert png.shape[0] > png.shape[1] > 500  # 4 rows of 3 panels
+
+
 def test_cache_dir_names_version_and_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("LIVERBENCH_CACHE", str(tmp_path))
     a = phantom_cache_dir("ct", 20, 0, None)

@@ -10,7 +10,8 @@
 
 Writes `gpu_check.json` and `gpu_check.md` under `--out` (default docs/gpu/), atomically.
 `--dry-run` (`make gpu-check DRY_RUN=1`) runs the same code on the CPU at tiny sizes in seconds
-and writes `dry_run.json`/`dry_run.md`, so CI catches a broken check without a GPU.
+and writes `dry_run.json`/`dry_run.md`, so CI catches a broken check without a GPU (in fp32 on a CPU
+without AVX-512 BF16/AMX, where bf16 is emulated and many times slower).
 Installs what it needs without a package index: `make gpu-wheels` (where PyPI is reachable) puts the
 wheels the lent GPU image lacks (tools/gpu_wheels.txt: MONAI, nibabel, ...) in .whl/, which travels
 with the tree; there `make gpu-check` runs tools/gpu_check.sh, which installs them into a scratch
@@ -108,7 +109,8 @@ def gpu_batch_and_patch(dims: int) -> tuple[int, list[int]]:
     return int(data.get("batch_size", 16)), list(data.get("patch_size") or DEFAULT_PATCH[("gpu", dims)])
 
 
-def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int, roi_3d: list[int]) -> dict:
+def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int, roi_3d: list[int],
+                   precision: str = "bf16") -> dict:
     """End-to-end and model-only predict per CT volume `ref` (shape, spacing), every variant with a
     smoke checkpoint, bf16, as a gpu-preset model predicts: resampled to 1.5 mm in-plane (the slice
     spacing kept), 3D models through sliding windows of `roi_3d` (the gpu preset's patch, not the smoke's)."""
@@ -121,17 +123,17 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
 
     path, what = _timing_input({"volume": "reference", "reference": {"ct": ref}}, "ct", [])
     target_spacing = resolve_spacing("gpu", None, {"median_spacing": ref["spacing"]})
-    out = {"input": what, "precision": "bf16", "warmup": warmup, "repeats": repeats, "variants": {},
+    out = {"input": what, "precision": precision, "warmup": warmup, "repeats": repeats, "variants": {},
            "targets_ms": TARGETS_MS}
     scan = read_scan(path)
     for ckpt in sorted((work / "smoke" / "smoke").glob("*__ct__seed0/model.ckpt")):
         variant = ckpt.parent.name.split("__")[0]
         module, preprocessing = load_module(ckpt, roi_size=list(roi_3d))  # 2D models ignore roi_size
         preprocessing = {**preprocessing, "target_spacing": target_spacing}  # not the smoke's 6 mm
-        predictor = Predictor(module, preprocessing, device=device, precision="bf16")  # autocast + channels-last
+        predictor = Predictor(module, preprocessing, device=device, precision=precision)  # autocast + channels-last
         shape = tuple(predictor.preprocess(scan.image, scan.affine)[0].shape[2:])
         e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
-        model = T.time_model(predictor.module, shape, device=device, precision="bf16", warmup=warmup,
+        model = T.time_model(predictor.module, shape, device=device, precision=precision, warmup=warmup,
                              repeats=repeats, flops=False)
         row = {"model": module.model_name, "preprocessed_shape": list(shape),
                "roi_size": list(module.roi_size) if module.spatial_dims == 3 else None,
@@ -148,7 +150,7 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
     return out
 
 
-def training_speed(work: Path, dry_run: bool, device: str) -> dict:
+def training_speed(work: Path, dry_run: bool, device: str, precision: str = "bf16") -> dict:
     """Optimiser steps per second (forward, CE loss, backward, Adam; bf16 autocast) at the gpu
     preset's batch and patch sizes; weights from the smoke checkpoints (architecture only)."""
     import torch
@@ -156,7 +158,7 @@ def training_speed(work: Path, dry_run: bool, device: str) -> dict:
     from benchmark.inference import timing as T
     from models import load_module
 
-    out = {"precision": "bf16", "models": {}}
+    out = {"precision": precision, "models": {}}
     for variant, dims in (("unet_baseline", 2), ("cnn3d", 3)):
         ckpt = work / "smoke" / "smoke" / f"{variant}__ct__seed0" / "model.ckpt"
         module, _ = load_module(ckpt)
@@ -170,7 +172,7 @@ def training_speed(work: Path, dry_run: bool, device: str) -> dict:
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with T.autocast_context(device, "bf16"):
+            with T.autocast_context(device, precision):
                 loss = torch.nn.functional.cross_entropy(module(x).float(), y)
             loss.backward()
             opt.step()
@@ -223,7 +225,7 @@ def markdown(report: dict) -> str:
                          f"| {d.get('total_s', float('nan')):.1f} |")
     pred = s.get("predict", {})
     if pred.get("variants"):
-        lines += ["", f"## Predict per CT volume ({pred['input']}, bf16, CUDA events on GPU, median of "
+        lines += ["", f"## Predict per CT volume ({pred['input']}, {pred['precision']}, CUDA events on GPU, median of "
                       f"{pred['repeats']})", "",
                   "| variant | model | preprocessed | end-to-end (ms) | model-only (ms) | slice (ms) |", "|---|---|---|---|---|---|"]
         for v, r in pred["variants"].items():
@@ -237,7 +239,7 @@ def markdown(report: dict) -> str:
             for m, t in pred.get("targets_ms", {}).items()) + "."]
     train = s.get("training", {})
     if train.get("models"):
-        lines += ["", "## Training speed (bf16)", "", "| model | batch | patch | steps/s |", "|---|---|---|---|"]
+        lines += ["", f"## Training speed ({train['precision']})", "", "| model | batch | patch | steps/s |", "|---|---|---|---|"]
         for m, r in train["models"].items():
             lines.append(f"| {m} | {r['batch_size']} | {'x'.join(map(str, r['patch_size']))} | {r['steps_per_s']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from benchmark.inference.predictor import cpu_has_bf16
     from benchmark.inference.timing import device_name
     from benchmark.run.records import git_commit, now, package_versions
 
@@ -258,15 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU visible (torch.cuda.is_available() is False); use --dry-run on a CPU", file=sys.stderr)
         return 2
     device = "cpu" if args.dry_run else "cuda"
+    # bf16 as on the GPU, except a dry run on a CPU without AVX-512 BF16/AMX (emulated there: many times slower)
+    precision = "bf16" if not args.dry_run or cpu_has_bf16() else "fp32"
     check = Check(args.dry_run, args.budget_s)
     with tempfile.TemporaryDirectory(prefix="liverbench-gpu-check-") as tmp:
         work = Path(tmp)
         check.run("smoke", smoke_suite, work, args.dry_run)
         if args.dry_run:  # tiny sizes on the CPU
-            check.run("predict", predict_timing, work, DRY_REFERENCE, device, 0, 1, [40, 40, 16])
+            check.run("predict", predict_timing, work, DRY_REFERENCE, device, 0, 1, [40, 40, 16], precision)
         else:
             check.run("predict", predict_timing, work, REFERENCE, device, 3, 10, gpu_batch_and_patch(3)[1])
-        check.run("training", training_speed, work, args.dry_run, device)
+        check.run("training", training_speed, work, args.dry_run, device, precision)
         if not args.dry_run and torch.cuda.device_count() >= 2:
             check.run("ddp_2gpu", ddp_run, work)
         else:
