@@ -12,6 +12,7 @@ import copy
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5, help="timed steps per candidate")
+    p.add_argument("--preset", default="cpu", help="preset (name or YAML) whose batch and patch sizes are timed")
     args = p.parse_args(argv)
     import torch
 
@@ -21,7 +22,7 @@ def main(argv=None) -> int:
     from models import create_model
     from tools.speed.harness import alternate, machine, report
 
-    cpu = load_preset("cpu")
+    preset = load_preset(args.preset)
     has_bf16 = cpu_has_bf16()
     print(machine(), f"| AVX-512 BF16/AMX: {has_bf16}")
     # (label, bf16 autocast, channels-last); bf16 only where the CPU has it (elsewhere it is emulated, and the
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     nets = (("unet2d", 2, {"features": 16, "depth": 4}), ("unet3d", 3, {"features": 8, "depth": 3}),
             ("resnet_unet", 2, {"pretrained": "none"}))
     for name, dims, kw in nets:
-        data = budget(cpu, dims, smoke=False)["data"]
+        data = budget(preset, dims, smoke=False)["data"]
         batch, patch = int(data["batch_size"]), list(data["patch_size"])
         x = torch.randn(batch, 1, *patch)
         y = (torch.rand(batch, *patch) > 0.5).long()
