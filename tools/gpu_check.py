@@ -130,7 +130,7 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
         variant = ckpt.parent.name.split("__")[0]
         module, preprocessing = load_module(ckpt, roi_size=list(roi_3d))  # 2D models ignore roi_size
         preprocessing = {**preprocessing, "target_spacing": target_spacing}  # not the smoke's 6 mm
-        predictor = Predictor(module, preprocessing, device=device, precision=precision)  # autocast + channels-last
+        predictor = Predictor(module, preprocessing, device=device, precision=precision)  # bf16: autocast + channels-last
         shape = tuple(predictor.preprocess(scan.image, scan.affine)[0].shape[2:])
         e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
         model = T.time_model(predictor.module, shape, device=device, precision=precision, warmup=warmup,
@@ -151,7 +151,7 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
 
 
 def training_speed(work: Path, dry_run: bool, device: str, precision: str = "bf16") -> dict:
-    """Optimiser steps per second (forward, CE loss, backward, Adam; bf16 autocast) at the gpu
+    """Optimiser steps per second (forward, CE loss, backward, Adam; `precision` autocast) at the gpu
     preset's batch and patch sizes; weights from the smoke checkpoints (architecture only)."""
     import torch
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from benchmark.inference.predictor import cpu_has_bf16
+    from benchmark.inference.predictor import resolve_precision
     from benchmark.inference.timing import device_name
     from benchmark.run.records import git_commit, now, package_versions
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cpu" if args.dry_run else "cuda"
     # bf16 as on the GPU, except a dry run on a CPU without AVX-512 BF16/AMX (emulated there: many times slower)
-    precision = "bf16" if not args.dry_run or cpu_has_bf16() else "fp32"
+    precision = resolve_precision("auto", "cpu") if args.dry_run else "bf16"
     check = Check(args.dry_run, args.budget_s)
     with tempfile.TemporaryDirectory(prefix="liverbench-gpu-check-") as tmp:
         work = Path(tmp)

@@ -163,9 +163,9 @@ def cpu_dry_run(config: dict) -> dict:
     the gpu preset's dry run past 8 minutes on a 2-core AVX2 machine, so there the run, its timing and its
     scoring use fp32 (listed in `overrides`, like every other change).
     """
-    from benchmark.inference.predictor import cpu_has_bf16
+    from benchmark.inference.predictor import resolve_precision
 
-    native_bf16 = cpu_has_bf16()
+    cpu_precision = resolve_precision("auto", "cpu")  # bf16 where native, else fp32
     trainer = dict(config["trainer"])
     steps = trainer.get("max_steps") or -1
     trainer.update(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", max_epochs=-1,
@@ -174,13 +174,13 @@ def cpu_dry_run(config: dict) -> dict:
     trainer["val_check_interval"] = trainer["max_steps"]  # validate (and checkpoint) once, at the end
     if trainer.get("precision") == "16-mixed":  # fp16 autocast is GPU-only in Lightning
         trainer["precision"] = "bf16-mixed"
-    if not native_bf16 and str(trainer.get("precision")).startswith("bf16"):
-        trainer["precision"] = "32-true"
+    if str(trainer.get("precision")).startswith("bf16"):
+        trainer["precision"] = auto_trainer_precision("cpu")
     timing = {**config.get("timing", {}), "warmup": 0, "repeats": 1, "flops": False}
     evaluation = dict(config.get("evaluation", {}))
     for section in (timing, evaluation):
         if section.get("precision") in ("fp16", "bf16"):
-            section["precision"] = "bf16" if native_bf16 else "fp32"
+            section["precision"] = cpu_precision
     data = dict(config["data"]["init_args"])
     data["num_workers"] = 0  # the CPU test machines have 2 cores
     return {**config, "trainer": trainer, "timing": timing, **({"evaluation": evaluation} if evaluation else {}),
