@@ -137,6 +137,9 @@ def test_the_callback_stops_on_the_plateau_and_records_the_curve():
     assert record["steps"] == 24 and [p["step"] for p in record["curve"]] == [4, 8, 12, 16, 20, 24]
     assert record["val_dice"] == pytest.approx([0.3, 0.6, 0.8, 0.81, 0.811, 0.8112])
     assert all(p["seconds"] >= 0 for p in record["curve"]) and record["rule"]["stop"] is True
+    # what the curve cost: each validation's seconds, and their sum
+    assert all(p["val_seconds"] >= 0 for p in record["curve"])
+    assert record["validation_seconds"] == pytest.approx(sum(p["val_seconds"] for p in record["curve"]), abs=0.05)
 
 
 def test_without_stop_the_run_reaches_its_cap_and_says_whether_it_converged():

@@ -175,9 +175,10 @@ def test_budget_and_overrides_render_with_na_for_old_records(tmp_path):
     overrides = [{"key": "model.init_args.lr", "entry": 1e-4, "used": 1e-3, "source": "preset cpu"},
                  {"key": "trainer.max_steps", "entry": None, "used": 400, "source": "preset cpu (forced)"}]
     for seed, secs, improving, reason in ((0, 600.0, True, "max_steps"), (1, 625.0, False, "plateau")):
+        validating = {"validation_seconds": 150.0} if seed == 0 else {}  # seed 1: recorded before the field existed
         write_run(tmp_path, "unet_baseline", "ct", seed, [0.9, 0.8], extra={
             "budget": {**budget, "seconds": secs, "still_improving": improving, "converged": reason == "plateau",
-                       "stop_reason": reason}, "overrides": overrides,
+                       "stop_reason": reason, **validating}, "overrides": overrides,
             "test_set": {"name": "phantom_test", "n_patients": 2, "n_cases": 2, "split_seed": 0, "fixed": True}})
     write_run(tmp_path, "b", "ct", 0, [0.7, 0.8], converged=None)  # an older record: no budget, no overrides
     out = tmp_path / "lb.md"
@@ -186,8 +187,8 @@ def test_budget_and_overrides_render_with_na_for_old_records(tmp_path):
     section = text.split("## Training budget")[1].split("\n## ")[0]
     assert _cells(section, "Base |") == ["Base", "2", "400 × 8 = 3200", "samples", "steps 400",
                                          "**no** (1 of 2 seeds)", "max_steps at 400; plateau at 400",
-                                         "**yes** (1 of 2 seeds)", "612.5 ± 17.7"]
-    assert _cells(section, "Bee |") == ["Bee", "1"] + ["n/a"] * 7
+                                         "**yes** (1 of 2 seeds)", "612.5 ± 17.7", "25%"]
+    assert _cells(section, "Bee |") == ["Bee", "1"] + ["n/a"] * 8
     assert "the best validation Dice of the last 33% of them beats the best before by less than 0.005" in section
     assert (tmp_path / "lb_curves.png").is_file() and "(lb_curves.png)" in section
     # Bee has no convergence record and one Base seed did not converge: no verdict between them

@@ -72,9 +72,11 @@ def test_the_current_code_writes_what_the_old_code_wrote(fresh, name):
     for key, varying in (("test_set", "name"), ("checkpoint", "val_dice")):
         if old.get(key) is not None:
             assert {**new[key], varying: None} == {**old[key], varying: None}, key
-    if old.get("budget") is not None:  # since the old code: the drops' reasons, and the rule's drop_by (cpu: 0.6)
+    if old.get("budget") is not None:  # since the old code: the drops' reasons, the rule's drop_by (cpu: 0.6) and
+        # the seconds spent validating
         budget, rule = dict(new["budget"]), dict(new["budget"]["rule"])
         assert rule.pop("drop_by") == 0.6 and budget.pop("lr_drop_reasons") is not None
+        assert 0 <= budget.pop("validation_seconds") <= budget["seconds"]
         new = {**new, "budget": {**budget, "rule": rule}}
         same = ("unit", "steps", "samples_per_step", "samples", "limit", "stop_reason", "rule")
         assert list(new["budget"]) == list(old["budget"])

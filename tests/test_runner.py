@@ -307,6 +307,7 @@ def test_smoke_suite_runs_every_paper_variant(smoke):
         assert b["samples"] == b["steps"] * b["samples_per_step"]
         assert b["samples_per_step"] == r["config"]["data"]["init_args"]["batch_size"]
         assert 0 < b["seconds"] <= r["durations"]["fit_s"] + 0.01 and len(b["val_dice"]) >= 1
+        assert 0 < b["validation_seconds"] < b["seconds"]
         assert r["test_set"]["fixed"] and r["test_set"]["name"].startswith("phantomtest_ct_")
         assert {o["key"] for o in r["overrides"]} >= {"model.init_args.lr", "data.init_args.batch_size"}
         assert r["transfer"]["source"] == ("synthetic" if variant == "resnet_transfer" else "none")

@@ -50,6 +50,14 @@ def _distinct(values: list[str]) -> str:
     return "; ".join(sorted(set(values))) if values else NA
 
 
+def _validation_share(budgets: list[dict]) -> str:
+    """Mean share of the fit's seconds spent validating (the learning curve's cost)."""
+    shares = [b["validation_seconds"] / b["seconds"] for b in budgets
+              if isinstance(b.get("validation_seconds"), (int, float)) and isinstance(b.get("seconds"), (int, float))
+              and b["seconds"] > 0]
+    return f"{sum(shares) / len(shares):.0%}" if shares else NA
+
+
 def budget_rows(order, labels, runs_by: dict, modality: str) -> list[list[str]]:
     rows = []
     for v in order:
@@ -62,7 +70,8 @@ def budget_rows(order, labels, runs_by: dict, modality: str) -> list[list[str]]:
         rows.append([labels[v], len(runs), _distinct([_samples(b) for b in budgets]), unit,
                      _distinct([_limit(b) for b in budgets]), _flag(budgets, "converged", alarm=False),
                      _stops(budgets), _flag(budgets, "still_improving", alarm=True),
-                     NA if not budgets or math.isnan(seconds[0]) else fmt_ms(*seconds[:2], 1)])
+                     NA if not budgets or math.isnan(seconds[0]) else fmt_ms(*seconds[:2], 1),
+                     _validation_share(budgets)])
     return rows
 
 
@@ -119,7 +128,8 @@ def budget_section(order, labels, runs, modalities, curves_png: str | None = Non
     runs_by = ok_runs_by(runs)
     lines = ["## Training budget and convergence", "",
              "One unit for every variant: optimiser steps × samples per step = samples seen, the wall-clock seconds of "
-             "the fit (mean ± std over seeds), the cap, whether the run converged (**no**: it was still learning, so "
+             "the fit (mean ± std over seeds) and the share of them spent validating, the cap, whether the run "
+             "converged (**no**: it was still learning, so "
              "its row says more about the step budget than the architecture, and no verdict uses it), what ended "
              "it (per seed: `plateau` = the rule below, else the cap) and whether the last validation Dice was the "
              "best. n/a: not recorded.", "", f"Convergence rule (every variant alike): {_rules([r for r in runs if r.ok])}.", ""]
@@ -130,7 +140,7 @@ def budget_section(order, labels, runs, modalities, curves_png: str | None = Non
         if rows:
             lines += [f"### {MODALITY_NAMES.get(m, m)}", "",
                       md_table(["Variant", "Seeds", "Steps × samples/step = samples", "Unit", "Cap", "Converged",
-                                "Stopped by (at step)", "Still improving", "Fit seconds"], rows), ""]
+                                "Stopped by (at step)", "Still improving", "Fit seconds", "Validating"], rows), ""]
     rows, missing = overrides_rows(order, labels, runs_by, modalities)
     lines += ["## Overrides", "", "Every value a run used that differs from its suite entry's own config, and where "
               "it came from (a preset, a key the preset forces, or the runner).", ""]

@@ -26,6 +26,8 @@ class ValidationCurve(Callback):
         self.warm = 0  # index of the first point after the learning-rate warm-up (the first phase starts there)
         self.stopped_on_plateau = False
         self._start = None
+        self.validation_seconds = 0.0  # wall-clock seconds of the validation loops: the fit's cost of its curve
+        self._validation_start = None
 
     @property
     def dice(self) -> list[float]:
@@ -44,14 +46,20 @@ class ValidationCurve(Callback):
     def converged(self) -> bool:
         return converged(self.dice, self.drops_at, self.rule, self.warm)
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validation_start = None if trainer.sanity_checking else time.perf_counter()
+
     def on_validation_end(self, trainer, pl_module) -> None:
+        took = time.perf_counter() - self._validation_start if self._validation_start is not None else 0.0
+        self._validation_start = None
+        self.validation_seconds += took
         value = trainer.callback_metrics.get(MONITOR)
         if trainer.sanity_checking or value is None:
             return
         seconds = time.perf_counter() - self._start if self._start is not None else 0.0
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         self.points.append({"step": int(trainer.global_step), "seconds": round(seconds, 2),
-                            "val_dice": round(float(value), 6), "lr": lr})
+                            "val_seconds": round(took, 2), "val_dice": round(float(value), 6), "lr": lr})
         before = self.points[-2]["lr"] if len(self.points) > 1 else None
         if not self.drops_at and None not in (lr, before) and lr > before:
             self.warm = len(self.points)  # still warming up: a stall here is not a plateau
@@ -106,12 +114,14 @@ def stop_reason(trainer, curve: ValidationCurve, limit: dict) -> str:
 
 def budget_record(trainer, batch_size: int, seconds: float, limit: dict, curve: ValidationCurve) -> dict:
     """result.json `budget`: samples = steps x batch x processes x gradient accumulation; the learning
-    curve; `converged` (the rule holds on the final curve, whatever ended the run) and `stop_reason`."""
+    curve (each point with the seconds its validation took); `converged` (the rule holds on the final curve,
+    whatever ended the run) and `stop_reason`; `validation_seconds`, the part of `seconds` spent validating."""
     per_step = int(batch_size) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
     steps = int(trainer.global_step)
     dice = curve.dice
     return {"unit": "samples", "steps": steps, "samples_per_step": per_step, "samples": steps * per_step,
-            "seconds": round(float(seconds), 2), "limit": limit, "val_dice": dice, "curve": list(curve.points),
+            "seconds": round(float(seconds), 2), "validation_seconds": round(curve.validation_seconds, 2),
+            "limit": limit, "val_dice": dice, "curve": list(curve.points),
             "still_improving": still_improving(dice), "converged": curve.converged,
             "lr_drops_at_step": [curve.points[i - 1]["step"] for i in curve.drops_at],
             "lr_drop_reasons": list(curve.drop_reasons),
