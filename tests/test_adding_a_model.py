@@ -36,6 +36,7 @@ def test_readme_and_docs_show_the_same_code():
 @pytest.fixture
 def example(tmp_path, monkeypatch):
     """The documented file, saved as `tiny_fcn.py` in a folder on sys.path and imported."""
+    models.list_models()  # the built-ins registered first, so the copy below holds them even when this test runs alone
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
     (tmp_path / "tiny_fcn.py").write_text(_example_blocks()["python"])
     monkeypatch.syspath_prepend(str(tmp_path))
