@@ -13,6 +13,7 @@ import torch
 from benchmark.run import dependencies, plan, records, run_config, runner, shard
 from common import locks
 from common.files import DataError
+from datamodules.phantom import GENERATOR_VERSION
 from datamodules.phantom.tissue_task import N_CLASSES
 from models import synthetic_pretrain as sp
 from models.resnet_unet import ResNetUNetNet
@@ -45,7 +46,7 @@ def test_synthetic_encoder_is_cached_under_its_hash_and_reused(built):
     root, folder, meta, was_built = built
     cfg = sp.resolve_config(TINY)
     assert was_built and folder == root / sp.config_hash(cfg) and meta["hash"] == folder.name
-    assert meta["config"] == cfg and meta["generator_version"] == "2"
+    assert meta["config"] == cfg and meta["generator_version"] == GENERATOR_VERSION
     assert {p.name for p in root.iterdir()} == {folder.name}  # no temp folder or lock left behind
     assert sp.ensure_encoder(TINY, root, log=lambda m: None) == (folder, False)
     assert sp.config_hash({**cfg, "steps": 3}) != folder.name  # another config, another folder

@@ -59,13 +59,17 @@ CT_TABLES = {
 }
 
 # MR *water* signal per tissue (fat signal is separate, see FAT_FRACTION); arbitrary units, ~0..1
+# Stomach and bowel contents (GI_FLUID, STOOL) span darker and brighter than the liver on both sequences: food
+# and chyme can look like liver, and a model that learnt "the gut is always darker (T1) or brighter (T2)" marks
+# liver-like gut as liver on real scans (generator v3; the CT ranges stay water- and stool-like: wider CT ones
+# lowered the CT development Dice, docs/phantom.md)
 MR_T1_WATER = {
     T.AIR: (0, 0.01), T.SUBCUT_FAT: (0.2, 0.3), T.FAT: (0.2, 0.3), T.MUSCLE: (0.28, 0.38),
     T.LIVER: (0.45, 0.62), T.PORTAL_VEIN: (0.1, 0.35), T.HEPATIC_VEIN: (0.1, 0.35),
     T.LESION_HYPO: (0.18, 0.35), T.LESION_HYPER: (0.25, 0.4), T.LESION_CYST: (0.06, 0.15),
     T.SPLEEN: (0.32, 0.46), T.KIDNEY_CORTEX: (0.38, 0.52), T.KIDNEY_MEDULLA: (0.26, 0.38), T.URINE: (0.04, 0.1),
-    T.GALLBLADDER: (0.06, 0.3), T.GI_WALL: (0.3, 0.45), T.GI_FLUID: (0.08, 0.2), T.GAS: (0, 0.02),
-    T.STOOL: (0.2, 0.45), T.AORTA: (0.05, 0.35), T.IVC: (0.05, 0.35), T.VEIN: (0.05, 0.35), T.HEART: (0.1, 0.35),
+    T.GALLBLADDER: (0.06, 0.3), T.GI_WALL: (0.3, 0.45), T.GI_FLUID: (0.05, 0.65), T.GAS: (0, 0.02),
+    T.STOOL: (0.1, 0.6), T.AORTA: (0.05, 0.35), T.IVC: (0.05, 0.35), T.VEIN: (0.05, 0.35), T.HEART: (0.1, 0.35),
     T.LUNG: (0.01, 0.05), T.BONE_CORTICAL: (0.01, 0.05), T.BONE_CANCELLOUS: (0.3, 0.45), T.DISC: (0.22, 0.3),
     T.CSF: (0.06, 0.12), T.PANCREAS: (0.55, 0.72), T.CARTILAGE: (0.2, 0.3), T.TABLE: (0, 0.01),
 }
@@ -81,8 +85,8 @@ MR_T2_WATER = {
     T.LIVER: (0.22, 0.4), T.PORTAL_VEIN: (0.03, 0.1), T.HEPATIC_VEIN: (0.03, 0.1),
     T.LESION_HYPO: (0.4, 0.6), T.LESION_HYPER: (0.65, 0.85), T.LESION_CYST: (0.85, 1.0),
     T.SPLEEN: (0.4, 0.62), T.KIDNEY_CORTEX: (0.4, 0.58), T.KIDNEY_MEDULLA: (0.55, 0.72), T.URINE: (0.85, 1.0),
-    T.GALLBLADDER: (0.75, 1.0), T.GI_WALL: (0.22, 0.36), T.GI_FLUID: (0.65, 0.95), T.GAS: (0, 0.02),
-    T.STOOL: (0.12, 0.3), T.AORTA: (0.02, 0.1), T.IVC: (0.03, 0.12), T.VEIN: (0.03, 0.12),
+    T.GALLBLADDER: (0.75, 1.0), T.GI_WALL: (0.22, 0.36), T.GI_FLUID: (0.15, 0.95), T.GAS: (0, 0.02),
+    T.STOOL: (0.08, 0.45), T.AORTA: (0.02, 0.1), T.IVC: (0.03, 0.12), T.VEIN: (0.03, 0.12),
     T.HEART: (0.04, 0.15), T.LUNG: (0.01, 0.04), T.BONE_CORTICAL: (0.01, 0.04),
     T.BONE_CANCELLOUS: (0.1, 0.2), T.DISC: (0.45, 0.62), T.CSF: (0.85, 1.0), T.PANCREAS: (0.28, 0.4),
     T.CARTILAGE: (0.12, 0.2), T.TABLE: (0, 0.01),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .anatomy import build_anatomy
-from .writer import generate_case, normalise_spacing, render
+from .writer import GENERATOR_VERSION, generate_case, normalise_spacing, render
 
 CT_WINDOW = (-160, 240)
 REAL_CASES = {"ct": ("ct", "chaos_ct_3", "CHAOS CT patient 3"), "t2": ("mri", "chaos_t2_01", "CHAOS T2-SPIR patient 1")}
@@ -104,7 +104,7 @@ def make_figure(out: str | Path, seed: int = 3, spacing=None, devset: str | Path
             ax.set_title(f"{row.upper()}: {title}", color="white", fontsize=9)
         for col in range(ncol):
             axes[r, col].axis("off")
-    fig.suptitle(f"LiverBench phantom v2, seed {seed}, liver outline yellow; CT window {CT_WINDOW[0]}..{CT_WINDOW[1]} HU, "
+    fig.suptitle(f"LiverBench phantom v{GENERATOR_VERSION}, seed {seed}, liver outline yellow; CT window {CT_WINDOW[0]}..{CT_WINDOW[1]} HU, "
                  "MR 1-99.5 % inside the body; patient's right on the left", color="white", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     out = Path(out)
