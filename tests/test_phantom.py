@@ -115,13 +115,13 @@ def test_mri_t1_t2_contrast_and_shared_anatomy():
     assert t1.image.min() >= 0 and t1.image.dtype == np.int16
 
 
-
 def test_mri_gut_contents_range_below_and_above_the_liver():
     """Stomach contents are drawn per case from a range that straddles the liver on T1 and on T2 (generator v3)."""
     for scan in ("t1", "t2"):
         ratios = [_median(c, T.GI_FLUID) / _median(c, T.LIVER)
                   for c in (generate_case(s, scan, 8.0, fov="full", lesions=0) for s in range(8))]
         assert min(ratios) < 0.9 and max(ratios) > 1.1, (scan, ratios)
+
 
 def test_ct_contrast_phases():
     cases = {ph: generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase=ph)

@@ -104,8 +104,9 @@ def make_figure(out: str | Path, seed: int = 3, spacing=None, devset: str | Path
             ax.set_title(f"{row.upper()}: {title}", color="white", fontsize=9)
         for col in range(ncol):
             axes[r, col].axis("off")
-    fig.suptitle(f"LiverBench phantom v{GENERATOR_VERSION}, seed {seed}, liver outline yellow; CT window {CT_WINDOW[0]}..{CT_WINDOW[1]} HU, "
-                 "MR 1-99.5 % inside the body; patient's right on the left", color="white", fontsize=10)
+    fig.suptitle(f"LiverBench phantom v{GENERATOR_VERSION}, seed {seed}, liver outline yellow; "
+                 f"CT window {CT_WINDOW[0]}..{CT_WINDOW[1]} HU, MR 1-99.5 % inside the body; "
+                 "patient's right on the left", color="white", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
