@@ -201,7 +201,7 @@ class Predictor:
                 x = context_input(x, h.get("in_channels"), int(h.get("slice_context", 0) or 0))  # 2.5D models
                 slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
                 fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                batches = math.ceil(slices.shape[0] / int(getattr(m, "hparams", {}).get("slice_batch_size", 32)))
+                batches = math.ceil(slices.shape[0] / int(h.get("slice_batch_size", 32)))
                 n = math.ceil(slices.shape[0] / batches)  # equal batches: one set of oneDNN kernels to build
                 out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.float32, device=x.device)
                 for i in range(0, slices.shape[0], n):
