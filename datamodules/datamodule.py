@@ -51,8 +51,6 @@ class LiverDataModule(L.LightningDataModule):
         val_margin_mm: validation during training sees each validation volume cropped to its liver's
             bounding box plus this margin (None: whole volumes); val_slice_stride: and, for 2D models,
             every k-th axial slice. Cheap, fixed validation points for the learning curve (test: whole).
-        slice_context: 2D only: every slice comes with this many neighbouring axial slices on either side
-            as extra channels (2.5D input); the model's `slice_context` must match (the runner sets it).
         num_workers: DataLoader workers (0 measured fastest on 2 cores; see docs/data.md).
         cache: "memory" or "disk" (memory-mapped `.npy` under `$LIVERBENCH_CACHE/preprocessed`).
         seed: training-sample order and augmentation (the runner passes the run's seed).
@@ -76,7 +74,7 @@ class LiverDataModule(L.LightningDataModule):
                  target_spacing: list[float] | None = None, advanced_preprocessing: bool = False,
                  augmentation: bool | str = False, batch_size: int = 16, patch_size: list[int] | None = None,
                  samples_per_epoch: int = 256, liver_oversample: float = 0.5, val_margin_mm: float | None = None,
-                 val_slice_stride: int = 1, slice_context: int = 0, num_workers: int = 0,
+                 val_slice_stride: int = 1, num_workers: int = 0,
                  cache: str = "memory", seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
@@ -93,9 +91,6 @@ class LiverDataModule(L.LightningDataModule):
         if val_margin_mm is not None and val_margin_mm < 0 or val_slice_stride < 1:
             raise ValueError(f"val_margin_mm must be >= 0 (or None) and val_slice_stride >= 1, "
                              f"got {val_margin_mm} and {val_slice_stride}")
-        if slice_context and (dims != 2 or int(slice_context) < 0):
-            raise ValueError(f"slice_context (neighbouring slices as channels) needs dims=2 and >= 0, got "
-                             f"{slice_context} with dims={dims}")
         if not 0 <= phantom_randomised <= 1:
             raise ValueError(f"phantom_randomised must be a share in [0, 1], got {phantom_randomised!r}")
         if cache not in ("memory", "disk"):
@@ -241,8 +236,7 @@ class LiverDataModule(L.LightningDataModule):
             cls = SliceDataset if self.dims == 2 else PatchDataset
             augment = build_augmentation(self.dims, hp.augmentation)
             self._train_dataset = cls(self.volumes("train"), self.patch_size, hp.samples_per_epoch,
-                                      hp.liver_oversample, augment, seed=hp.seed,
-                                      **({"slice_context": hp.slice_context} if self.dims == 2 else {}))
+                                      hp.liver_oversample, augment, seed=hp.seed)
         return self._train_dataset
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
@@ -258,8 +252,7 @@ class LiverDataModule(L.LightningDataModule):
             self._prepare()
         if not self.split.get(name):
             raise DataError(self.data_dir, f"the {name!r} split is empty (set {name}_fraction > 0)")
-        return DataLoader(VolumeDataset(self.volumes(name), slice_context=self.hparams.slice_context, **view),
-                          batch_size=1, shuffle=False, num_workers=0)
+        return DataLoader(VolumeDataset(self.volumes(name), **view), batch_size=1, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         hp = self.hparams

@@ -27,7 +27,6 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Randomizable
 
 from common.files import umask_mode
-from common.slice_context import with_slice_context
 from datamodules.readers import CaseRecord, load_case
 from datamodules.transforms import build_preprocessing
 
@@ -203,9 +202,7 @@ class _TrainDataset(Randomizable, torch.utils.data.Dataset):
         pass
 
     def _finish(self, image: np.ndarray, label: np.ndarray) -> dict[str, torch.Tensor]:
-        """`image` without a channel axis, or (C, *patch) with one; `label` without."""
-        image = image if image.ndim > len(self.patch_size) else image[None]
-        sample = {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+        sample = {"image": torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)),
                   "label": torch.from_numpy(np.ascontiguousarray(label[None], dtype=np.float32))}
         if self.augment is not None and self.augment.transforms:
             with _single_thread():
@@ -218,13 +215,10 @@ class _TrainDataset(Randomizable, torch.utils.data.Dataset):
 
 
 class SliceDataset(_TrainDataset):
-    """Axial (last-axis) slices, liver-containing slices drawn with probability `liver_oversample`; with
-    `slice_context` n, each with its n neighbours on either side as channels (2.5D)."""
+    """Axial (last-axis) slices, liver-containing slices drawn with probability `liver_oversample`."""
 
-    def __init__(self, volumes, patch_size, samples_per_epoch, liver_oversample=0.5, augment=None, seed=0,
-                 slice_context: int = 0):
+    def __init__(self, volumes, patch_size, samples_per_epoch, liver_oversample=0.5, augment=None, seed=0):
         super().__init__(volumes, patch_size, samples_per_epoch, liver_oversample, augment, seed)
-        self.slice_context = int(slice_context)
         self.all_slices = np.array([(v, z) for v, vol in enumerate(volumes) for z in range(vol.image.shape[2])])
         liver = [(v, z) for v, vol in enumerate(volumes) for z in vol.liver_slices()]
         self.liver_slices = np.array(liver) if liver else self.all_slices
@@ -234,20 +228,14 @@ class SliceDataset(_TrainDataset):
         pool = self.liver_slices if use_liver else self.all_slices
         v, z = pool[self.R.randint(len(pool))]
         vol = self.volumes[v]
-        label = vol.label[:, :, z]
+        image, label = vol.image[:, :, z], vol.label[:, :, z]
         ys, xs = (np.nonzero(label) if use_liver else ((), ()))
         if len(ys):  # centre on a liver pixel so the crop contains liver
             i = self.R.randint(len(ys))
             center = [ys[i], xs[i]]
         else:
-            center = _random_center(self.R, label.shape, self.patch_size)
-        if not self.slice_context:
-            image = vol.image[:, :, z]
-            return crop_window(image, center, self.patch_size, float(image.min())), \
-                crop_window(label, center, self.patch_size, 0)
-        image = with_slice_context(vol.image[None], self.slice_context, [z])[..., 0]  # (2n+1, X, Y)
-        pad = float(image[self.slice_context].min())  # the centre slice's, as without neighbours
-        return crop_window(image, [self.slice_context, *center], (len(image), *self.patch_size), pad), \
+            center = _random_center(self.R, image.shape, self.patch_size)
+        return crop_window(image, center, self.patch_size, float(image.min())), \
             crop_window(label, center, self.patch_size, 0)
 
 
@@ -268,14 +256,11 @@ class VolumeDataset(torch.utils.data.Dataset):
     """Preprocessed volumes with their affine, for per-patient 3D evaluation: whole, or (validation during
     training) a fixed view of each: the liver's bounding box plus `margin_mm`, every `slice_stride`-th axial
     slice. The view is the same at every validation, so the curve compares like with like at a fraction of
-    the cost; the test split is always scored on whole volumes in their original geometry. With
-    `slice_context` n each kept slice brings its n neighbours on either side as channels (2.5D), taken
-    from the whole volume, so a strided view gives a 2.5D model the neighbours it trained with."""
+    the cost; the test split is always scored on whole volumes in their original geometry."""
 
-    def __init__(self, volumes: list[Volume], margin_mm: float | None = None, slice_stride: int = 1,
-                 slice_context: int = 0):
+    def __init__(self, volumes: list[Volume], margin_mm: float | None = None, slice_stride: int = 1):
         self.volumes = volumes
-        self.margin_mm, self.slice_stride, self.slice_context = margin_mm, int(slice_stride), int(slice_context)
+        self.margin_mm, self.slice_stride = margin_mm, int(slice_stride)
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -299,10 +284,6 @@ class VolumeDataset(torch.utils.data.Dataset):
         vol = self.volumes[index]
         box, affine = self._view(vol)
         affine = torch.as_tensor(affine, dtype=torch.float64)
-        image = np.array(vol.image[box], dtype=np.float32)[None]
-        if self.slice_context:
-            z = range(vol.image.shape[2])[box[2]]
-            image = with_slice_context(np.asarray(vol.image[box[:2]])[None], self.slice_context, z).astype(np.float32)
-        return {"image": MetaTensor(image, affine=affine),
+        return {"image": MetaTensor(np.array(vol.image[box], dtype=np.float32)[None], affine=affine),
                 "label": MetaTensor(np.array(vol.label[box], dtype=np.float32)[None], affine=affine),
                 "case": vol.case}

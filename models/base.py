@@ -76,9 +76,6 @@ class SegmentationModule(L.LightningModule):
         roi_size: 3D sliding-window size; None = `default_roi_size`, never the data's patch (the runner passes it).
         sw_batch_size, sw_overlap: sliding-window batch and overlap (Gaussian weighting).
         slice_batch_size: slices per forward pass in 2D whole-volume inference.
-        slice_context: 2D models: the input is each axial slice with this many neighbours on either side as
-            channels (2.5D), so `in_channels` = image channels x (2 x slice_context + 1); the DataModule's
-            `slice_context` must match (the runner copies it from the data), and inference builds the same input.
         init_from: checkpoint whose matching weights initialise this model (transfer).
     """
 
@@ -115,7 +112,6 @@ class SegmentationModule(L.LightningModule):
         sw_batch_size: int = 2,
         sw_overlap: float = 0.25,
         slice_batch_size: int = 32,
-        slice_context: int = 0,
         init_from: Optional[str] = None,
     ):
         super().__init__()
@@ -124,9 +120,6 @@ class SegmentationModule(L.LightningModule):
             self.spatial_dims = int(self.hparams.spatial_dims)
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if slice_context and (self.spatial_dims != 2 or slice_context < 0 or in_channels % (2 * slice_context + 1)):
-            raise ValueError(f"slice_context {slice_context} needs a 2D model whose in_channels ({in_channels}) are a "
-                             f"multiple of 2 x slice_context + 1 (the neighbouring slices are channels)")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         check_schedule(lr_schedule, warmup_steps)
@@ -221,15 +214,14 @@ class SegmentationModule(L.LightningModule):
         slice, 3D models through MONAI's Gaussian sliding window (`models.network.predict_volume`)."""
         h = self.hparams
         return predict_volume(self, image, self.spatial_dims, self.roi_size, h.sw_batch_size, h.sw_overlap,
-                              h.slice_batch_size, h.in_channels, h.get("slice_context", 0))
+                              h.slice_batch_size)
 
     def inference_spec(self) -> dict[str, Any]:
         """What `models.network.load_network` needs besides the network's own spec."""
         return {"model": self.model_name, "spatial_dims": self.spatial_dims, "size_divisor": int(self.size_divisor),
                 "min_size": int(self.min_size), "roi_size": list(self.roi_size),
                 "fp32_max_channels": int(self.fp32_max_channels),
-                **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size", "in_channels",
-                                                "slice_context")}}
+                **{k: self.hparams[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size")}}
 
     # ---- training, validation, test -------------------------------------------------------
     def compute_loss(self, logits: torch.Tensor | list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
@@ -256,12 +248,6 @@ class SegmentationModule(L.LightningModule):
                 f"model {self.model_name or type(self).__name__} is {self.spatial_dims}D but the DataModule "
                 f"{type(dm).__name__} serves dims={dims}: set data.init_args.dims={self.spatial_dims}"
             )
-        data_context = int((getattr(dm, "hparams", None) or {}).get("slice_context", 0) or 0)
-        context = int(self.hparams.get("slice_context", 0))
-        if dm is not None and data_context != context:
-            raise ValueError(f"model {self.model_name or type(self).__name__} has slice_context={context} but the "
-                             f"DataModule serves slice_context={data_context}: set both (the benchmark runner "
-                             f"copies the data's to the model)")
         patch = getattr(dm, "patch_size", None)
         if self.spatial_dims == 3 and self.hparams.get("roi_size") is None and patch is not None:
             unlike = windows_unlike_patch(self.roi_size, patch)

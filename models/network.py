@@ -54,17 +54,14 @@ def padded_forward(net: nn.Module, x: torch.Tensor, spatial_dims: int, size_divi
 
 @torch.no_grad()
 def predict_volume(model: nn.Module, image: torch.Tensor, spatial_dims: int, roi_size: Sequence[int],
-                   sw_batch_size: int, sw_overlap: float, slice_batch_size: int, in_channels: int | None = None,
-                   slice_context: int = 0) -> torch.Tensor:
+                   sw_batch_size: int, sw_overlap: float, slice_batch_size: int) -> torch.Tensor:
     """Whole-volume logits (1, num_classes, X, Y, Z) of `model` (a padded forward) for (1, C, X, Y, Z).
 
-    2D models run the axial slices (last axis) in batches (2.5D models on the slices with their
-    neighbours: `context_input`); 3D models use MONAI's Gaussian-weighted sliding window with the
-    training patch size."""
+    2D models run the axial slices (last axis) in batches; 3D models use MONAI's Gaussian-weighted
+    sliding window with the training patch size."""
     image = plain_tensor(image)
     if image.ndim != 5 or image.shape[0] != 1:
         raise ValueError(f"predict_volume expects one volume (1, C, X, Y, Z), got {tuple(image.shape)}")
-    image = context_input(image, in_channels, slice_context)
     if spatial_dims == 3:
         from monai.inferers import sliding_window_inference
 
@@ -74,20 +71,6 @@ def predict_volume(model: nn.Module, image: torch.Tensor, spatial_dims: int, roi
     n = slice_batch_size
     out = torch.cat([model(slices[i:i + n]) for i in range(0, slices.shape[0], n)])
     return out.permute(1, 2, 3, 0).unsqueeze(0)  # (1, classes, X, Y, Z)
-
-
-def context_input(image: torch.Tensor, in_channels: int | None, slice_context: int) -> torch.Tensor:
-    """A 2.5D model's input (1, in_channels, X, Y, Z) from a volume (1, C, X, Y, Z): each slice with its
-    `slice_context` neighbours on either side as channels (`common.slice_context`). A volume that already
-    has them (a validation view, built by the dataset from the whole volume) passes unchanged."""
-    if not slice_context or image.shape[1] == in_channels:
-        return image
-    if in_channels is not None and image.shape[1] * (2 * slice_context + 1) != in_channels:
-        raise ValueError(f"a model of {in_channels} input channels with slice_context={slice_context} cannot take "
-                         f"{image.shape[1]} image channels")
-    from common.slice_context import with_slice_context
-
-    return with_slice_context(image, slice_context)
 
 
 def liver_margin(logits: torch.Tensor) -> torch.Tensor:
@@ -266,8 +249,7 @@ class InferenceNetwork(nn.Module):
         self.spatial_dims = int(spec["spatial_dims"])
         self.size_divisor, self.min_size = int(spec.get("size_divisor", 1)), int(spec.get("min_size", 1))
         self.roi_size = tuple(int(r) for r in spec.get("roi_size") or (64, 64, 64))
-        self.hparams = {k: spec[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size", "in_channels",
-                                             "slice_context") if k in spec}
+        self.hparams = {k: spec[k] for k in ("sw_batch_size", "sw_overlap", "slice_batch_size") if k in spec}
         self.model_name = spec.get("model")
         self.fp32_max_channels = int(spec.get("fp32_max_channels", 0))
 
@@ -277,8 +259,7 @@ class InferenceNetwork(nn.Module):
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
         h = self.hparams
         return predict_volume(self, image, self.spatial_dims, self.roi_size, int(h.get("sw_batch_size", 2)),
-                              float(h.get("sw_overlap", 0.25)), int(h.get("slice_batch_size", 32)),
-                              h.get("in_channels"), int(h.get("slice_context", 0)))
+                              float(h.get("sw_overlap", 0.25)), int(h.get("slice_batch_size", 32)))
 
 
 def _network_class(class_path: Any) -> type:

@@ -192,16 +192,14 @@ class Predictor:
         best foreground logit minus the background one (`models.network.liver_margin`; > 0 is liver). 2D
         models slice by slice in batches (channels-last when set), others via `predict_volume`."""
         from benchmark.inference.timing import autocast_context
-        from models.network import context_input, liver_margin
+        from models.network import liver_margin
 
         m = self.module
         with autocast_context(self.device, self.precision):
             if getattr(m, "spatial_dims", None) == 2:
-                h = getattr(m, "hparams", {})
-                x = context_input(x, h.get("in_channels"), int(h.get("slice_context", 0) or 0))  # 2.5D models
                 slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
                 fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                batches = math.ceil(slices.shape[0] / int(h.get("slice_batch_size", 32)))
+                batches = math.ceil(slices.shape[0] / int(getattr(m, "hparams", {}).get("slice_batch_size", 32)))
                 n = math.ceil(slices.shape[0] / batches)  # equal batches: one set of oneDNN kernels to build
                 out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.float32, device=x.device)
                 for i in range(0, slices.shape[0], n):

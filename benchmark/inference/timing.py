@@ -206,10 +206,7 @@ def time_model(module: torch.nn.Module, volume_shape: Sequence[int], *, device="
                repeats=repeats,
                peak_memory_mb=mem["peak_memory_mb"], slice_ms=None, slice_ms_iqr=None)
     if getattr(module, "spatial_dims", 3) == 2:
-        from models.network import context_input
-
-        h = getattr(module, "hparams", {})  # a 2.5D model's slice comes with its neighbours
-        slice_ = context_input(volume, h.get("in_channels"), int(h.get("slice_context", 0) or 0))[..., 0].contiguous()
+        slice_ = volume[..., 0].contiguous()
 
         def run_slice():
             with torch.inference_mode(), autocast_context(device, precision):

@@ -85,14 +85,10 @@ def list_overrides(entry: dict, used: dict, sources: dict[str, str], default_sou
 
 def derive_from_data(config: dict) -> dict:
     """Model arguments that follow from the data, in a LightningCLI config (changed in place, returned):
-    a 3D model whose entry leaves `roi_size` unset slides windows of its training patch size; a 2D model
-    trained on slices with `slice_context` neighbours as channels (2.5D) takes them as its input channels."""
+    a 3D model whose entry leaves `roi_size` unset slides windows of its training patch size."""
     model_args, data_args = config["model"].setdefault("init_args", {}), config["data"].get("init_args") or {}
     if int(data_args.get("dims", 2)) == 3 and model_args.get("roi_size") is None:
         model_args["roi_size"] = training_patch_size(data_args)
-    context = int(data_args.get("slice_context") or 0)
-    if context:  # the images are single-channel (CT, one MR sequence)
-        model_args.update(slice_context=context, in_channels=2 * context + 1)
     return config
 
 

@@ -80,8 +80,7 @@ def validation_overlays(tracking, n_images: int = 2):
                     image = plain_tensor(batch["image"]).to(pl_module.device)
                     pred = pl_module.predict_volume(image).argmax(1)[0].cpu().numpy()
                     gt = plain_tensor(batch["label"])[0, 0].numpy() > 0.5
-                    centre = image[0, image.shape[1] // 2]  # of a 2.5D input's slices, the middle one
-                    images.append(overlay_image(centre.cpu().numpy(), pred, gt, str(batch["case"][0])))
+                    images.append(overlay_image(image[0, 0].cpu().numpy(), pred, gt, str(batch["case"][0])))
             pl_module.train(training)
             tracking.log_overlays("val/overlays", images)
 
