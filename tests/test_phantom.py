@@ -123,6 +123,15 @@ def test_mri_gut_contents_range_below_and_above_the_liver():
         assert min(ratios) < 0.9 and max(ratios) > 1.1, (scan, ratios)
 
 
+def test_liver_vessel_trees_are_dense():
+    """Every portal branch and hepatic vein sends side branches into the liver (generator v4): vessels are
+    2.4-4.1 % of the liver label at 4 mm for seeds 0-5, where v3's few trunks were 1.1-1.7 %."""
+    for seed in range(6):
+        case = generate_case(seed, "ct", 4.0, fov="full", lesions=0)
+        share = np.isin(case.tissue, (T.PORTAL_VEIN, T.HEPATIC_VEIN)).sum() / (case.label == 1).sum()
+        assert share > 0.02, (seed, share)
+
+
 def test_ct_contrast_phases():
     cases = {ph: generate_case(2, "ct", (3.0, 3.0, 3.0), fov="full", phase=ph)
              for ph in ("native", "arterial", "portal", "delayed")}

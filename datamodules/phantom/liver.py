@@ -167,18 +167,33 @@ def paint_liver_vessels(p: Painter, ls: LiverShape, marks: dict, rng, ivc_top) -
     right = _pick(rng, pts, lambda q: (q[:, 0] > ls.right_c[0] - 10) & (np.abs(q[:, 2] - ls.right_c[2]) < 30))
     left = _pick(rng, pts, lambda q: (q[:, 0] < -10) & (q[:, 0] > -40))
     r0 = rng.uniform(5, 7)
+    twigs = rng.spawn(1)[0]  # the finer branches: a separate stream, so the rest of the patient is unchanged
     for trunk_end, side in ((right, 1), (left, -1)):
         trunk = smooth_curve(rng, [hilum, trunk_end], 4)
         p.tube(trunk, [r0, r0 * 0.7, r0 * 0.55], T.PORTAL_VEIN, only=only)
         for _ in range(rng.integers(2, 5)):
             tip = _pick(rng, pts, lambda q: side * (q[:, 0] - hilum[0] + side * 10) > 0)
-            p.tube(smooth_curve(rng, [trunk_end, tip], 5), [r0 * 0.5, r0 * 0.38, r0 * 0.28],
-                   T.PORTAL_VEIN, only=only)
+            branch = smooth_curve(rng, [trunk_end, tip], 5)
+            p.tube(branch, [r0 * 0.5, r0 * 0.38, r0 * 0.28], T.PORTAL_VEIN, only=only)
+            _paint_twigs(p, twigs, pts, branch, r0 * 0.45, T.PORTAL_VEIN)
     top = np.asarray(ivc_top, float)
     for target in ((ls.right_c[0] + 50, -10, ls.right_c[2]), (ls.right_c[0] - 40, 40, -60), (-50, 40, -30)):
         tip = _nearest(pts, target)
         rv = rng.uniform(4, 6)
-        p.tube(smooth_curve(rng, [top, tip], 5), [rv, rv * 0.6, rv * 0.35], T.HEPATIC_VEIN, only=only)
+        vein = smooth_curve(rng, [top, tip], 5)
+        p.tube(vein, [rv, rv * 0.6, rv * 0.35], T.HEPATIC_VEIN, only=only)
+        _paint_twigs(p, twigs, pts, vein, rv * 0.5, T.HEPATIC_VEIN)
+
+
+def _paint_twigs(p: Painter, rng, pts, parent, radius, code, n=(4, 9), reach=50.0):
+    """Side branches from points along a vessel to nearby liver points: real livers show dense trees."""
+    for _ in range(rng.integers(*n)):
+        start = parent[rng.integers(len(parent) // 3, len(parent))]
+        near = pts[np.linalg.norm(pts - start, axis=1) < reach]
+        if len(near) < 2:
+            continue
+        tip = near[rng.integers(len(near))]
+        p.tube(smooth_curve(rng, [start, tip], 3), [radius, radius * 0.85, radius * 0.7], code, only=(T.LIVER,))
 
 
 LESION_KINDS = (T.LESION_HYPO, T.LESION_HYPER, T.LESION_CYST)

@@ -18,7 +18,7 @@ from .anatomy import Anatomy, build_anatomy, rngs
 from .appearance import CT_PHASES, MR_VARIANTS, render_ct, render_mri, render_randomised
 from .tissues import label_lut
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 MODALITIES = ("ct", "t1", "t2")
 SEQUENCE_CODES = {"ct": 0, "t1": 1, "t2": 2}
 LABELS = {"background": 0, "liver": 1, "lesion": 2}
