@@ -58,7 +58,8 @@ def predict_volume(model: nn.Module, image: torch.Tensor, spatial_dims: int, roi
     """Whole-volume logits (1, num_classes, X, Y, Z) of `model` (a padded forward) for (1, C, X, Y, Z).
 
     2D models run the axial slices (last axis) in batches; 3D models use MONAI's Gaussian-weighted
-    sliding window with the training patch size."""
+    sliding window with the training patch size, padding a volume smaller than the window with its minimum
+    as the training crops do (MONAI's default 0 is mid-grey after a z-score)."""
     image = plain_tensor(image)
     if image.ndim != 5 or image.shape[0] != 1:
         raise ValueError(f"predict_volume expects one volume (1, C, X, Y, Z), got {tuple(image.shape)}")
@@ -66,7 +67,7 @@ def predict_volume(model: nn.Module, image: torch.Tensor, spatial_dims: int, roi
         from monai.inferers import sliding_window_inference
 
         return sliding_window_inference(image, tuple(roi_size), sw_batch_size, model, overlap=sw_overlap,
-                                        mode="gaussian")
+                                        mode="gaussian", cval=float(image.min()))
     slices = image[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
     n = slice_batch_size
     out = torch.cat([model(slices[i:i + n]) for i in range(0, slices.shape[0], n)])
