@@ -11,8 +11,8 @@ from torch import nn
 
 import models
 from common.files import DataError
-from models.network import (ChannelsLastInstanceNorm, predict_volume, FullPrecisionLayer, StridedMaxPool, fast_eval_copy,
-                            full_precision_copy, liver_labels, load_network, padded_forward)
+from models.network import (ChannelsLastInstanceNorm, FullPrecisionLayer, StridedMaxPool, fast_eval_copy,
+                            full_precision_copy, liver_labels, load_network, padded_forward, predict_volume)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
