@@ -57,7 +57,9 @@ def test_window_and_delta_are_the_rule():
                                           ({"lr_drops": 1.5}, "lr_drops"), ({"lr_factor": 1.0}, "lr_factor"),
                                           ({"min_window": 5}, "min_window"), ({"min_window": 0}, "min_window"),
                                           ({"lr_drops": 1, "drop_by": 1.0}, "drop_by must be a fraction"),
-                                          ({"drop_by": 0.6}, "drop_by needs lr_drops")])
+                                          ({"drop_by": 0.6}, "drop_by needs lr_drops"),
+                                          ({"min_points": 6, "first_min_points": 5}, "first_min_points"),
+                                          ({"first_min_points": True}, "first_min_points")])
 def test_bad_rules_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         convergence_rule(bad)
@@ -89,6 +91,38 @@ def test_with_drops_a_run_converges_only_on_a_plateau_after_every_drop():
     assert not converged(after_two[:15], [6, 12], rule)  # only 3 points since the second drop
     text = describe_rule(rule)
     assert "first 2 plateaus multiply the learning rate by 0.1" in text and "after all 2 drops" in text
+
+
+# Measured (3D CNN + Augmentation CT, b9638d2, cpu preset, 2026-12-05): validation Dice every 50 steps from step 350,
+# the first point after the 300-step warm-up, to 700, where the first plateau dropped the learning rate; the
+# run then rose at 0.1x the rate to 0.929 at the 5000-step cap and never plateaued again.
+EARLY_3D_AUGMENTATION_CT = [0.736178, 0.750527, 0.76247, 0.776431, 0.774228, 0.780562, 0.764255, 0.770613]
+CPU_RULE = {"min_points": 6, "window": 0.3333, "min_window": 4, "min_delta": 0.005, "lr_drops": 1}
+
+
+def test_first_min_points_keeps_an_early_noisy_stretch_from_ending_the_first_phase():
+    """The recorded curve met the cpu rule after 8 points (the last 4 beat the best before by 0.004): a noisy
+    stretch of a steep curve, not the end of learning at that rate. 10 points in the first phase wait."""
+    early = EARLY_3D_AUGMENTATION_CT
+    assert plateaued(early, convergence_rule(CPU_RULE), first_phase=True)
+    patient = convergence_rule({**CPU_RULE, "first_min_points": 10})
+    assert not plateaued(early, patient, first_phase=True)
+    assert not plateaued(early + [0.79], patient, first_phase=True)
+    assert plateaued(early + [0.78, 0.779], patient, first_phase=True)  # a real stall still ends it at 10
+    # later phases keep min_points: 6 points after the drop are enough there
+    assert plateaued([0.8] * 6, patient) and not plateaued([0.8] * 5, patient)
+    assert not plateaued([0.8] * 9, patient, first_phase=True)
+    assert converged([0.5] * 3 + [0.8] * 6, [3], patient) and not converged([0.8] * 9, [], patient)
+    assert "at least 10 (first phase; later phases 6) validation points" in describe_rule(patient)
+    assert "at least 6 validation points" in describe_rule(convergence_rule(CPU_RULE))
+
+
+def test_the_cpu_preset_needs_ten_points_in_its_first_phase():
+    from benchmark.run.plan import load_preset
+
+    rule = convergence_rule(load_preset("cpu")["convergence"])
+    assert rule["first_min_points"] == 10 and rule["min_points"] == 6
+    assert not plateaued(EARLY_3D_AUGMENTATION_CT, rule, first_phase=True)
 
 
 def _trainer_with_curve(values: list[float], rule: dict, lr_schedule: str = "constant", warmup_steps: int = 0):
@@ -156,6 +190,13 @@ def test_the_callback_drops_the_learning_rate_on_each_plateau_then_stops():
     assert record["stop_reason"] == "plateau" and record["converged"] is True
     assert record["lr_drops_at_step"] == [20] and record["steps"] == 40
     assert [p["lr"] for p in record["curve"]] == pytest.approx([0.1] * 5 + [0.01] * 5)
+
+
+def test_the_callback_applies_first_min_points_to_the_first_phase_only():
+    flat = [0.5] * 8
+    record = _trainer_with_curve(flat + [0.8] * 8, convergence_rule({"stop": True, "lr_drops": 1, "first_min_points": 8}))
+    # first phase: 8 flat points (drop at step 32); second phase: 5 points (min_points) after it
+    assert record["lr_drops_at_step"] == [32] and record["steps"] == 52 and record["converged"] is True
 
 
 def test_a_cap_before_the_last_drop_is_not_converged():

@@ -73,9 +73,10 @@ def test_the_current_code_writes_what_the_old_code_wrote(fresh, name):
         if old.get(key) is not None:
             assert {**new[key], varying: None} == {**old[key], varying: None}, key
     if old.get("budget") is not None:  # since the old code: the drops' reasons, the rule's drop_by (cpu: 0.6) and
-        # the seconds spent validating
+        # first_min_points (cpu: 10), and the seconds spent validating
         budget, rule = dict(new["budget"]), dict(new["budget"]["rule"])
-        assert rule.pop("drop_by") == 0.6 and budget.pop("lr_drop_reasons") is not None
+        assert rule.pop("drop_by") == 0.6 and rule.pop("first_min_points") == 10
+        assert budget.pop("lr_drop_reasons") is not None
         assert 0 <= budget.pop("validation_seconds") <= budget["seconds"]
         new = {**new, "budget": {**budget, "rule": rule}}
         same = ("unit", "steps", "samples_per_step", "samples", "limit", "stop_reason", "rule")

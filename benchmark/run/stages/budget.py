@@ -68,7 +68,7 @@ class ValidationCurve(Callback):
             self._drop(trainer, "drop_by")
             return
         start = self.drops_at[-1] if self.drops_at else self.warm
-        if not plateaued(self.dice[start:], self.rule):
+        if not plateaued(self.dice[start:], self.rule, first_phase=not self.drops_at):
             return
         if drops_left:
             self._drop(trainer, "plateau")
