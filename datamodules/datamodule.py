@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 from monai.data import DataLoader
-from monai.transforms import Compose
 
 from common.files import DataError
 from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, VolumeDataset, cached_json,
@@ -20,8 +19,8 @@ from datamodules.datasets import (PatchDataset, SliceDataset, VolumeCache, Volum
 from datamodules.grid import ras_spacing
 from datamodules.readers import CaseRecord, check_headers, dataset_modality, load_case, read_dataset
 from datamodules.splits import load_split, save_split, split_patients
-from datamodules.transforms import (PRESETS, build_augmentation, build_intensity_randomisation, fit_fingerprint,
-                                    foreground_sample, preprocessing_config)
+from datamodules.transforms import (PRESETS, build_augmentation, fit_fingerprint, foreground_sample,
+                                    preprocessing_config)
 from datamodules.volumes import read_geometry
 
 DEFAULT_PATCH = {("cpu", 2): (128, 128), ("cpu", 3): (64, 64, 64),
@@ -69,8 +68,6 @@ class LiverDataModule(L.LightningDataModule):
             None: the test patients are `test_fraction` of `phantom_cases`.
         phantom_randomised: share of the training phantom's scans rendered SynthSeg-style (a random
             intensity per tissue, in the modality's scale; docs/phantom.md); the test phantom stays realistic.
-        intensity_randomisation: share of training samples given a random intensity curve and gamma
-            (`transforms.build_intensity_randomisation`, after any augmentation); validation and test see plain images.
     """
 
     def __init__(self, data_dir: str | None = None, modality: str = "ct", dims: int = 2, preset: str = "cpu",
@@ -82,8 +79,7 @@ class LiverDataModule(L.LightningDataModule):
                  num_folds: int | None = None, fold: int = 0, split_file: str | None = None,
                  liver_labels: list[int] | None = None, phantom_cases: int | None = None,
                  phantom_spacing: list[float] | None = None, phantom_seed: int = 0,
-                 phantom_test_cases: int | None = None, phantom_randomised: float = 0.0, split_seed: int = 0,
-                 intensity_randomisation: float = 0.0):
+                 phantom_test_cases: int | None = None, phantom_randomised: float = 0.0, split_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         if modality not in ("ct", "mri"):
@@ -99,8 +95,7 @@ class LiverDataModule(L.LightningDataModule):
             raise ValueError(f"phantom_randomised must be a share in [0, 1], got {phantom_randomised!r}")
         if cache not in ("memory", "disk"):
             raise ValueError(f"cache must be 'memory' or 'disk', got {cache!r}")
-        build_augmentation(dims, augmentation)  # fail now on an unknown recipe or share, not in setup()
-        build_intensity_randomisation(intensity_randomisation)
+        build_augmentation(dims, augmentation)  # fail now on an unknown recipe, not in setup()
         self.modality, self.dims, self.preset = modality, dims, preset
         self.patch_size = tuple(patch_size) if patch_size else DEFAULT_PATCH[("gpu" if preset == "gpu" else "cpu", dims)]
         if len(self.patch_size) != dims:
@@ -240,8 +235,6 @@ class LiverDataModule(L.LightningDataModule):
             hp = self.hparams
             cls = SliceDataset if self.dims == 2 else PatchDataset
             augment = build_augmentation(self.dims, hp.augmentation)
-            if hp.intensity_randomisation:
-                augment = Compose([*augment.transforms, *build_intensity_randomisation(hp.intensity_randomisation)])
             self._train_dataset = cls(self.volumes("train"), self.patch_size, hp.samples_per_epoch,
                                       hp.liver_oversample, augment, seed=hp.seed)
         return self._train_dataset

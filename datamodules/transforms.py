@@ -14,7 +14,7 @@ import torch
 from monai.transforms import (
                               ClipIntensityPercentilesd, Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged,
                               MapTransform, NormalizeIntensityd, Orientationd, RandAdjustContrastd, RandAffined, RandFlipd,
-                              RandGaussianNoised, RandGaussianSmoothd, RandHistogramShiftd, RandScaleIntensityd, RandScaleIntensityFixedMeand,
+                              RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd, RandScaleIntensityFixedMeand,
                               Rand2DElasticd, Rand3DElasticd, ScaleIntensityRanged, Spacingd,
                               )
 
@@ -189,19 +189,6 @@ def build_preprocessing(config: dict[str, Any], keys: Sequence[str] = ("image", 
     steps += intensity_steps(config["intensity"])
     steps.append(EnsureTyped(keys, dtype=torch.float32))
     return Compose(steps)
-
-
-def build_intensity_randomisation(prob: float) -> list:
-    """Random appearance for a share `prob` of training images: a random monotone intensity curve
-    (4-10 control points, MONAI's histogram shift), then, independently, a gamma of 0.5-2. Meant to carry a
-    model trained on one look per tissue (the phantom's) to other scanners' contrasts; measured in
-    docs/phantom.md ("Randomised appearance on the fly")."""
-    if not 0 <= prob <= 1:
-        raise ValueError(f"intensity_randomisation must be a share in [0, 1], got {prob!r}")
-    if not prob:
-        return []
-    return [RandHistogramShiftd("image", num_control_points=(4, 10), prob=prob),
-            RandAdjustContrastd("image", gamma=(0.5, 2.0), prob=prob)]
 
 
 def build_augmentation(dims: int, recipe: str | bool = "paper", keys: Sequence[str] = ("image", "label")) -> Compose:
