@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nan-policy", choices=NAN_POLICIES, default=None,
                    help="NaN/Inf voxels in a scan: error (default) or fill (minimum finite value)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                   help="network precision: auto (default: bf16 on a GPU or a CPU with AVX-512 BF16/AMX, else "
-                        "fp32), fp32 or bf16 (autocast, channels-last)")
+                   help="network precision: auto (default, the fastest: bf16 on a GPU or a CPU with AVX-512 "
+                        "BF16/AMX, else fp32, channels-last on a CPU), fp32 (NCHW, the exact reference) or bf16 "
+                        "(autocast, channels-last)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     with nan_policy_env(args.nan_policy):
         return _predict(args)
