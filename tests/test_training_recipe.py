@@ -1,5 +1,7 @@
-"""Training-recipe switches that the cpu preset uses: normalisation layer and learning-rate schedule."""
+"""Training-recipe switches: normalisation layer, learning-rate schedule, weight average, compiled training steps."""
 from __future__ import annotations
+
+import shutil
 
 import lightning as L
 import pytest
@@ -169,6 +171,51 @@ def test_ema_decay_ends_training_on_the_moving_average_of_the_weights():
         assert not all(torch.equal(final[k], after_steps[-1][k]) for k in expected) or decay is None
     with pytest.raises(ValueError, match="ema_decay"):
         create_model("unet2d", ema_decay=1.0)
+
+
+def test_compile_training_compiles_the_training_forward_only_and_copies_start_without_it():
+    """`compile_training`: the training forward goes through `torch.compile` of the module's own network (same
+    parameters and state-dict keys); eval mode stays eager; a copy (the weight average's) and a pickled module
+    carry no compiled graph of the original."""
+    import copy
+    import pickle
+
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    plain = create_model("unet2d", features=4, depth=2)
+    assert plain.train_net is plain.net
+    model = create_model("unet2d", features=4, depth=2, compile_training=True)
+    assert list(model.state_dict()) == list(plain.state_dict())
+    model.train()
+    compiled = model.train_net
+    assert isinstance(compiled, OptimizedModule) and compiled._orig_mod is model.net and model.train_net is compiled
+    assert "compiled" not in dict(model.named_modules())  # the cache is no submodule
+    model.eval()
+    assert not isinstance(model.eval_net, OptimizedModule)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not twin.__dict__.get("_train_net_cache")
+        assert twin.train_net._orig_mod is twin.net and twin.net is not model.net
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile on a CPU needs a C++ compiler")
+def test_compile_training_trains_to_the_same_weights_as_eager():
+    """A real fit (6 steps, with the weight average): the compiled training steps end on the eager run's averaged
+    weights up to float rounding."""
+    x = torch.randn(8, 1, 16, 16)
+    batches = [{"image": x[i:i + 2], "label": (x[i:i + 2] > 0).float()} for i in range(0, 8, 2)]
+    weights = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = create_model("unet2d", features=4, depth=2, lr=1e-2, ema_decay=0.9, compile_training=compiled)
+        L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, limit_val_batches=0).fit(model, DataLoader(batches, batch_size=None))
+        assert bool(model.__dict__.get("_train_net_cache")) == compiled  # the compiled graph did the steps
+        weights[compiled] = model.net.state_dict()
+    torch.manual_seed(0)
+    first = create_model("unet2d", features=4, depth=2)  # the start: the weights moved, so the comparison says something
+    assert any(not torch.allclose(weights[True][k], first.net.state_dict()[k]) for k in weights[True] if "weight" in k)
+    for k, w in weights[False].items():
+        torch.testing.assert_close(weights[True][k], w, rtol=1e-4, atol=1e-5)
 
 
 def test_a_preset_can_add_lightning_callbacks_and_the_run_records_them(tmp_path):
