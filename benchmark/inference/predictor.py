@@ -88,8 +88,9 @@ class Predictor:
     `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present.
     `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None means "with bf16/fp16,
     and with `auto` on a CPU" (where it pays off: in fp32 the 2D U-Net's slices run 1.6x faster channels-last on a
-    CPU without bf16, docs/speed.md; explicit `fp32` stays NCHW, the exact reference). In bf16/fp16 the first convolution and those with at most
-    `fp32_max_channels` output channels run in fp32 (None: the model class's `fp32_max_channels`).
+    CPU without bf16, docs/speed.md; an explicit `fp32` stays NCHW, the exact reference). In bf16/fp16 the first
+    convolution and those with at most `fp32_max_channels` output channels run in fp32 (None: the model class's
+    `fp32_max_channels`).
     Off the CPU (a GPU) the resampling, re-orientation and inversion run on the device too, so only
     the file's voxels go up and the uint8 mask comes back; `resample_on_device` forces either way."""
 
