@@ -140,9 +140,10 @@ def test_external_eval_matches_the_run(ext_run, ext_ct, tmp_path, capsys):
     csv_out = tmp_path / "scores.csv"
     record = json.loads((folder / "result.json").read_text())
     lcc = ["--largest-component"] if record["postprocessing"]["largest_component"] else []  # the run's own post-processing
-    precision = record["evaluation"]["precision"]  # and its network precision
+    precision = record["evaluation"]["precision"]  # and its network precision and layout
+    layout = "--channels-last" if record["evaluation"]["channels_last"] else "--no-channels-last"
     assert cli(["external-eval", "--checkpoint", str(folder / "model.ckpt"), "--external", str(ext_ct),
-                "--out", str(csv_out), "--device", "cpu", "--precision", precision, *lcc]) == 0
+                "--out", str(csv_out), "--device", "cpu", "--precision", precision, layout, *lcc]) == 0
     printed = capsys.readouterr().out
     expected = list(csv.DictReader((folder / "external_per_case.csv").open()))
     got = list(csv.DictReader(csv_out.open()))

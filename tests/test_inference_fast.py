@@ -169,6 +169,41 @@ def test_auto_on_a_cpu_without_bf16_is_fp32_channels_last(monkeypatch):
     torch.testing.assert_close(margin_auto, margin_fp32, rtol=1e-4, atol=1e-4)  # fp32 both: the order of sums only
 
 
+def test_the_test_split_runs_the_network_as_the_timing_stage_times_it(monkeypatch, tmp_path):
+    """`evaluation.precision: auto` on a CPU without bf16 resolves to fp32 and keeps the channels-last layout
+    (it once passed the resolved "fp32" on and scored NCHW, 1.5x slower than the timed network); an explicit
+    fp32 stays NCHW. The test split's Predictor gets the recorded layout."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from benchmark.inference import predictor as predictor_module
+    from benchmark.run.stages import test as test_stage
+    from models import create_model
+
+    monkeypatch.setattr(predictor_module, "cpu_has_bf16", lambda: False)
+    module = create_model("unet2d", features=4, depth=2)
+    settings = {p: test_stage.evaluation_settings({"evaluation": {"largest_component": True, "precision": p}}, module)
+                for p in ("auto", "fp32")}
+    assert settings["auto"] == {"largest_component": True, "precision": "fp32", "channels_last": True}
+    assert settings["fp32"] == {"largest_component": True, "precision": "fp32", "channels_last": False}
+
+    built = []
+    monkeypatch.setattr(predictor_module.Predictor, "margin",
+                        lambda self, x: built.append(self.channels_last) or torch.ones(x.shape[2:]))
+    image, label = tmp_path / "c_0000.nii.gz", tmp_path / "c.nii.gz"
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), affine), image)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), affine), label)
+    record = SimpleNamespace(image_path=str(image), label_path=str(label), case="c", patient="c", liver_labels=None,
+                             declared_labels=None)
+    for name in ("auto", "fp32"):
+        s = {k: v for k, v in settings[name].items() if k != "largest_component"}
+        rows, _ = test_stage.evaluate(module, preprocessing_config("ct"), [record], **s)
+        assert rows[0]["dice"] == 1.0  # every voxel liver, as the margin says
+    assert built == [True, False]
+
+
 def test_spread_and_quiet_process_fields():
     assert T.spread([10.0, 11.0, 14.0]) == pytest.approx(4 / 11)
     assert T.spread([5.0]) == 0.0

@@ -111,7 +111,10 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
     assert good["postprocessing"] == {"largest_component": True}  # the cpu preset keeps the largest component
     bf16 = cpu_has_bf16()  # cpu preset precision `auto`: bf16 where native, resolved and recorded
-    assert good["evaluation"] == {"largest_component": True, "precision": "bf16" if bf16 else "fp32"}
+    # ... and channels-last on a CPU also in fp32: the test split runs the network as the timing stage times it
+    assert good["evaluation"] == {"largest_component": True, "precision": "bf16" if bf16 else "fp32",
+                                  "channels_last": True}
+    assert good["timing"]["channels_last"] is True
     assert good["config"]["trainer"]["precision"] == ("bf16-mixed" if bf16 else "32-true")
     assert good["versions"]["torch"] and good["config"]["data"]["init_args"]["data_dir"] is None
     # Checkpoints of 2D and 3D runs load as untrusted files (no MetaTensor leaked into them).

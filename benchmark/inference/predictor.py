@@ -82,13 +82,20 @@ def intensity_function(cfg: dict[str, Any]) -> Callable[[torch.Tensor], torch.Te
     return lambda x: torch.as_tensor(steps({"image": x})["image"]).float()
 
 
+def default_channels_last(precision: str, device) -> bool:
+    """Whether a `precision` setting runs the network channels-last: with bf16/fp16, and with `auto` on a CPU
+    (fp32 channels-last where the CPU has no bf16: 2D U-Net slices 1.6x faster, docs/speed.md); an explicit
+    `fp32` stays NCHW, the exact reference."""
+    device = torch.device(device)
+    return resolve_precision(precision, device) in ("bf16", "fp16") or (precision == "auto" and device.type == "cpu")
+
+
 class Predictor:
     """Runs a `SegmentationModule` with the preprocessing config stored in its checkpoint.
 
     `device=None` keeps the module where it is; `from_checkpoint` prefers CUDA when present.
-    `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None means "with bf16/fp16,
-    and with `auto` on a CPU" (where it pays off: in fp32 the 2D U-Net's slices run 1.6x faster channels-last on a
-    CPU without bf16, docs/speed.md; an explicit `fp32` stays NCHW, the exact reference). In bf16/fp16 the first
+    `precision`: fp32 (default), bf16 or auto (`resolve_precision`); `channels_last` None:
+    `default_channels_last(precision, device)`. In bf16/fp16 the first
     convolution and those with at most `fp32_max_channels` output channels run in fp32 (None: the model class's
     `fp32_max_channels`).
     Off the CPU (a GPU) the resampling, re-orientation and inversion run on the device too, so only
@@ -106,9 +113,8 @@ class Predictor:
             device = param.device if param is not None else "cpu"
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        if channels_last is None:
-            channels_last = self.precision in ("bf16", "fp16") or (precision == "auto" and self.device.type == "cpu")
-        self.channels_last = bool(channels_last)
+        self.channels_last = (default_channels_last(precision, self.device) if channels_last is None
+                              else bool(channels_last))
         self.module = module.to(self.device).eval()
         self.source = getattr(module, "checkpoint_path", None) or "the network"  # its checkpoint, for errors
         dims = getattr(module, "spatial_dims", None)

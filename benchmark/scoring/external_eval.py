@@ -27,6 +27,9 @@ def parse_args(argv):
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
                    help="network precision (a run's own: result.json `evaluation.precision`; default fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="network memory layout (a run's own: result.json `evaluation.channels_last`; default: "
+                        "channels-last with bf16, and with auto on a CPU)")
     return p.parse_args(argv)
 
 
@@ -56,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.inference.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, modality=ext.modality,
-                                              precision=args.precision)
+                                              precision=args.precision, channels_last=args.channels_last)
         trained = predictor.config.get("modality")
         if trained and trained != ext.modality:
             print(f"warning: the checkpoint was trained on {trained.upper()}, the set is {ext.modality.upper()}",
                   file=sys.stderr)
-        rows = score(predictor.module, predictor.config, ext, args.largest_component, predictor.precision)
+        rows = score(predictor.module, predictor.config, ext, args.largest_component, predictor.precision,
+                     predictor.channels_last)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

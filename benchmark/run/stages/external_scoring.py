@@ -9,11 +9,12 @@ from benchmark.scoring.external import ExternalSet, score, summary_block
 
 
 def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
-                   largest_component: bool = False, precision: str = "fp32") -> tuple[dict, list[dict]]:
+                   largest_component: bool = False, precision: str = "fp32",
+                   channels_last: bool | None = None) -> tuple[dict, list[dict]]:
     """The runner's external stage: score, write `external_per_case.csv` (atomic), return the block.
     A failure here is recorded in the block and keeps the run's own results (training is not lost)."""
     try:
-        rows = score(module, preprocessing, ext, largest_component, precision)
+        rows = score(module, preprocessing, ext, largest_component, precision, channels_last)
     except Exception as exc:  # the set was checked before training; a late surprise is recorded
         return {**ext.describe(), "error": failure_fields(exc)["error"]}, []
     write_per_case(folder, rows, "external_per_case.csv")
@@ -29,13 +30,15 @@ def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
 
     folder = Path(folder)
     largest = bool((record.get("postprocessing") or {}).get("largest_component"))
-    precision = (record.get("evaluation") or {}).get("precision", "fp32")  # as the test split was scored
+    evaluation = record.get("evaluation") or {}  # as the test split was scored; a record without
+    precision = evaluation.get("precision", "fp32")  # `channels_last` gets the precision's default layout
     try:
         module, preprocessing = load_best(folder / "model.ckpt")
     except Exception as exc:
         block = {**ext.describe(), "error": failure_fields(exc)["error"]}
     else:
-        block, _ = external_stage(module, preprocessing, ext, folder, largest, precision)
+        block, _ = external_stage(module, preprocessing, ext, folder, largest, precision,
+                                  evaluation.get("channels_last"))
     rescored = {**record, "external": block}
     write_result(folder, rescored)
     return rescored

@@ -15,7 +15,7 @@ class SplitScores:
     overlay images the trackers get."""
 
     metrics: dict  # means over the test patients (`summarise`, without its convention text)
-    evaluation: dict  # {largest_component, precision}: how the test (and external) predictions were made
+    evaluation: dict  # {largest_component, precision, channels_last}: how the test (and external) predictions were made
     per_case: list[dict]
     overlays: list
     convention: str = SURFACE_CONVENTION  # result.json `metrics_convention`
@@ -37,27 +37,30 @@ def score_test_split(module, preprocessing: dict, datamodule, config: dict, fold
 
 
 def evaluation_settings(config: dict, module) -> dict:
-    """The preset's `evaluation:` with its precision resolved for where the module is (`auto`: bf16
-    on a CPU with AVX-512 BF16/AMX or a bf16 GPU, else fp32), as result.json `evaluation` records it."""
-    from benchmark.inference.predictor import resolve_precision
+    """The preset's `evaluation:` resolved for where the module is, as result.json `evaluation` records it:
+    `precision` (`auto`: bf16 on a CPU with AVX-512 BF16/AMX or a bf16 GPU, else fp32) and `channels_last`
+    (`auto` is channels-last on a CPU, also in fp32: the same network pass as the timing stage's)."""
+    from benchmark.inference.predictor import default_channels_last, resolve_precision
 
     evaluation = config["evaluation"]
     param = next(iter(module.parameters()), None)
     device = param.device if param is not None else "cpu"
+    requested = evaluation.get("precision", "fp32")
     return {"largest_component": bool(evaluation["largest_component"]),
-            "precision": resolve_precision(evaluation.get("precision", "fp32"), device)}
+            "precision": resolve_precision(requested, device),
+            "channels_last": default_channels_last(requested, device)}
 
 
 def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3,
-             largest_component=False, precision="fp32"):
+             largest_component=False, precision="fp32", channels_last: bool | None = None):
     """Per-case metrics on the held-out patients, in 3D, in each file's original geometry
-    (optionally after keeping only the prediction's largest connected component); `precision` of
-    the network (fp32, bf16 or auto, see `benchmark.inference.predictor.Predictor`)."""
+    (optionally after keeping only the prediction's largest connected component); `precision` and
+    `channels_last` of the network (see `benchmark.inference.predictor.Predictor`)."""
     from benchmark.inference.predictor import Predictor
     from benchmark.tracking.overlays import overlay_image
     from datamodules.readers import load_case
 
-    predictor = Predictor(module, preprocessing, precision=precision)
+    predictor = Predictor(module, preprocessing, precision=precision, channels_last=channels_last)
     rows, overlays = [], []
     for record in test_records:
         case = load_case(record, liver_labels)
