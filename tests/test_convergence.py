@@ -91,6 +91,7 @@ def test_with_drops_a_run_converges_only_on_a_plateau_after_every_drop():
     assert not converged(after_two[:15], [6, 12], rule)  # only 3 points since the second drop
     text = describe_rule(rule)
     assert "first 2 plateaus multiply the learning rate by 0.1" in text and "after all 2 drops" in text
+    assert "the first plateau multiplies the learning rate by 0.1" in describe_rule(convergence_rule({"lr_drops": 1}))
 
 
 # Measured (3D CNN + Augmentation CT, b9638d2, cpu preset, 2026-12-05): validation Dice every 50 steps from step 350,

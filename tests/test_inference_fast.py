@@ -8,7 +8,7 @@ import torch
 
 from benchmark.inference import timing as T
 from benchmark.inference.predictor import cpu_has_bf16, Predictor, resolve_precision
-from benchmark.inference.resampling import resample_linear, spacing_grid
+from benchmark.inference.resampling import resample_linear, spacing_grid, voxels_read
 from datamodules.transforms import preprocessing_config
 
 
@@ -102,6 +102,49 @@ def test_resampling_on_the_device_gives_the_same_mask(axes, modality, advanced):
         assert 0 < mask_a.sum() < mask_a.size
 
 
+def test_the_inversion_reads_only_the_grid_slices_next_to_the_scans_own():
+    """Back from the 3 mm grid to 6 mm slices the linear inversion weights every other grid slice, for 7.7 mm
+    slices both neighbours of each scan slice, for 2 mm slices all of them."""
+    np.testing.assert_array_equal(voxels_read(19, 10, 2.0), np.arange(0, 19, 2))
+    size = spacing_grid((1, 1, 31), (1.0, 1.0, 7.7), (1.0, 1.0, 3.0))[0][2]  # 31 CHAOS T2 slices: 78 grid slices
+    read = voxels_read(size, 31, 7.7 / 3.0)
+    assert size == 78 and 31 < len(read) < 62 and read[0] == 0 and read[-1] == 77
+    assert len(voxels_read(67, 100, 2.0 / 3.0)) == 67
+
+
+def test_a_2d_model_runs_only_on_the_slices_the_inversion_reads():
+    """On a 6 mm MRI the 2D network sees half of the 3 mm grid's slices (counted at its input); what it
+    skips the inversion never weights (the mask is the same whatever those slices hold), and the slices it
+    sees give the margin of a pass over all of them."""
+    from models import create_model
+
+    torch.manual_seed(0)
+    module = create_model("unet2d", features=4, depth=2)
+    seen = []
+    module.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+    rng = np.random.default_rng(2)
+    image = np.full((48, 40, 12), 50.0, np.float32)
+    image[10:38, 8:30, 2:10] = 400.0 + rng.normal(0, 20, (28, 22, 8))
+    affine = np.diag([3.0, 3.0, 6.0, 1.0])
+    predictor = Predictor(module, preprocessing_config("mri", advanced=True), "cpu", precision="fp32")
+    x, state = predictor.preprocess(image, affine)
+    read = predictor.slices_read(state)
+    grid_slices = x.shape[-1]
+    assert state["box"] is not None and read is not None and 0 < len(read) <= (grid_slices + 1) // 2
+    seen.clear()
+    mask, _ = predictor.predict_image(image, affine)
+    assert sum(seen) == len(read)
+    every = predictor.margin(x)
+    assert sum(seen) == len(read) + grid_slices
+    skipped = np.setdiff1d(np.arange(grid_slices), read)
+    garbage = every.clone()
+    garbage[..., torch.as_tensor(skipped)] = 1.0e6
+    np.testing.assert_array_equal(predictor.invert(garbage, state), predictor.invert(every, state))
+    some = predictor.margin(x, read)
+    torch.testing.assert_close(some[..., torch.as_tensor(read)], every[..., torch.as_tensor(read)], atol=1e-4, rtol=0)
+    assert np.mean(mask == predictor.invert(every, state)) > 0.9999 and 0 < mask.sum() < mask.size
+
+
 def test_liver_margin_is_the_argmax_decision():
     from models.network import liver_labels, liver_margin
 
@@ -190,7 +233,7 @@ def test_the_test_split_runs_the_network_as_the_timing_stage_times_it(monkeypatc
 
     built = []
     monkeypatch.setattr(predictor_module.Predictor, "margin",
-                        lambda self, x: built.append(self.channels_last) or torch.ones(x.shape[2:]))
+                        lambda self, x, slices=None: built.append(self.channels_last) or torch.ones(x.shape[2:]))
     image, label = tmp_path / "c_0000.nii.gz", tmp_path / "c.nii.gz"
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), affine), image)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from benchmark.inference.resampling import (apply_orientation, crop_box, is_identity, orientation_back, orientation_transform,
-                                            resample_linear, spacing_grid)
+                                            resample_linear, spacing_grid, voxels_read)
 from common.files import DataError
 from datamodules.intensity import intensity_window
 from datamodules.volumes import Scan, read_scan, write_mask
@@ -196,24 +196,40 @@ class Predictor:
         return x[None], {"back": back, "oriented_shape": oriented_shape, "grid_size": size, "steps": steps,
                          "box": box, "shape": tuple(image.shape)}
 
+    def slices_read(self, state: dict) -> np.ndarray | None:
+        """The axial slices of the preprocessed input (inside its body box) that `invert` reads with a
+        nonzero weight, or None for all of them. Going back to a scan with thicker slices than the grid's
+        (a 6 mm MRI on the 3 mm grid) that is only the grid slices next to the scan's own, so a 2D network
+        need not see the others."""
+        read = voxels_read(state["grid_size"][2], state["oriented_shape"][2], 1.0 / state["steps"][2])
+        z = state["box"][2] if state["box"] is not None else slice(0, state["grid_size"][2])
+        read = read[(read >= z.start) & (read < z.stop)] - z.start
+        return None if len(read) == z.stop - z.start else read
+
     @torch.inference_mode()
-    def margin(self, x: torch.Tensor) -> torch.Tensor:
+    def margin(self, x: torch.Tensor, slices: np.ndarray | None = None) -> torch.Tensor:
         """float32 (X', Y', Z') liver margin of the model on a preprocessed (1, C, X', Y', Z') input: the
         best foreground logit minus the background one (`models.network.liver_margin`; > 0 is liver). 2D
-        models slice by slice in batches (channels-last when set), others via `predict_volume`."""
+        models slice by slice in batches (channels-last when set), only the axial `slices` given (the rest
+        hold 0; None: all); others via `predict_volume`."""
         from benchmark.inference.timing import autocast_context
         from models.network import liver_margin
 
         m = self.module
         with autocast_context(self.device, self.precision):
             if getattr(m, "spatial_dims", None) == 2:
-                slices = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
+                every = x[0].permute(3, 0, 1, 2)  # (Z, C, X, Y)
+                chosen = every if slices is None else every[torch.as_tensor(slices, device=x.device)]
                 fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                batches = math.ceil(slices.shape[0] / int(getattr(m, "hparams", {}).get("slice_batch_size", 32)))
-                n = math.ceil(slices.shape[0] / batches)  # equal batches: one set of oneDNN kernels to build
-                out = torch.empty((slices.shape[0], *slices.shape[2:]), dtype=torch.float32, device=x.device)
-                for i in range(0, slices.shape[0], n):
-                    out[i:i + n] = liver_margin(m(slices[i:i + n].contiguous(memory_format=fmt)))
+                batches = math.ceil(chosen.shape[0] / int(getattr(m, "hparams", {}).get("slice_batch_size", 32)))
+                n = math.ceil(chosen.shape[0] / batches)  # equal batches: one set of oneDNN kernels to build
+                out = torch.empty((chosen.shape[0], *chosen.shape[2:]), dtype=torch.float32, device=x.device)
+                for i in range(0, chosen.shape[0], n):
+                    out[i:i + n] = liver_margin(m(chosen[i:i + n].contiguous(memory_format=fmt)))
+                if slices is not None:
+                    full = torch.zeros((every.shape[0], *every.shape[2:]), dtype=torch.float32, device=x.device)
+                    full[torch.as_tensor(slices, device=x.device)] = out
+                    out = full
                 return out.permute(1, 2, 0)
             if self.channels_last and getattr(m, "spatial_dims", None) == 3:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -254,7 +270,7 @@ class Predictor:
         if image.ndim != 3:
             raise ValueError(f"predict_image expects an (X, Y, Z) volume, got shape {image.shape}")
         x, state = self.preprocess(image, affine)
-        margin = self.margin(x)
+        margin = self.margin(x, self.slices_read(state) if getattr(self.module, "spatial_dims", None) == 2 else None)
         if not bool(torch.isfinite(margin).all()):  # an empty mask would be read as "no liver"
             raise DataError(self.source, f"non-finite network output (NaN/Inf) on a {image.shape} scan: "
                                          "the weights or the precision overflow; no mask is written")

@@ -72,6 +72,22 @@ def apply_orientation(a, ornt: np.ndarray):
     return _permute(a.flip(flips) if flips else a, [int(i) for i in np.argsort(ornt[:, 0])])
 
 
+def linear_taps(n: int, m: int, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For m output voxels at input positions j * step (clipped to the n input voxels): the input voxel
+    below and above each one and the weight of the one above (float32, in [0, 1))."""
+    pos = np.clip(np.arange(m) * step, 0, n - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+
+def voxels_read(n: int, m: int, step: float) -> np.ndarray:
+    """The input voxels (sorted indices) that `resample_linear` gives a nonzero weight along one axis: going
+    back from a fine grid to thicker scan slices it reads only the grid slices next to the scan's own."""
+    lo, hi, w = linear_taps(n, m, step)
+    return np.union1d(lo, hi[w > 0])
+
+
 def resample_linear(a, size, steps):
     """Linear interpolation of an (X, Y, Z) float32 array on MONAI `Spacingd`'s grid (output voxel
     j at input position j * step, border padding): one separable gather + lerp per axis, in memory
@@ -83,10 +99,8 @@ def resample_linear(a, size, steps):
         n, m, step = p.shape[k], int(size[perm[k]]), float(steps[perm[k]])
         if m == n and step == 1.0:
             continue
-        pos = np.clip(np.arange(m) * step, 0, n - 1)
-        lo = np.floor(pos).astype(np.intp)
-        hi = np.minimum(lo + 1, n - 1)
-        w = (pos - lo).astype(np.float32).reshape([-1 if i == k else 1 for i in range(3)])
+        lo, hi, w = linear_taps(n, m, step)
+        w = w.reshape([-1 if i == k else 1 for i in range(3)])
         if isinstance(p, torch.Tensor):
             lo, hi, w = (torch.from_numpy(v).to(p.device) for v in (lo, hi, w))
             low, high = p.index_select(k, lo), p.index_select(k, hi)

@@ -62,7 +62,8 @@ def describe_rule(rule: dict) -> str:
     text = (f"at least {points} validation points after the learning-rate warm-up and the best validation Dice of the last "
             f"{rule['window']:.0%} of them{_at_least(rule['min_window'])} beats the best before by less than {rule['min_delta']:g}")
     if drops:
-        text = (f"plateau = {text}; the first {drops} plateau{'s' if drops > 1 else ''} multiply the learning rate "
+        first_plateaus = f"the first {drops} plateaus multiply" if drops > 1 else "the first plateau multiplies"
+        text = (f"plateau = {text}; {first_plateaus} the learning rate "
                 f"by {rule['lr_factor']:g} and the rule restarts from there; converged = a plateau after "
                 f"{'all ' if drops > 1 else ''}{drops} drop{'s' if drops > 1 else ''}")
         if rule.get("drop_by"):
