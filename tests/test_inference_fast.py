@@ -279,3 +279,33 @@ def test_timing_stage_records_precision_channels_last_threads_and_spread(tmp_pat
     assert t["channels_last"] and t["threads"] == torch.get_num_threads()  # auto on a CPU: channels-last
     assert t["volume_ms"] > 0 and t["volume_ms_spread"] >= 0 and t["model_volume_ms_spread"] >= 0
     assert isinstance(t["spread_warning"], bool) and t["process_threads"] >= 1
+    assert t["model_slices"] == t["preprocessed_shape"][2]  # 3 mm slices on the 3 mm grid: every one is read
+
+
+def test_timing_stage_times_a_2d_model_only_on_the_slices_end_to_end_computes(tmp_path):
+    """On a 6 mm MRI the model-only time and FLOPs cover the grid slices the inversion reads, as the
+    end-to-end pass does (`Predictor.slices_read`), so model-only is never above end to end for that reason."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    from benchmark.run.stages.time_per_image import measure
+    from models import create_model
+
+    rng = np.random.default_rng(1)
+    image = np.full((48, 40, 12), 50.0, np.float32)
+    image[10:38, 8:30, 2:10] = 400.0 + rng.normal(0, 20, (28, 22, 8))
+    path = tmp_path / "case_0000.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.int16), np.diag([3.0, 3.0, 6.0, 1.0])), path)
+    config = {"trainer": {"accelerator": "cpu"},
+              "timing": {"volume": "test_case", "warmup": 0, "repeats": 1, "flops": True, "precision": "fp32"}}
+    module = create_model("unet2d", features=4, depth=2)
+    preprocessing = preprocessing_config("mri", advanced=True)
+    out = measure(module, preprocessing, config, "mri", [SimpleNamespace(image_path=str(path))])
+    predictor = Predictor(module, preprocessing, "cpu", precision="fp32")
+    x, state = predictor.preprocess(image, np.diag([3.0, 3.0, 6.0, 1.0]))
+    read = predictor.slices_read(state)
+    t = out["timing"]
+    assert read is not None and t["model_slices"] == len(read) < t["preprocessed_shape"][2] == x.shape[-1]
+    per_slice = T.count_flops(module, x[..., 0])
+    assert out["flops"] == per_slice * len(read)

@@ -90,9 +90,20 @@ def test_time_model_2d_reports_slice_time_and_volume_flops():
     assert model.calls == 9
 
 
+def test_time_model_2d_on_the_slices_read_times_and_counts_only_those():
+    """The timing stage passes `Predictor.slices_read`: the model-only pass is then the end-to-end one's."""
+    model = Tiny2D()
+    res = time_model(model, (16, 12, 5), warmup=0, repeats=2, slices=[0, 2, 4])
+    assert res["model_slices"] == 3 and res["volume_shape"] == [16, 12, 5]
+    assert res["flops"] == 2 * 1 * 2 * 9 * 16 * 12 * 3  # 3 of the 5 slices
+    assert time_model(Tiny2D(), (16, 12, 5), warmup=0, repeats=1, flops=False)["model_slices"] == 5
+    with pytest.raises(ValueError, match="2D model"):
+        time_model(Tiny3D(), (8, 8, 6), warmup=0, repeats=1, slices=[0, 1])
+
+
 def test_time_model_3d_has_no_slice_time_and_records_precision():
     res = time_model(Tiny3D(), (8, 8, 6), precision="bf16", warmup=0, repeats=2)
-    assert res["slice_ms"] is None and res["model_volume_ms"] > 0
+    assert res["slice_ms"] is None and res["model_volume_ms"] > 0 and res["model_slices"] is None
     assert res["precision"] == "bf16" and res["flops"] == 2 * 2 * 27 * 8 * 8 * 6
     with pytest.raises(ValueError, match="volume_shape"):
         time_model(Tiny3D(), (8, 8))

@@ -131,10 +131,11 @@ def predict_timing(work: Path, ref: dict, device: str, warmup: int, repeats: int
         module, preprocessing = load_module(ckpt, roi_size=list(roi_3d))  # 2D models ignore roi_size
         preprocessing = {**preprocessing, "target_spacing": target_spacing}  # not the smoke's 6 mm
         predictor = Predictor(module, preprocessing, device=device, precision=precision)  # bf16: autocast + channels-last
-        shape = tuple(predictor.preprocess(scan.image, scan.affine)[0].shape[2:])
+        preprocessed, state = predictor.preprocess(scan.image, scan.affine)
+        shape = tuple(preprocessed.shape[2:])
         e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
         model = T.time_model(predictor.module, shape, device=device, precision=precision, warmup=warmup,
-                             repeats=repeats, flops=False)
+                             repeats=repeats, flops=False, slices=predictor.slices_read(state))
         row = {"model": module.model_name, "preprocessed_shape": list(shape),
                "roi_size": list(module.roi_size) if module.spatial_dims == 3 else None,
                "target_spacing": preprocessing.get("target_spacing"), "volume_ms": e2e["median_ms"],

@@ -198,9 +198,11 @@ class Predictor:
 
     def slices_read(self, state: dict) -> np.ndarray | None:
         """The axial slices of the preprocessed input (inside its body box) that `invert` reads with a
-        nonzero weight, or None for all of them. Going back to a scan with thicker slices than the grid's
-        (a 6 mm MRI on the 3 mm grid) that is only the grid slices next to the scan's own, so a 2D network
-        need not see the others."""
+        nonzero weight, for a 2D model; None for all of them (or a 3D model, which needs its context).
+        Going back to a scan with thicker slices than the grid's (a 6 mm MRI on the 3 mm grid) that is
+        only the grid slices next to the scan's own, so a 2D network need not see the others."""
+        if getattr(self.module, "spatial_dims", None) != 2:
+            return None
         read = voxels_read(state["grid_size"][2], state["oriented_shape"][2], 1.0 / state["steps"][2])
         z = state["box"][2] if state["box"] is not None else slice(0, state["grid_size"][2])
         read = read[(read >= z.start) & (read < z.stop)] - z.start
@@ -270,7 +272,7 @@ class Predictor:
         if image.ndim != 3:
             raise ValueError(f"predict_image expects an (X, Y, Z) volume, got shape {image.shape}")
         x, state = self.preprocess(image, affine)
-        margin = self.margin(x, self.slices_read(state) if getattr(self.module, "spatial_dims", None) == 2 else None)
+        margin = self.margin(x, self.slices_read(state))
         if not bool(torch.isfinite(margin).all()):  # an empty mask would be read as "no liver"
             raise DataError(self.source, f"non-finite network output (NaN/Inf) on a {image.shape} scan: "
                                          "the weights or the precision overflow; no mask is written")

@@ -2,8 +2,8 @@
 
 - `time_callable`: warm-up, then repeats; CUDA events (synchronised) on GPU, `time.perf_counter`
   on CPU; median and spread, never a single run.
-- `time_model`: model-only time per volume (the module's `predict_volume`) and, for 2D models,
-  per slice; parameters, FLOPs per volume, peak memory, device and precision recorded with it.
+- `time_model`: model-only time per volume (the module's `predict_volume`; for 2D models on the
+  axial slices the end-to-end pass computes) and, for 2D models, per slice; parameters, FLOPs per volume, peak memory, device and precision recorded with it.
   End-to-end time per volume (read -> preprocess -> model -> invert) is `time_callable` around
   `Predictor.predict_file` (done by the runner).
 """
@@ -184,17 +184,26 @@ def count_flops(module: torch.nn.Module, example_input: torch.Tensor, *, call: C
 
 
 def time_model(module: torch.nn.Module, volume_shape: Sequence[int], *, device="cpu", precision: str = "fp32",
-               warmup: int = 1, repeats: int = 5, flops: bool = True, seed: int = 0) -> dict:
+               warmup: int = 1, repeats: int = 5, flops: bool = True, seed: int = 0,
+               slices: Sequence[int] | None = None) -> dict:
     """Model-only timing of `module.predict_volume` on a random `(1, 1, X, Y, Z)` volume and,
-    for 2D models (`spatial_dims == 2`), of one `(1, 1, X, Y)` slice through `module(...)`."""
+    for 2D models (`spatial_dims == 2`), of one `(1, 1, X, Y)` slice through `module(...)`.
+    `slices`: a 2D model's axial slices that the end-to-end pass computes (`Predictor.slices_read`),
+    so that the model-only time and FLOPs are the network's share of the end-to-end ones; None: all."""
     if len(volume_shape) != 3:
         raise ValueError(f"volume_shape must be (X, Y, Z), got {tuple(volume_shape)}")
+    two_d = getattr(module, "spatial_dims", 3) == 2
+    if slices is not None and not two_d:
+        raise ValueError("slices: only a 2D model (spatial_dims == 2) can skip axial slices")
     device = _device(device)
     module = module.to(device).eval()
     gen = torch.Generator().manual_seed(seed)
     volume = torch.randn((1, 1, *volume_shape), generator=gen).to(device)
+    if slices is not None:
+        volume = volume[..., torch.as_tensor(slices, dtype=torch.long, device=device)].contiguous()
     out: dict = {"device": device_name(device), "precision": precision, "batch_size": 1,
-                 "volume_shape": list(volume_shape), "params": count_params(module)}
+                 "volume_shape": list(volume_shape), "model_slices": int(volume.shape[-1]) if two_d else None,
+                 "params": count_params(module)}
 
     def run_volume():
         with torch.inference_mode(), autocast_context(device, precision):
@@ -205,7 +214,7 @@ def time_model(module: torch.nn.Module, volume_shape: Sequence[int], *, device="
     out.update(model_volume_ms=vol["median_ms"], model_volume_ms_iqr=vol["iqr_ms"], model_volume_ms_spread=vol["spread"],
                repeats=repeats,
                peak_memory_mb=mem["peak_memory_mb"], slice_ms=None, slice_ms_iqr=None)
-    if getattr(module, "spatial_dims", 3) == 2:
+    if two_d:
         slice_ = volume[..., 0].contiguous()
 
         def run_slice():

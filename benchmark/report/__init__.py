@@ -74,7 +74,8 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
         + (" (unknown: runs recorded before result.json had it)" if _values(ok, 'evaluation', 'precision') == "unknown"
            else "") + ".",
         "- Time per volume: end-to-end (read → preprocess → model → resample to original grid), median over "
-        "repeats; model-only and per-slice (2D models) times in the Cost table.",
+        "repeats; model-only (the same network pass: a 2D model on the axial slices the resampling back "
+        "reads) and per-slice (2D models) times in the Cost table.",
     ]
     body = [
         "## Table 1 (the paper's layout)", "", table1(order, labels, groups, modalities, sig), "",

@@ -1,5 +1,6 @@
-"""Timing stage: time per volume end to end (read -> preprocess -> model -> invert) and model-only,
-per slice for 2D models, peak memory and FLOPs (see `benchmark.inference.timing` for the clocks)."""
+"""Timing stage: time per volume end to end (read -> preprocess -> model -> invert) and model-only
+(the same network pass: for a 2D model the axial slices the inversion reads), per slice for 2D models,
+peak memory and FLOPs (see `benchmark.inference.timing` for the clocks)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,18 +61,19 @@ def measure(module, preprocessing: dict, config: dict, modality: str, test_recor
                           channels_last=t.get("channels_last"))
     precision = predictor.precision
     scan = read_scan(path)  # through the volume layer, like every read
-    preprocessed, _ = predictor.preprocess(scan.image, scan.affine)
+    preprocessed, state = predictor.preprocess(scan.image, scan.affine)
+    slices = predictor.slices_read(state)  # a 2D model's model-only pass: the slices end to end computes
 
     with T.quiet_process() as process, T.track_peak_memory(device) as mem:
         e2e = T.time_callable(lambda: predictor.predict_file(path), device=device, warmup=warmup, repeats=repeats)
         model = T.time_model(predictor.module, tuple(preprocessed.shape[2:]), device=device, precision=precision,
-                             warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)))
+                             warmup=warmup, repeats=repeats, flops=bool(t.get("flops", True)), slices=slices)
     input_shape = list(scan.image.shape)
     timing = {
         "volume_ms": e2e["median_ms"], "volume_ms_iqr": e2e["iqr_ms"], "volume_ms_min": e2e["min_ms"],
         "volume_ms_spread": e2e["spread"],
         "model_volume_ms": model["model_volume_ms"], "model_volume_ms_iqr": model["model_volume_ms_iqr"],
-        "model_volume_ms_spread": model["model_volume_ms_spread"],
+        "model_volume_ms_spread": model["model_volume_ms_spread"], "model_slices": model["model_slices"],
         "slice_ms": model["slice_ms"], "slice_ms_iqr": model["slice_ms_iqr"], "device": e2e["device"],
         "precision": precision, "channels_last": predictor.channels_last, "batch_size": 1,
         "peak_memory_mb": max(mem["peak_memory_mb"], model["peak_memory_mb"]),
