@@ -3,7 +3,8 @@
 - `time_callable`: warm-up, then repeats; CUDA events (synchronised) on GPU, `time.perf_counter`
   on CPU; median and spread, never a single run.
 - `time_model`: model-only time per volume (the module's `predict_volume`; for 2D models on the
-  axial slices the end-to-end pass computes) and, for 2D models, per slice; parameters, FLOPs per volume, peak memory, device and precision recorded with it.
+  axial slices the end-to-end pass computes) and, for 2D models, per slice; parameters, FLOPs
+  per volume, peak memory, device and precision recorded with it.
   End-to-end time per volume (read -> preprocess -> model -> invert) is `time_callable` around
   `Predictor.predict_file` (done by the runner).
 """
