@@ -93,6 +93,17 @@ def test_csv_matches_monai_and_hand_counts(folders, capsys):
     assert "case_1" in printed and "mean (n=3)" in printed
 
 
+def test_postprocessing_options(folders, capsys):
+    """`--largest-component --opening-mm MM` scores what the run recipe scores; an opening alone is refused."""
+    root, _, _ = folders
+    out = root / "opened.csv"
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--largest-component", "--opening-mm", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["opening_mm"] == 2.0
+    assert main(["--pred", str(root / "pred"), "--gt", str(root / "gt"), "--opening-mm", "2"]) == 2
+    assert "--opening-mm: opening_mm chooses the largest component after an opening" in capsys.readouterr().err
+
+
 def test_liver_labels_select_ground_truth_labels(folders):
     root, gts, _ = folders
     rows, _ = evaluate_folders(root / "pred", root / "gt", liver_labels=[2])

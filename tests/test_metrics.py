@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.scoring.metrics import case_metrics, largest_connected_component, summarise
+from benchmark.scoring.metrics import (case_metrics, check_postprocessing, largest_connected_component,
+                                      opened_largest_component, summarise)
 
 
 def _scipy_surface(pred, gt, spacing):
@@ -123,6 +124,33 @@ def test_largest_component_removes_islands():
     diag = np.zeros((4, 4, 4), bool)
     diag[0, 0, 0] = diag[1, 1, 1] = True
     assert largest_connected_component(diag).sum() == 2
+
+
+def test_opened_largest_component_cuts_what_hangs_on_by_a_thin_bridge():
+    """A liver-sized box with a bowel-loop-sized box joined by a bridge 3 x 2 voxels thick: one component for
+    the plain largest component; the opening by 3 mm cuts the bridge (but its first layer) and the loop and
+    keeps the box but its rounded edges. The scan's edge does not thin: the box's face on it is kept."""
+    liver = np.zeros((60, 40, 30), bool)
+    liver[0:30, 5:35, 5:25] = True  # cut by the field of view at x = 0
+    mask = liver.copy()
+    mask[30:42, 18:21, 14:16] = True  # the bridge
+    mask[42:56, 12:28, 8:22] = True  # the loop: 14 x 16 x 14 voxels
+    assert largest_connected_component(mask).sum() == mask.sum()
+    out = opened_largest_component(mask, (1.0, 1.0, 1.0), 3.0)
+    assert not out[31:].any() and (out & ~liver).sum() == 6  # bridge and loop cut, a 1-voxel stub left
+    assert out.sum() > 0.9 * liver.sum() and not out[0, 5, 5] and out[0, 9:31, 9:21].all()  # cut face kept
+    assert out[29, 9:31, 9:21].all()  # the face the bridge left from
+    np.testing.assert_array_equal(opened_largest_component(mask, (1.0, 1.0, 1.0), 0.0), mask)  # 0: plain
+    # in mm: the same bridge is 6 x 4 mm at 2 mm voxels, thicker than a 1.5 mm ball's 3 mm
+    assert opened_largest_component(mask, (2.0, 2.0, 2.0), 1.5).sum() == mask.sum()
+    plain = case_metrics(mask, liver, (1, 1, 1), largest_component=True)
+    opened = case_metrics(mask, liver, (1, 1, 1), largest_component=True, opening_mm=3.0)
+    assert opened["precision"] > 0.999 > 0.9 > plain["precision"] and opened["dice"] > plain["dice"]
+    for bad in (-1.0, "3", True):
+        with pytest.raises(ValueError, match="opening_mm must be a number"):
+            check_postprocessing(True, bad)
+    with pytest.raises(ValueError, match="needs largest_component"):
+        case_metrics(mask, liver, (1, 1, 1), opening_mm=3.0)
 
 
 def test_summarise_means_failed_and_global_dice():

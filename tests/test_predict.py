@@ -1,6 +1,8 @@
 """`liverbench predict` / Predictor: masks in the input's exact geometry, in the right place."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -10,11 +12,12 @@ import pytest
 import torch
 from test_dicom import write_series
 
-from benchmark.inference.predict import main as predict_main
+from benchmark.inference.predict import main as predict_main, postprocessing_of
 from benchmark.inference.predictor import Predictor, liver_ml
 from datamodules.transforms import preprocessing_config
 from datamodules.volumes import read_scan
 from datamodules.volumes import write_volume
+from common.files import DataError
 
 
 def _save_ckpt(path, config=None, model="unet2d", **kw):
@@ -109,6 +112,46 @@ def test_oblique_anisotropic_input_round_trip(tmp_path, advanced, threshold):
     assert mask.shape == shape and np.allclose(out_affine, affine)
     assert _dice(mask.astype(bool), sphere) > 0.9
     assert liver_ml(mask, affine) == pytest.approx(liver_ml(sphere, affine), rel=0.15)
+
+
+def test_predict_writes_the_mask_the_benchmark_scored(ckpts, tmp_path, capsys):
+    """The run's result.json `postprocessing` beside the checkpoint is applied (the leaderboard's numbers
+    describe that mask); the command line overrides it; a checkpoint alone gets none."""
+    shape, affine = (40, 40, 10), np.diag([2.0, 2.0, 4.0, 1.0])
+    image = np.full(shape, -100.0, np.float32)
+    image[5:25, 5:25, 2:8] = 200.0  # the liver
+    image[32:37, 32:37, 4:6] = 200.0  # an island
+    nib.save(nib.Nifti1Image(image.astype(np.int16), affine), tmp_path / "scan.nii.gz")
+    predictor = Predictor(ThresholdNet(0.5), preprocessing_config("ct", fingerprint=FINGERPRINT), "cpu")
+    masks = []
+    for post in ({"largest_component": False}, {"largest_component": True, "opening_mm": 0.0}):
+        predictor.predict_to_file(tmp_path / "scan.nii.gz", tmp_path / "mask.nii.gz", postprocessing=post)
+        masks.append(np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj) > 0)
+    raw, kept = masks
+    assert raw[30:, 30:].any() and not kept[30:, 30:].any()  # the island is dropped
+    np.testing.assert_array_equal(kept[:28, :28], raw[:28, :28])  # the liver is not touched
+    assert kept[:28, :28].sum() > 0.9 * 20 * 20 * 6
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = shutil.copy(ckpts["ct"], run / "model.ckpt")
+    assert postprocessing_of(run / "model.ckpt") == ({"largest_component": False, "opening_mm": 0.0},
+                                                     "no result.json beside the checkpoint")
+    (run / "result.json").write_text(json.dumps({"status": "ok", "postprocessing": {"largest_component": True,
+                                                                                     "opening_mm": 6.0}}))
+    post, source = postprocessing_of(run / "model.ckpt")
+    assert post == {"largest_component": True, "opening_mm": 6.0} and str(run / "result.json") in source
+    assert postprocessing_of(run / "model.ckpt", opening_mm=0.0)[0] == {"largest_component": True, "opening_mm": 0.0}
+    assert postprocessing_of(run / "model.ckpt", False)[0] == {"largest_component": False, "opening_mm": 0.0}
+    with pytest.raises(DataError, match="needs largest_component"):
+        postprocessing_of(run / "model.ckpt", False, 6.0)
+    assert predict_main(["--checkpoint", str(ckpt), "--input", str(tmp_path / "scan.nii.gz"), "--output",
+                         str(tmp_path / "cli.nii.gz"), "--device", "cpu"]) == 0
+    assert "post-processing: largest component after an opening of 6 mm (as " in capsys.readouterr().out
+    (run / "result.json").write_text("{not json")
+    assert predict_main(["--checkpoint", str(ckpt), "--input", str(tmp_path / "scan.nii.gz"), "--output",
+                         str(tmp_path / "cli.nii.gz"), "--device", "cpu"]) == 2
+    assert "result.json: not a valid result.json" in capsys.readouterr().err
 
 
 def test_batch_folder_of_nifti_and_dicom(ckpts, tmp_path, capsys):

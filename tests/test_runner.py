@@ -245,6 +245,11 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     lcc = tmp_path / "lcc.yaml"
     lcc.write_text("evaluation: {largest_component: false}\n")
     assert run_config.budget(plan.load_preset(str(lcc)), 3, smoke=False)["evaluation"]["largest_component"] is False
+    run_config.check_opening({"largest_component": True, "opening_mm": 6})  # checked before training
+    with pytest.raises(ValueError, match="evaluation: opening_mm must be a number of mm >= 0"):
+        run_config.check_opening({"largest_component": True, "opening_mm": -1})
+    with pytest.raises(ValueError, match="needs largest_component"):
+        run_config.check_opening({"largest_component": False, "opening_mm": 6})
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {}\nbudgets: {}\n")
     with pytest.raises(plan.DataError, match=r"unknown key `budgets` \(did you mean `budget`\?\)"):

@@ -3,10 +3,14 @@
 Writes a 0/1 liver mask in the input's exact geometry and prints the liver volume (ml) and the
 time taken. A FOLDER of NIfTI files and/or DICOM series folders is predicted in batch into an
 output folder, one `<case>.nii.gz` per scan (`<case>_0000.nii.gz` inputs lose the `_0000`).
+The mask gets the post-processing the benchmark scored the checkpoint with (the run's result.json
+`postprocessing`, beside the checkpoint), so it is the mask the leaderboard's numbers describe;
+`--largest-component` / `--no-largest-component` and `--opening-mm` override it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -86,14 +90,57 @@ def main(argv: list[str] | None = None) -> int:
                    help="network precision: auto (default, the fastest: bf16 on a GPU or a CPU with AVX-512 "
                         "BF16/AMX, else fp32, channels-last on a CPU), fp32 (NCHW, the exact reference) or bf16 "
                         "(autocast, channels-last)")
+    p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep only the largest connected component (default: as the checkpoint's run scored it)")
+    p.add_argument("--opening-mm", type=float, default=None,
+                   help="with --largest-component: choose it after an opening by a ball of this radius, cutting off "
+                        "what hangs on by a thinner bridge (default: as the checkpoint's run scored it)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     with nan_policy_env(args.nan_policy):
         return _predict(args)
 
 
+def postprocessing_of(checkpoint: Path, largest_component: bool | None = None,
+                      opening_mm: float | None = None) -> tuple[dict, str]:
+    """(post-processing, where it came from): the run's result.json `postprocessing` beside the checkpoint,
+    each value overridden by the command line; none for a checkpoint without a run record."""
+    from benchmark.scoring.metrics import check_postprocessing
+
+    record = checkpoint.parent / "result.json"
+    stored, source = {}, "no result.json beside the checkpoint"
+    if record.is_file():
+        try:
+            stored = json.loads(record.read_text()).get("postprocessing") or {}
+        except (json.JSONDecodeError, AttributeError):
+            raise DataError(record, "not a valid result.json: pass --largest-component / --no-largest-component")
+        source = f"as {record} records"
+    post = {"largest_component": bool(stored.get("largest_component")),
+            "opening_mm": float(stored.get("opening_mm") or 0.0)}
+    if largest_component is not None or opening_mm is not None:
+        source = "command line"
+    if largest_component is not None:
+        post["largest_component"] = largest_component
+        if not largest_component:
+            post["opening_mm"] = 0.0
+    if opening_mm is not None:
+        post["opening_mm"] = opening_mm
+    try:
+        check_postprocessing(**post)
+    except ValueError as exc:
+        raise DataError("--opening-mm", f"{exc} (--largest-component)") from None
+    return post, source
+
+
+def describe_postprocessing(post: dict) -> str:
+    if not post["largest_component"]:
+        return "none"
+    return "largest component" + (f" after an opening of {post['opening_mm']:g} mm" if post["opening_mm"] else "")
+
+
 def _predict(args) -> int:
     try:
         jobs = plan(Path(args.input), Path(args.output))
+        post, source = postprocessing_of(Path(args.checkpoint), args.largest_component, args.opening_mm)
         with ThreadPoolExecutor(max_workers=1) as reader:
             # the first scan is read on the other core while torch is imported and the checkpoint loads
             # (0.2-0.3 s of a 2 s predict: `read_scan` is torch-free); then each next one while this one computes
@@ -108,13 +155,14 @@ def _predict(args) -> int:
             print(f"loaded {args.checkpoint} on {predictor.device} ({s['precision']}"
                   f"{', channels-last' if s['channels_last'] else ''}, {s['threads']} threads) "
                   f"in {time.perf_counter() - start:.2f} s")
-            return _run_jobs(jobs, predictor, pending, reader, read_scan, args, start)
+            print(f"post-processing: {describe_postprocessing(post)} ({source})")
+            return _run_jobs(jobs, predictor, pending, reader, read_scan, args, start, post)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run_jobs(jobs, predictor, pending, reader, read_scan, args, start) -> int:
+def _run_jobs(jobs, predictor, pending, reader, read_scan, args, start, post) -> int:
     failed = 0
     for k, (src, dst) in enumerate(jobs):
         try:
@@ -126,7 +174,7 @@ def _run_jobs(jobs, predictor, pending, reader, read_scan, args, start) -> int:
         try:
             if isinstance(scan, Exception):
                 raise scan
-            r = predictor.predict_to_file(src, dst, series=args.series, scan=scan)
+            r = predictor.predict_to_file(src, dst, series=args.series, scan=scan, postprocessing=post)
         except DataError as exc:  # batch: report the bad scan and go on
             print(f"error: {exc}", file=sys.stderr)
             failed += 1

@@ -284,12 +284,19 @@ class Predictor:
         return self.predict_image(scan.image, scan.affine)
 
     def predict_to_file(self, path: str | Path, output: str | Path, series: str | None = None,
-                        scan: Scan | None = None) -> dict[str, Any]:
+                        scan: Scan | None = None, postprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
         """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds.
-        `scan`: the already read scan (batch mode reads the next one while this one computes)."""
+        `scan`: the already read scan (batch mode reads the next one while this one computes).
+        `postprocessing`: result.json's `{largest_component, opening_mm}`, applied as the scoring applies it."""
+        from benchmark.scoring.metrics import postprocess
+        from datamodules.volumes import spacing_from_affine
+
         start = time.perf_counter()
         scan = scan if scan is not None else read_scan(path, series)
         mask, affine = self.predict_image(scan.image, scan.affine)
+        if postprocessing:
+            mask = postprocess(mask > 0, spacing_from_affine(affine), bool(postprocessing.get("largest_component")),
+                               float(postprocessing.get("opening_mm") or 0.0)).astype(mask.dtype)
         write_mask(output, mask, scan.volume)
         return {"input": str(path), "output": str(output), "liver_ml": liver_ml(mask, affine),
                 "seconds": time.perf_counter() - start, "shape": mask.shape, **self.settings}

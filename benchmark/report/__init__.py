@@ -28,6 +28,13 @@ def _values(runs, *keys) -> str:
     return ", ".join(vals) if vals else "unknown"
 
 
+def _postprocessing(post: dict) -> str:
+    """One run's result.json `postprocessing` in words."""
+    if not post.get("largest_component"):
+        return "no"
+    return f"yes, after an opening of {post['opening_mm']:g} mm" if post.get("opening_mm") else "yes"
+
+
 def _test_sets(runs) -> str:
     sets = sorted({f"{ts.get('name')} ({ts.get('n_patients')} patients, {ts.get('n_cases')} cases, split seed "
                    f"{ts.get('split_seed')})" for r in runs if isinstance(ts := r.get("test_set"), dict)})
@@ -67,8 +74,7 @@ def render(runs: list[Run], results: Path, out: Path, argv: list[str], baseline:
         "HD95/ASSD in mm, MONAI surface convention (mask XOR 6-connected erosion); failed = empty prediction. "
         "† = differs from the baseline at 95 % (Holm-corrected paired Wilcoxon; see Ranking and significance).",
         "- Post-processing: largest connected component only: "
-        + (", ".join(sorted({"yes" if (r.get("postprocessing") or {}).get("largest_component") else "no"
-                             for r in ok})) or "–") + ".",
+        + (", ".join(sorted({_postprocessing(r.get("postprocessing") or {}) for r in ok})) or "–") + ".",
         f"- Precision: training {_values(ok, 'config', 'trainer', 'precision')}; test and external scoring "
         f"{_values(ok, 'evaluation', 'precision')}"
         + (" (unknown: runs recorded before result.json had it)" if _values(ok, 'evaluation', 'precision') == "unknown"

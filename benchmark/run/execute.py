@@ -97,9 +97,9 @@ def run_stages(spec: RunSpec, folder: Path, run_tracking, progress: SuiteProgres
     if external is not None:
         progress.set_run_stage("external")
         settings = done.scores.evaluation  # the test split's: same post-processing, precision and layout
-        done.external, done.external_rows = external_stage(module, preprocessing, external, folder,
-                                                           settings["largest_component"], settings["precision"],
-                                                           settings["channels_last"])
+        done.external, done.external_rows = external_stage(
+            module, preprocessing, external, folder, settings["largest_component"], settings.get("opening_mm", 0.0),
+            settings["precision"], settings["channels_last"])
         if done.external.get("error"):
             progress.log(f"[red]{spec.name}: external set not scored[/red]: {done.external['error'][:200]}")
         clock.lap("external_s")

@@ -24,7 +24,7 @@ LAYER_SECTIONS = ("trainer", "model", "data", "timing", "evaluation", "convergen
 LAYER_KEYS = {*LAYER_SECTIONS, "force", "budget"}
 PRESET_KEYS = {"name", "description", "extends", "dims", "models", "smoke", *LAYER_KEYS}
 TIMING_KEYS = {"volume", "reference", "warmup", "repeats", "precision", "flops", "channels_last"}
-EVALUATION_KEYS = {"largest_component", "precision"}
+EVALUATION_KEYS = {"largest_component", "opening_mm", "precision"}
 SECTION_KEYS = {"timing": TIMING_KEYS, "evaluation": EVALUATION_KEYS, "convergence": set(CONVERGENCE_DEFAULTS)}
 
 

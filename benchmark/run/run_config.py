@@ -81,6 +81,16 @@ def _entry_wins(preset_values: dict, entry_values: dict, forced: list[str], sect
     return out
 
 
+def check_opening(evaluation: dict) -> None:
+    """The post-processing of `evaluation:` is checked before training, not at the test."""
+    from benchmark.scoring.metrics import check_postprocessing
+
+    try:
+        check_postprocessing(evaluation["largest_component"], evaluation.get("opening_mm", 0))
+    except ValueError as exc:
+        raise ValueError(f"evaluation: {exc}") from None
+
+
 def build_config(spec: RunSpec, folder: Path) -> dict:
     """The entry's LightningCLI config with the modality's DataModule, the preset, data and seed."""
     entry = read_yaml(spec.entry_config)
@@ -112,6 +122,7 @@ def build_config(spec: RunSpec, folder: Path) -> dict:
     config["trainer"] = trainer
     config["timing"] = b["timing"]  # not LightningCLI keys: removed before instantiation
     config["evaluation"] = {"largest_component": False, "precision": "fp32", **b["evaluation"]}
+    check_opening(config["evaluation"])
     # the stopping rule, the same for every variant; a time budget has no step cap for `drop_by` to be a share of
     rule = {**b["convergence"], "drop_by": None} if b["limit"] else b["convergence"]
     config["convergence"] = convergence_rule(rule)

@@ -69,7 +69,7 @@ class RunRecord:
     transfer: dict | Absent = ABSENT  # where pretrained weights came from: {source, detail}
     checkpoint: dict | Absent = ABSENT  # how model.ckpt was selected, and its validation Dice
     world_size: int | Absent = ABSENT  # DDP processes that trained
-    postprocessing: dict | Absent = ABSENT  # {largest_component}: the recipe switch used in scoring
+    postprocessing: dict | Absent = ABSENT  # {largest_component, opening_mm}: the recipe switch used in scoring
     evaluation: dict | Absent = ABSENT  # how test and external predictions were made: LCC, precision
     metrics_convention: str | Absent = ABSENT  # how surface distances are defined (benchmark.scoring.metrics)
     preprocessing: dict | Absent = ABSENT  # the checkpoint's preprocessing config (ok runs only)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.scoring.metrics import case_metrics, format_metric, METRIC_KEYS, summarise
+from benchmark.scoring.metrics import case_metrics, check_postprocessing, format_metric, METRIC_KEYS, summarise
 from common.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.grid import check_same_grid
 from datamodules.labels import parse_label_option, parse_labels as label_names
@@ -67,7 +67,7 @@ def prediction_mask(vol: Volume, pred_labels=None, threshold: float | None = Non
 
 
 def score_case(pred_path: Path, gt_path: Path, liver_labels=None, pred_labels=None, largest_component=False,
-               threshold: float | None = None, declared=None) -> dict:
+               threshold: float | None = None, declared=None, opening_mm: float = 0.0) -> dict:
     """Load one prediction/ground-truth pair, check geometry and score it (distances in mm,
     spacing from the ground truth's affine). `pred_path` None: a missing prediction, failed (Dice 0)."""
     gt, gt_vol = load_gt(gt_path, liver_labels, declared)
@@ -79,11 +79,11 @@ def score_case(pred_path: Path, gt_path: Path, liver_labels=None, pred_labels=No
     pred_vol = read_volume(pred_path, nan="error")
     check_same_grid(pred_vol, gt_vol, pred_path, f"ground truth {gt_path}")
     pred = prediction_mask(pred_vol, pred_labels, threshold)
-    return {**case_metrics(pred, gt, gt_vol.spacing, largest_component=largest_component), "missing": 0}
+    return {**case_metrics(pred, gt, gt_vol.spacing, largest_component, opening_mm), "missing": 0}
 
 
 def evaluate_folders(pred_dir, gt_dir, liver_labels=None, pred_labels=None, largest_component=False,
-                     skip_missing: bool = False, threshold: float | None = None):
+                     skip_missing: bool = False, threshold: float | None = None, opening_mm: float = 0.0):
     """Score every ground-truth case. A case without a prediction is failed (Dice 0) unless
     `skip_missing`. Ground-truth liver labels: `liver_labels`, else those dataset.json names (when
     `gt_dir` is a dataset root), else every label > 0.
@@ -107,7 +107,7 @@ def evaluate_folders(pred_dir, gt_dir, liver_labels=None, pred_labels=None, larg
         raise DataError(pred_dir, f"no prediction matches a ground-truth file in {gt_dir} by case name")
     cases = matched if skip_missing else sorted(gts)
     return [{"case": case, **score_case(preds.get(case), gts[case], liver_labels, pred_labels, largest_component,
-                                        threshold, declared)} for case in cases], unmatched
+                                        threshold, declared, opening_mm)} for case in cases], unmatched
 
 
 def rows_to_csv(rows: Sequence[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-missing", action="store_true", help="skip ground-truth cases without a prediction "
                         "(default: they count as failed, Dice 0)")
     parser.add_argument("--largest-component", action="store_true", help="keep only the largest connected component of each prediction")
+    parser.add_argument("--opening-mm", type=float, default=0.0, help="with --largest-component: choose it after an "
+                        "opening by a ball of this radius (mm), cutting off what hangs on by a thinner bridge")
     parser.add_argument("--nan-policy", choices=NAN_POLICIES, default=None, help="NaN/Inf voxels in a file: error (default) or fill")
     parser.add_argument("--out", type=Path, default=None, help="per-case CSV to write (a summary JSON is written beside it)")
     args = parser.parse_args(argv)
@@ -172,9 +174,13 @@ def _evaluate(args) -> int:
     try:
         if args.out is not None and args.out.suffix.lower() != ".csv":  # never a file the inputs would hold
             raise DataError(args.out, "the per-case output must be a .csv file (a summary .json is written beside it)")
+        try:
+            check_postprocessing(args.largest_component, args.opening_mm)
+        except ValueError as exc:
+            raise DataError("--opening-mm", str(exc)) from None
         rows, unmatched = evaluate_folders(args.pred, args.gt, parse_label_option(args.liver_labels),
                                            parse_label_option(args.pred_labels, "--pred-labels"), args.largest_component,
-                                           args.skip_missing, args.threshold)
+                                           args.skip_missing, args.threshold, args.opening_mm)
         summary = summarise(rows)
         print_table(rows, summary, unmatched, skip_missing=args.skip_missing)
         if args.out is not None:
@@ -182,7 +188,7 @@ def _evaluate(args) -> int:
             atomic_write_json(args.out.with_suffix(".json"), {
                 "pred": str(args.pred), "gt": str(args.gt), "liver_labels": args.liver_labels,
                 "pred_labels": args.pred_labels, "threshold": args.threshold, "skip_missing": args.skip_missing,
-                "largest_component": args.largest_component,
+                "largest_component": args.largest_component, "opening_mm": args.opening_mm,
                 "summary": _nan_to_none(summary), "unmatched": unmatched,
             })
             print(f"wrote {args.out} and {args.out.with_suffix('.json')}")

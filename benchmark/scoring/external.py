@@ -128,13 +128,13 @@ def resolve_external(text: str | None, modalities: list[str]) -> dict[str, Exter
     return sets
 
 
-def score(module, preprocessing: dict, ext: ExternalSet, largest_component: bool = False,
+def score(module, preprocessing: dict, ext: ExternalSet, largest_component: bool = False, opening_mm: float = 0.0,
           precision: str = "fp32", channels_last: bool | None = None) -> list[dict]:
     """Per-case metrics on every external case, with the test stage's own scoring function."""
     from benchmark.run.stages.test import evaluate
 
     rows, _ = evaluate(module, preprocessing, ext.records, ext.liver_labels, largest_component=largest_component,
-                       precision=precision, channels_last=channels_last)
+                       opening_mm=opening_mm, precision=precision, channels_last=channels_last)
     return rows
 
 

@@ -24,6 +24,8 @@ def parse_args(argv):
                    help="dataset folder in nnU-Net raw layout; DIR:N (or DIR:N+M) sets the liver label(s)")
     p.add_argument("--out", help="write the per-case metrics to this CSV")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest component first")
+    p.add_argument("--opening-mm", type=float, default=0.0, help="with --largest-component: choose it after an "
+                   "opening by a ball of this radius (a run's own: result.json `postprocessing`)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
                    help="network precision (a run's own: result.json `evaluation.precision`; default fp32)")
@@ -45,10 +47,12 @@ def table_header() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmark.scoring.external import load_external_set, parse_external, score, summary_block
+    from benchmark.scoring.metrics import check_postprocessing
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
+        check_postprocessing(args.largest_component, args.opening_mm)
         sets = parse_external(args.external)
         if len(sets) != 1:
             raise ValueError("external-eval scores one set: --external DIR[:N] or ct=DIR / mri=DIR")
@@ -64,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if trained and trained != ext.modality:
             print(f"warning: the checkpoint was trained on {trained.upper()}, the set is {ext.modality.upper()}",
                   file=sys.stderr)
-        rows = score(predictor.module, predictor.config, ext, args.largest_component, predictor.precision,
-                     predictor.channels_last)
+        rows = score(predictor.module, predictor.config, ext, args.largest_component, args.opening_mm,
+                     predictor.precision, predictor.channels_last)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,12 +9,12 @@ from benchmark.scoring.external import ExternalSet, score, summary_block
 
 
 def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
-                   largest_component: bool = False, precision: str = "fp32",
+                   largest_component: bool = False, opening_mm: float = 0.0, precision: str = "fp32",
                    channels_last: bool | None = None) -> tuple[dict, list[dict]]:
     """The runner's external stage: score, write `external_per_case.csv` (atomic), return the block.
     A failure here is recorded in the block and keeps the run's own results (training is not lost)."""
     try:
-        rows = score(module, preprocessing, ext, largest_component, precision, channels_last)
+        rows = score(module, preprocessing, ext, largest_component, opening_mm, precision, channels_last)
     except Exception as exc:  # the set was checked before training; a late surprise is recorded
         return {**ext.describe(), "error": failure_fields(exc)["error"]}, []
     write_per_case(folder, rows, "external_per_case.csv")
@@ -29,7 +29,8 @@ def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
     from benchmark.run.stages.fit import load_best
 
     folder = Path(folder)
-    largest = bool((record.get("postprocessing") or {}).get("largest_component"))
+    post = record.get("postprocessing") or {}
+    largest, opening_mm = bool(post.get("largest_component")), float(post.get("opening_mm") or 0.0)
     evaluation = record.get("evaluation") or {}  # as the test split was scored; a record without
     precision = evaluation.get("precision", "fp32")  # `channels_last` gets the precision's default layout
     try:
@@ -37,7 +38,7 @@ def score_finished_run(folder: Path, record: dict, ext: ExternalSet) -> dict:
     except Exception as exc:
         block = {**ext.describe(), "error": failure_fields(exc)["error"]}
     else:
-        block, _ = external_stage(module, preprocessing, ext, folder, largest, precision,
+        block, _ = external_stage(module, preprocessing, ext, folder, largest, opening_mm, precision,
                                   evaluation.get("channels_last"))
     rescored = {**record, "external": block}
     write_result(folder, rescored)

@@ -8,6 +8,8 @@ from benchmark.run import records as rec
 from benchmark.scoring.metrics import case_metrics, summarise, SURFACE_CONVENTION
 from common.files import DataError
 
+POSTPROCESSING_KEYS = ("largest_component", "opening_mm")  # result.json `postprocessing` = `metrics.postprocess` args
+
 
 @dataclass
 class SplitScores:
@@ -15,14 +17,14 @@ class SplitScores:
     overlay images the trackers get."""
 
     metrics: dict  # means over the test patients (`summarise`, without its convention text)
-    evaluation: dict  # {largest_component, precision, channels_last}: how the test (and external) predictions were made
+    evaluation: dict  # {largest_component, [opening_mm,] precision, channels_last}: how test/external masks were made
     per_case: list[dict]
     overlays: list
     convention: str = SURFACE_CONVENTION  # result.json `metrics_convention`
 
     @property
     def postprocessing(self) -> dict:
-        return {"largest_component": self.evaluation["largest_component"]}
+        return {k: self.evaluation[k] for k in POSTPROCESSING_KEYS if k in self.evaluation}
 
 
 def score_test_split(module, preprocessing: dict, datamodule, config: dict, folder: Path,
@@ -39,22 +41,24 @@ def score_test_split(module, preprocessing: dict, datamodule, config: dict, fold
 def evaluation_settings(config: dict, module) -> dict:
     """The preset's `evaluation:` resolved for where the module is, as result.json `evaluation` records it:
     `precision` (`auto`: bf16 on a CPU with AVX-512 BF16/AMX or a bf16 GPU, else fp32) and `channels_last`
-    (`auto` is channels-last on a CPU, also in fp32: the same network pass as the timing stage's)."""
+    (`auto` is channels-last on a CPU, also in fp32: the same network pass as the timing stage's);
+    `opening_mm` only when set, so records of runs without it stay as they were."""
     from benchmark.inference.predictor import default_channels_last, resolve_precision
 
     evaluation = config["evaluation"]
     param = next(iter(module.parameters()), None)
     device = param.device if param is not None else "cpu"
     requested = evaluation.get("precision", "fp32")
-    return {"largest_component": bool(evaluation["largest_component"]),
+    opening = {"opening_mm": float(evaluation["opening_mm"])} if evaluation.get("opening_mm") else {}
+    return {"largest_component": bool(evaluation["largest_component"]), **opening,
             "precision": resolve_precision(requested, device),
             "channels_last": default_channels_last(requested, device)}
 
 
 def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_images=False, n_images=3,
-             largest_component=False, precision="fp32", channels_last: bool | None = None):
+             largest_component=False, opening_mm=0.0, precision="fp32", channels_last: bool | None = None):
     """Per-case metrics on the held-out patients, in 3D, in each file's original geometry
-    (optionally after keeping only the prediction's largest connected component); `precision` and
+    (after the recipe's post-processing: `largest_component`, `opening_mm`); `precision` and
     `channels_last` of the network (see `benchmark.inference.predictor.Predictor`)."""
     from benchmark.inference.predictor import Predictor
     from benchmark.tracking.overlays import overlay_image
@@ -68,7 +72,7 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
         if pred.shape != case.mask.shape:
             raise DataError(record.image_path, f"prediction shape {pred.shape} != label shape {case.mask.shape}")
         rows.append({"case": record.case, "patient": record.patient,
-                     **case_metrics(pred > 0, case.mask, case.spacing, largest_component=largest_component)})
+                     **case_metrics(pred > 0, case.mask, case.spacing, largest_component, opening_mm)})
         if log_images and len(overlays) < n_images:
             overlays.append(overlay_image(case.image, pred > 0, case.mask, record.case))
     if not rows:
