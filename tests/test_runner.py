@@ -258,6 +258,23 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
         plan.load_suite("nope")
 
 
+def test_the_cpu_preset_dry_run_warms_up_within_its_steps(tmp_path):
+    """`--dry-run` with the cpu preset: its 300-step warm-up cannot fit the dry run's 2 steps (the schedule refused
+    it, so every dry run failed), so a tenth of them warms up, as in the smoke layer; the real run keeps 300."""
+    import torch
+
+    from models.schedules import lr_scheduler
+
+    for dry_run in (True, False):
+        for spec in plan.plan_runs(plan.load_suite("paper"), plan.load_preset("cpu"), ["ct"], [0], "phantom",
+                                   tmp_path, dry_run=dry_run):
+            config = run_config.build_config(spec, spec.folder)
+            model, steps = config["model"]["init_args"], config["trainer"]["max_steps"]
+            assert (steps, model["warmup_steps"]) == ((2, None) if dry_run else (5000, 300))
+            optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+            lr_scheduler(optimizer, model["lr_schedule"], model["lr"], steps, model["warmup_steps"])  # what refused it
+
+
 def test_auto_training_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     """Preset `trainer.precision: auto`: bf16-mixed on a CPU with AVX-512 BF16/AMX, fp32 elsewhere
     (emulated bf16 is slower than fp32), resolved at planning so result.json names the one used."""

@@ -168,8 +168,8 @@ DRY_RUN_STEPS = 2
 def cpu_dry_run(config: dict) -> dict:
     """The same run on one CPU process for a few steps: catches a broken (e.g. gpu) preset without a GPU.
 
-    Only where the run happens and how long changes (accelerator, devices, nodes, strategy, steps,
-    validation batches, timing repeats); batch and patch sizes, loss, lr, resampling and the other preset
+    Only where the run happens and how long changes (accelerator, devices, nodes, strategy, steps, a
+    warm-up longer than them, validation batches, timing repeats); batch and patch sizes, loss, lr, resampling and the other preset
     settings stay as they are. bf16 stays on a CPU with AVX-512 BF16/AMX; elsewhere it is emulated and took
     the gpu preset's dry run past 8 minutes on a 2-core AVX2 machine, so there the run, its timing and its
     scoring use fp32 (listed in `overrides`, like every other change).
@@ -194,5 +194,9 @@ def cpu_dry_run(config: dict) -> dict:
             section["precision"] = cpu_precision
     data = dict(config["data"]["init_args"])
     data["num_workers"] = 0  # the CPU test machines have 2 cores
+    model = dict(config["model"]["init_args"])
+    if (model.get("warmup_steps") or 0) >= trainer["max_steps"]:  # the cpu preset's 300 steps: a tenth of the
+        model["warmup_steps"] = None  # dry run's steps instead, as the smoke layer does
     return {**config, "trainer": trainer, "timing": timing, **({"evaluation": evaluation} if evaluation else {}),
-            "data": {**config["data"], "init_args": data}, "dry_run": True}
+            "model": {**config["model"], "init_args": model}, "data": {**config["data"], "init_args": data},
+            "dry_run": True}
