@@ -181,8 +181,9 @@ def test_rank_nonzero_process_trains_but_never_records(blobs, tmp_path, monkeypa
 
 
 def _comparable(report: str) -> str:
-    """The report without wall-clock and timing content: generation time, run times, time columns."""
-    keep, skipping = [], False
+    """The report without wall-clock and timing content: generation time, run times, time columns (Table 1's
+    time per volume, the budget tables' fit seconds and validating share)."""
+    keep, skipping, budget = [], False, False
     for line in report.splitlines():
         if line.startswith("### Cost"):
             skipping = True
@@ -190,8 +191,11 @@ def _comparable(report: str) -> str:
             skipping = False
         if skipping or "UTC" in line or line.startswith("- Runs:") or ".png" in line:
             continue
-        if "time/volume" in line or line.startswith("| U-Net") or line.startswith("| 3D") or line.startswith("| ResNet") \
-                or line.startswith("| **Paper"):
+        budget = "| Fit seconds |" in line or (budget and line.startswith("|"))
+        if budget:
+            line = line.rsplit("|", 3)[0] + "|"  # the budget tables' fit seconds and validating share
+        elif "time/volume" in line or line.startswith("| U-Net") or line.startswith("| 3D") \
+                or line.startswith("| ResNet") or line.startswith("| **Paper"):
             line = line.rsplit("|", 2)[0] + "|"  # Table 1's last column: time per volume
         keep.append(line)
     return "\n".join(keep)

@@ -122,8 +122,9 @@ def opened_largest_component(mask: np.ndarray, spacing: Sequence[float], opening
     box = _bounding_box(mask)
     if not opening_mm or box is None:
         return largest_connected_component(mask)
-    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))  # a ring of
-    crop = mask[box]  # background round the mask, except where the mask meets the scan's edge
+    # one voxel of background round the mask, none where it meets the scan's edge (so that face is not thinned)
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
+    crop = mask[box]
     spacing = tuple(float(s) for s in spacing)
     core = ndimage.distance_transform_edt(crop, sampling=spacing) > opening_mm
     if not core.any():  # nothing as thick as the ball: no core to choose by
