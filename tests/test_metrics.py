@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.scoring.metrics import (case_metrics, check_postprocessing, largest_connected_component,
-                                      opened_largest_component, summarise)
+from benchmark.scoring.metrics import case_metrics, summarise
+from benchmark.scoring.postprocessing import check_postprocessing, largest_connected_component, opened_largest_component
 
 
 def _scipy_surface(pred, gt, spacing):

@@ -10,7 +10,6 @@ The mask gets the post-processing the benchmark scored the checkpoint with (the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,16 +103,15 @@ def postprocessing_of(checkpoint: Path, largest_component: bool | None = None,
                       opening_mm: float | None = None) -> tuple[dict, str]:
     """(post-processing, where it came from): the run's result.json `postprocessing` beside the checkpoint,
     each value overridden by the command line; none for a checkpoint without a run record."""
-    from benchmark.scoring.metrics import check_postprocessing
+    from benchmark.run.records import read_result
+    from benchmark.scoring.postprocessing import check_postprocessing
 
-    record = checkpoint.parent / "result.json"
+    path, record = checkpoint.parent / "result.json", read_result(checkpoint.parent)
     stored, source = {}, "no result.json beside the checkpoint"
-    if record.is_file():
-        try:
-            stored = json.loads(record.read_text()).get("postprocessing") or {}
-        except (json.JSONDecodeError, AttributeError):
-            raise DataError(record, "not a valid result.json: pass --largest-component / --no-largest-component")
-        source = f"as {record} records"
+    if path.is_file():
+        if not isinstance(record, dict):
+            raise DataError(path, "not a valid result.json: pass --largest-component / --no-largest-component")
+        stored, source = record.get("postprocessing") or {}, f"as {path} records"
     post = {"largest_component": bool(stored.get("largest_component")),
             "opening_mm": float(stored.get("opening_mm") or 0.0)}
     if largest_component is not None or opening_mm is not None:
@@ -140,11 +138,11 @@ def describe_postprocessing(post: dict) -> str:
 def _predict(args) -> int:
     try:
         jobs = plan(Path(args.input), Path(args.output))
-        post, source = postprocessing_of(Path(args.checkpoint), args.largest_component, args.opening_mm)
         with ThreadPoolExecutor(max_workers=1) as reader:
             # the first scan is read on the other core while torch is imported and the checkpoint loads
             # (0.2-0.3 s of a 2 s predict: `read_scan` is torch-free); then each next one while this one computes
             pending = reader.submit(read_scan, jobs[0][0], args.series)
+            post, source = postprocessing_of(Path(args.checkpoint), args.largest_component, args.opening_mm)
             check_device(args.device)
             from benchmark.inference.predictor import Predictor
 

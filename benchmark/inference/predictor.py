@@ -288,7 +288,7 @@ class Predictor:
         """Predict and write the mask as NIfTI in the input's geometry; returns ml and seconds.
         `scan`: the already read scan (batch mode reads the next one while this one computes).
         `postprocessing`: result.json's `{largest_component, opening_mm}`, applied as the scoring applies it."""
-        from benchmark.scoring.metrics import postprocess
+        from benchmark.scoring.postprocessing import postprocess
         from datamodules.volumes import spacing_from_affine
 
         start = time.perf_counter()

@@ -83,7 +83,7 @@ def _entry_wins(preset_values: dict, entry_values: dict, forced: list[str], sect
 
 def check_opening(evaluation: dict) -> None:
     """The post-processing of `evaluation:` is checked before training, not at the test."""
-    from benchmark.scoring.metrics import check_postprocessing
+    from benchmark.scoring.postprocessing import check_postprocessing
 
     try:
         check_postprocessing(evaluation["largest_component"], evaluation.get("opening_mm", 0))

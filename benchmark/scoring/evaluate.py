@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.scoring.metrics import case_metrics, check_postprocessing, format_metric, METRIC_KEYS, summarise
+from benchmark.scoring.metrics import case_metrics, format_metric, METRIC_KEYS, summarise
+from benchmark.scoring.postprocessing import check_postprocessing
 from common.files import DataError, atomic_write_json, atomic_write_text
 from datamodules.grid import check_same_grid
 from datamodules.labels import parse_label_option, parse_labels as label_names

@@ -47,7 +47,7 @@ def table_header() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmark.scoring.external import load_external_set, parse_external, score, summary_block
-    from benchmark.scoring.metrics import check_postprocessing
+    from benchmark.scoring.postprocessing import check_postprocessing
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
