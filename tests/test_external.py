@@ -139,7 +139,8 @@ def test_external_eval_matches_the_run(ext_run, ext_ct, tmp_path, capsys):
     _, _, folder = ext_run
     csv_out = tmp_path / "scores.csv"
     record = json.loads((folder / "result.json").read_text())
-    lcc = ["--largest-component"] if record["postprocessing"]["largest_component"] else []  # the run's own post-processing
+    post = record["postprocessing"]  # the run's own post-processing
+    lcc = ["--largest-component", "--opening-mm", str(post.get("opening_mm", 0.0))] if post["largest_component"] else []
     precision = record["evaluation"]["precision"]  # and its network precision and layout
     layout = "--channels-last" if record["evaluation"]["channels_last"] else "--no-channels-last"
     assert cli(["external-eval", "--checkpoint", str(folder / "model.ckpt"), "--external", str(ext_ct),

@@ -109,10 +109,11 @@ def test_failing_entry_is_recorded_and_the_suite_goes_on(tmp_path):
     assert all(r["case"].startswith(r["patient"]) for r in rows)  # MRI: <patient>_t1 / <patient>_t2
     assert good["metrics"]["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert good["timing"]["volume_ms"] > 0 and good["params"] > 0 and good["git_commit"]
-    assert good["postprocessing"] == {"largest_component": True}  # the cpu preset keeps the largest component
+    # the cpu preset keeps the largest component after a 6 mm opening
+    assert good["postprocessing"] == {"largest_component": True, "opening_mm": 6.0}
     bf16 = cpu_has_bf16()  # cpu preset precision `auto`: bf16 where native, resolved and recorded
     # ... and channels-last on a CPU also in fp32: the test split runs the network as the timing stage times it
-    assert good["evaluation"] == {"largest_component": True, "precision": "bf16" if bf16 else "fp32",
+    assert good["evaluation"] == {"largest_component": True, "opening_mm": 6.0, "precision": "bf16" if bf16 else "fp32",
                                   "channels_last": True}
     assert good["timing"]["channels_last"] is True
     assert good["config"]["trainer"]["precision"] == ("bf16-mixed" if bf16 else "32-true")
@@ -240,7 +241,7 @@ def test_presets_layer_budgets_by_dims_and_smoke(tmp_path):
     gc = run_config.budget(plan.load_preset("gpu-converged"), 2, smoke=False)  # extends gpu: same recipe, plateau stop
     assert gc["model"] == g["model"] and gc["data"] == g["data"] and gc["convergence"]["stop"] is True
     assert gc["trainer"]["max_epochs"] > g["trainer"]["max_epochs"]
-    assert b2["evaluation"] == {"largest_component": True, "precision": "auto"}  # recipe switch (cpu: on)
+    assert b2["evaluation"] == {"largest_component": True, "opening_mm": 6.0, "precision": "auto"}  # recipe switch
     assert g["evaluation"] == {"largest_component": False}  # gpu: the paper's plain argmax
     lcc = tmp_path / "lcc.yaml"
     lcc.write_text("evaluation: {largest_component: false}\n")
