@@ -28,7 +28,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q
 
-# `make bench`: one seed (a quick look; 113.8 min on a 2-core AMD EPYC with AVX-512 BF16 at 85cf660, 123.8 min for the same steps at 98d0309 on a slower day (104.0 min on an Intel AMX Xeon at 69571c7) with the devset as EXTERNAL, every run converged, docs/convergence.md). `make bench-full`: SEEDS seeds, the
+# `make bench`: one seed (a quick look; 113.9 min on a 2-core AMD EPYC with AVX-512 BF16 at f802b53, 113.8 and 123.8 min for the same steps at 85cf660 and 98d0309 (104.0 min on an Intel AMX Xeon at 69571c7) with the devset as EXTERNAL, every run converged, docs/convergence.md). `make bench-full`: SEEDS seeds, the
 # committed leaderboard.md (ranking statistics over test patients and seeds). Both resume.
 SEEDS ?= 0,1,2
 bench: $(STAMP)
