@@ -63,8 +63,12 @@ def umask_mode(base: int = 0o666) -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
     return Path(path)
 
 

@@ -143,12 +143,28 @@ def test_external_eval_matches_the_run(ext_run, ext_ct, tmp_path, capsys):
     lcc = ["--largest-component", "--opening-mm", str(post.get("opening_mm", 0.0))] if post["largest_component"] else []
     precision = record["evaluation"]["precision"]  # and its network precision and layout
     layout = "--channels-last" if record["evaluation"]["channels_last"] else "--no-channels-last"
+    overlays = tmp_path / "overlays"
     assert cli(["external-eval", "--checkpoint", str(folder / "model.ckpt"), "--external", str(ext_ct),
-                "--out", str(csv_out), "--device", "cpu", "--precision", precision, layout, *lcc]) == 0
+                "--out", str(csv_out), "--device", "cpu", "--precision", precision, layout, *lcc,
+                "--overlays", str(overlays)]) == 0
     printed = capsys.readouterr().out
     expected = list(csv.DictReader((folder / "external_per_case.csv").open()))
     got = list(csv.DictReader(csv_out.open()))
     assert [(r["case"], r["tp"], r["fp"]) for r in got] == [(r["case"], r["tp"], r["fp"]) for r in expected]
+    # one overlay per case: the image's axial slice (X across, Y down) with the scored prediction in red
+    from PIL import Image
+
+    from datamodules.readers import load_case, read_dataset
+    assert sorted(p.name for p in overlays.iterdir()) == sorted(f"{r['case']}.png" for r in expected)
+    scored = {r["case"]: r for r in expected}
+    for record in read_dataset(ext_ct):
+        rgb = np.asarray(Image.open(overlays / f"{record.case}.png").convert("RGB")).astype(int)
+        case = load_case(record)
+        assert rgb.shape == (case.image.shape[1], case.image.shape[0], 3)
+        assert ((rgb == (0, 255, 0)).all(-1)).any()  # the label's outline
+        red = (rgb[..., 0] - rgb[..., 1] > 90) & (rgb[..., 1] == rgb[..., 2])  # the prediction's red blend
+        assert red.any() == (int(scored[record.case]["tp"]) > 0)  # this small model finds liver on that slice
+    assert f"wrote {len(expected)} overlays to {overlays}" in printed
     mean = np.mean([float(r["dice"]) for r in expected])
     assert any(ln.startswith("mean") and f" {format_metric('dice', mean)} " in ln for ln in printed.splitlines())
     header = next(ln.split() for ln in printed.splitlines() if ln.startswith("case"))

@@ -129,13 +129,14 @@ def resolve_external(text: str | None, modalities: list[str]) -> dict[str, Exter
 
 
 def score(module, preprocessing: dict, ext: ExternalSet, largest_component: bool = False, opening_mm: float = 0.0,
-          precision: str = "fp32", channels_last: bool | None = None) -> list[dict]:
-    """Per-case metrics on every external case, with the test stage's own scoring function."""
+          precision: str = "fp32", channels_last: bool | None = None, overlays: bool = False) -> tuple[list[dict], list]:
+    """Per-case metrics on every external case, with the test stage's own scoring function; with `overlays`,
+    each case's overlay image too (`benchmark.tracking.overlays`: the scored prediction over the label)."""
     from benchmark.run.stages.test import evaluate
 
-    rows, _ = evaluate(module, preprocessing, ext.records, ext.liver_labels, largest_component=largest_component,
-                       opening_mm=opening_mm, precision=precision, channels_last=channels_last)
-    return rows
+    return evaluate(module, preprocessing, ext.records, ext.liver_labels, log_images=overlays, n_images=ext.n,
+                    largest_component=largest_component, opening_mm=opening_mm, precision=precision,
+                    channels_last=channels_last)
 
 
 def summary_block(ext: ExternalSet, rows: list[dict]) -> dict:

@@ -23,6 +23,8 @@ def parse_args(argv):
     p.add_argument("--external", required=True,
                    help="dataset folder in nnU-Net raw layout; DIR:N (or DIR:N+M) sets the liver label(s)")
     p.add_argument("--out", help="write the per-case metrics to this CSV")
+    p.add_argument("--overlays", metavar="DIR", help="write one PNG per case to DIR: the axial slice with the most "
+                   "liver, the scored prediction filled red, the label outlined green (where the model goes wrong)")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest component first")
     p.add_argument("--opening-mm", type=float, default=0.0, help="with --largest-component: choose it after an "
                    "opening by a ball of this radius (a run's own: result.json `postprocessing`)")
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if trained and trained != ext.modality:
             print(f"warning: the checkpoint was trained on {trained.upper()}, the set is {ext.modality.upper()}",
                   file=sys.stderr)
-        rows = score(predictor.module, predictor.config, ext, args.largest_component, args.opening_mm,
-                     predictor.precision, predictor.channels_last)
+        rows, overlays = score(predictor.module, predictor.config, ext, args.largest_component, args.opening_mm,
+                               predictor.precision, predictor.channels_last, overlays=bool(args.overlays))
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,4 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print(f"wrote {args.out}")
+    if args.overlays:
+        from common.files import atomic_write_bytes
+
+        try:
+            for overlay in overlays:
+                atomic_write_bytes(Path(args.overlays) / overlay.filename, overlay.png())
+        except OSError as exc:
+            print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(overlays)} overlays to {args.overlays}")
     return 0

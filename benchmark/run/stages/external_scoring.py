@@ -14,7 +14,7 @@ def external_stage(module, preprocessing: dict, ext: ExternalSet, folder: Path,
     """The runner's external stage: score, write `external_per_case.csv` (atomic), return the block.
     A failure here is recorded in the block and keeps the run's own results (training is not lost)."""
     try:
-        rows = score(module, preprocessing, ext, largest_component, opening_mm, precision, channels_last)
+        rows, _ = score(module, preprocessing, ext, largest_component, opening_mm, precision, channels_last)
     except Exception as exc:  # the set was checked before training; a late surprise is recorded
         return {**ext.describe(), "error": failure_fields(exc)["error"]}, []
     write_per_case(folder, rows, "external_per_case.csv")

@@ -61,6 +61,7 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
     (after the recipe's post-processing: `largest_component`, `opening_mm`); `precision` and
     `channels_last` of the network (see `benchmark.inference.predictor.Predictor`)."""
     from benchmark.inference.predictor import Predictor
+    from benchmark.scoring.postprocessing import postprocess
     from benchmark.tracking.overlays import overlay_image
     from datamodules.readers import load_case
 
@@ -71,10 +72,10 @@ def evaluate(module, preprocessing: dict, test_records, liver_labels=None, log_i
         pred, _ = predictor.predict_file(record.image_path)
         if pred.shape != case.mask.shape:
             raise DataError(record.image_path, f"prediction shape {pred.shape} != label shape {case.mask.shape}")
-        rows.append({"case": record.case, "patient": record.patient,
-                     **case_metrics(pred > 0, case.mask, case.spacing, largest_component, opening_mm)})
+        scored = postprocess(pred > 0, case.spacing, largest_component, opening_mm)  # what is scored is shown
+        rows.append({"case": record.case, "patient": record.patient, **case_metrics(scored, case.mask, case.spacing)})
         if log_images and len(overlays) < n_images:
-            overlays.append(overlay_image(case.image, pred > 0, case.mask, record.case))
+            overlays.append(overlay_image(case.image, scored, case.mask, record.case))
     if not rows:
         raise ValueError("the test split is empty: nothing to evaluate")
     return rows, overlays
